@@ -1,0 +1,3 @@
+from nodeslo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""The `nodeslo` command: serve, and the subcommands later issues add.
+
+Flags follow node_exporter: dotted names (`--web.listen-address`), `--path.*` roots,
+`--collector.<name>` / `--no-collector.<name>`. A bad flag or value prints usage and
+exits 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nodeslo import __version__
+from nodeslo import log as logsetup
+from nodeslo.collectors import COLLECTORS
+from nodeslo.web.server import ListenAddressError, parse_listen_address
+
+DEFAULT_PORT = 10131
+DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen_address(text)
+    except ListenAddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def telemetry_path(text: str) -> str:
+    if not text.startswith("/") or text in ("/", "/-/healthy", "/-/ready"):
+        raise argparse.ArgumentTypeError(f"must be an absolute path other than /: {text!r}")
+    return text
+
+
+def add_path_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--path.sysfs",
+        dest="path_sysfs",
+        default="/sys",
+        metavar="PATH",
+        help="sysfs mountpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--path.procfs",
+        dest="path_procfs",
+        default="/proc",
+        metavar="PATH",
+        help="procfs mountpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--path.rootfs",
+        dest="path_rootfs",
+        default="/",
+        metavar="PATH",
+        help="root filesystem mountpoint (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--path.udev.data",
+        dest="path_udev_data",
+        default="/run/udev/data",
+        metavar="PATH",
+        help="udev data path (default: %(default)s)",
+    )
+
+
+def add_profile_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="profile YAML (default: the shipped process-management profile)",
+    )
+
+
+def add_log_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log.level", dest="log_level", choices=logsetup.LEVELS, default="info")
+    parser.add_argument(
+        "--log.format", dest="log_format", choices=logsetup.FORMATS, default="logfmt"
+    )
+
+
+def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the exporter",
+        description="Serve Prometheus metrics for this host.",
+    )
+    web = parser.add_argument_group("web")
+    web.add_argument(
+        "--web.listen-address",
+        dest="web_listen_address",
+        type=listen_address,
+        default=parse_listen_address(DEFAULT_LISTEN_ADDRESS),
+        metavar="ADDRESS",
+        help=f"address to listen on (default: {DEFAULT_LISTEN_ADDRESS})",
+    )
+    web.add_argument(
+        "--web.telemetry-path",
+        dest="web_telemetry_path",
+        type=telemetry_path,
+        default="/metrics",
+        metavar="PATH",
+        help="path under which to expose metrics (default: %(default)s)",
+    )
+    paths = parser.add_argument_group("paths")
+    add_path_flags(paths)
+    add_profile_flag(parser)
+    add_log_flags(parser)
+    collectors = parser.add_argument_group("collectors")
+    collectors.add_argument(
+        "--collector.disable-defaults",
+        dest="collector_disable_defaults",
+        action="store_true",
+        help="run only the collectors enabled explicitly",
+    )
+    for name, cls in sorted(COLLECTORS.items()):
+        state = "on" if cls.default_enabled else "off"
+        collectors.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            default=None,
+            action=argparse.BooleanOptionalAction,
+            help=f"{cls.help} (default: {state})",
+        )
+    for _name, cls in sorted(COLLECTORS.items()):
+        cls.add_arguments(collectors)
+    parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nodeslo.daemon import serve
+
+    return serve(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nodeslo",
+        description="Prometheus exporter and SLO alerting pack for deterministic servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"nodeslo {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_serve_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logsetup.configure(getattr(args, "log_level", "info"), getattr(args, "log_format", "logfmt"))
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

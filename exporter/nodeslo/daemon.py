@@ -1,0 +1,183 @@
+"""`nodeslo serve`: wire collectors, profile and HTTP server; handle signals and systemd."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import queue
+import signal
+import threading
+import time
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.process_collector import ProcessCollector
+
+from nodeslo.collectors import COLLECTORS
+from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
+from nodeslo.log import OnceLog
+from nodeslo.pack.profile import Profile, ProfileError, load_profile
+from nodeslo.paths import Roots
+from nodeslo.sdnotify import Notifier
+from nodeslo.selfmetrics import ReloadState, SelfCollector
+from nodeslo.web import landing
+from nodeslo.web.server import Server, WebApp, make_server
+
+log = logging.getLogger("nodeslo")
+
+# Between watchdog pings and signal checks when systemd asks for no watchdog.
+IDLE_TICK_SECONDS = 1.0
+
+
+def enabled_collectors(args: argparse.Namespace) -> list[str]:
+    """Collector names in force: defaults, minus --no-collector.X, plus --collector.X."""
+    names = []
+    for name, cls in COLLECTORS.items():
+        explicit = getattr(args, f"collector_{name}", None)
+        if explicit is None:
+            on = cls.default_enabled and not args.collector_disable_defaults
+        else:
+            on = bool(explicit)
+        if on:
+            names.append(name)
+    return names
+
+
+class Daemon:
+    def __init__(self, args: argparse.Namespace, profile: Profile) -> None:
+        self.args = args
+        self.profile = profile
+        self.reload_state = ReloadState(True, time.time())
+        self.roots = Roots(
+            sysfs=args.path_sysfs,
+            procfs=args.path_procfs,
+            rootfs=args.path_rootfs,
+            udev_data=args.path_udev_data,
+        )
+        self.errors = OnceLog(logging.getLogger("nodeslo.collector"))
+        ctx = CollectorContext(
+            roots=self.roots, options=args, errors=self.errors, profile=lambda: self.profile
+        )
+        names = enabled_collectors(args)
+        self.disabled = [n for n in COLLECTORS if n not in names]
+        collectors: list[Collector] = [COLLECTORS[name](ctx) for name in names]
+        self.collectors = CollectorSet(collectors, self.errors)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SelfCollector(lambda: self.profile, self.reload_state))
+        self.registry.register(self.collectors)
+        # The daemon's own CPU and memory, always from the real /proc/self.
+        ProcessCollector(registry=self.registry)
+        self.notifier = Notifier()
+        self.commands: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self.server: Server | None = None
+
+    def landing_page(self) -> str:
+        return landing.render(
+            self.args.web_telemetry_path,
+            self.profile.name,
+            self.profile.sha256,
+            dict(self.collectors.status),
+            self.disabled,
+        )
+
+    def bind(self) -> Server:
+        app = WebApp(
+            registry=self.registry,
+            telemetry_path=self.args.web_telemetry_path,
+            landing_page=self.landing_page,
+            ready=self._ready.is_set,
+        )
+        self.server = make_server(self.args.web_listen_address, app)
+        return self.server
+
+    def reload(self) -> bool:
+        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            profile = load_profile(self.args.profile)
+        except ProfileError as exc:
+            self.reload_state.successful = False
+            log.error(
+                "profile reload failed, keeping the old profile",
+                extra={"fields": {"err": str(exc), "profile": self.profile.name}},
+            )
+            ok = False
+        else:
+            self.profile = profile
+            self.reload_state.successful = True
+            self.reload_state.success_timestamp = time.time()
+            self.collectors.profile_changed()
+            log.info(
+                "profile reloaded",
+                extra={"fields": {"profile": profile.name, "sha256": profile.sha256[:12]}},
+            )
+            ok = True
+        self.notifier.notify("READY=1")
+        return ok
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.commands.put("reload" if signum == signal.SIGHUP else "stop")
+
+    def run(self) -> int:
+        server = self.server or self.bind()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.collectors.start()
+        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+        thread.start()
+        self._ready.set()
+        port = server.server_address[1]
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "address": f"{self.args.web_listen_address[0]}:{port}",
+                    "collectors": ",".join(c.name for c in self.collectors.collectors),
+                    "profile": self.profile.name,
+                }
+            },
+        )
+        self.notifier.notify("READY=1")
+        tick = self.notifier.ping_interval() or IDLE_TICK_SECONDS
+        while True:
+            try:
+                command = self.commands.get(timeout=tick)
+            except queue.Empty:
+                # Ping only while the HTTP thread is alive: a dead server must be restarted.
+                if thread.is_alive():
+                    self.notifier.notify("WATCHDOG=1")
+                continue
+            if command == "reload":
+                self.reload()
+            else:
+                break
+        return self.shutdown(thread)
+
+    def shutdown(self, thread: threading.Thread) -> int:
+        log.info("shutting down")
+        self._ready.clear()
+        self.notifier.notify("STOPPING=1")
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.server_close()
+        thread.join(timeout=1.0)
+        self.collectors.close()
+        return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        log.error("invalid profile", extra={"fields": {"err": str(exc)}})
+        return 2
+    daemon = Daemon(args, profile)
+    try:
+        daemon.bind()
+    except OSError as exc:
+        host, port = args.web_listen_address
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        log.error(f"cannot listen on {host}:{port}: {reason}")
+        return 1
+    return daemon.run()

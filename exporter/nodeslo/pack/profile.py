@@ -1,0 +1,593 @@
+"""The profile: the one source of truth for SLOs, health thresholds, tuning and capacity.
+
+A profile is validated once, at the edge, into frozen dataclasses; the rule and
+dashboard generators, the tuning collector, the probes and `nodeslo check` all read
+these objects and never the YAML. Every error names the file, the key path and the
+line. A user profile may `extends:` a shipped one and override single values; a
+null value removes an inherited key (an SLO, a sysctl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+from nodeslo.pack import yamlsource
+from nodeslo.pack.yamlsource import Located, SourceError
+from nodeslo.units import parse_duration, parse_percent, parse_ratio, parse_size
+
+DEFAULT_PROFILE = "process-management"
+WAKEUP_POLICIES = ("other", "fifo")
+WAKEUP_ENGINES = ("auto", "python", "cyclictest")
+THP_MODES = ("always", "madvise", "never")
+GOVERNORS = ("performance", "powersave", "schedutil", "ondemand", "conservative", "userspace")
+
+
+class ProfileError(SourceError):
+    """A profile that cannot be used; the message names file, key and line."""
+
+
+@dataclass(frozen=True)
+class LatencySLI:
+    """Good events = histogram observations at or below the threshold bucket."""
+
+    histogram: str
+    threshold_seconds: float
+    matchers: tuple[tuple[str, str], ...] = ()
+    by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TimeSLI:
+    """Bad time over available time: rate(bad_seconds) / capacity (seconds per second)."""
+
+    bad_seconds: str
+    capacity: str
+    matchers: tuple[tuple[str, str], ...] = ()
+    by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SLO:
+    name: str
+    description: str
+    objective: float  # ratio, e.g. 0.99
+    sli: LatencySLI | TimeSLI
+    # The probe that produces the SLI's events, if any: its absence is alerted on its own.
+    probe: str | None = None
+
+    @property
+    def error_budget(self) -> float:
+        return 1.0 - self.objective
+
+
+@dataclass(frozen=True)
+class NVMeHealth:
+    wear_warning_ratio: float = 0.8
+    wearout_lookback_seconds: float = 7 * 86400
+    wearout_horizon_seconds: float = 30 * 86400
+    write_amplification_max: float = 3.0
+    write_amplification_window_seconds: float = 86400
+    media_errors_window_seconds: float = 3600
+    latency_outlier_factor: float = 3.0
+    latency_outlier_window_seconds: float = 6 * 3600
+    latency_outlier_min_iops: float = 100.0
+    smart_stale_after_seconds: float = 300
+
+
+@dataclass(frozen=True)
+class CPUHealth:
+    throttling_window_seconds: float = 600
+    # Temperatures alert against each sensor's own max / crit, as the firmware sets them.
+    temperature_for_seconds: float = 300
+
+
+@dataclass(frozen=True)
+class MemoryHealth:
+    correctable_errors_max: float = 10
+    correctable_errors_window_seconds: float = 86400
+    numa_remote_ratio_max: float = 0.05
+    numa_window_seconds: float = 3600
+
+
+@dataclass(frozen=True)
+class PowerHealth:
+    psu_capacity_watts: float = 2200
+    psu_count: int = 2
+
+
+@dataclass(frozen=True)
+class Health:
+    nvme: NVMeHealth = field(default_factory=NVMeHealth)
+    cpu: CPUHealth = field(default_factory=CPUHealth)
+    memory: MemoryHealth = field(default_factory=MemoryHealth)
+    power: PowerHealth = field(default_factory=PowerHealth)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Expected kernel settings; None means "not checked"."""
+
+    max_cstate_exit_latency_seconds: float | None = None
+    governor: str | None = None
+    turbo: bool | None = None
+    transparent_hugepage: str | None = None
+    isolated_cpus: str | None = None
+    nohz_full: str | None = None
+    sysctl: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Capacity:
+    iops: float | None = None
+    dispatches_per_second: float | None = None
+    memory_bandwidth_bytes_per_second: float | None = None
+    memory_bandwidth_target_ratio: float | None = None
+    threads: int | None = None
+    all_core_frequency_hertz: float | None = None
+    peak_power_watts: float | None = None
+
+
+@dataclass(frozen=True)
+class StorageProbe:
+    targets: tuple[str, ...] = ()
+    rate: float = 10.0
+    file_size_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WakeupProbe:
+    enabled: bool = True
+    interval_seconds: float = 0.01
+    policy: str = "other"
+    engine: str = "auto"
+
+
+@dataclass(frozen=True)
+class Probes:
+    storage: StorageProbe = field(default_factory=StorageProbe)
+    wakeup: WakeupProbe = field(default_factory=WakeupProbe)
+
+
+@dataclass(frozen=True)
+class Alerting:
+    runbook_base_url: str = "https://github.com/nodeslo/nodeslo/blob/main/alerts/runbooks"
+    # Multiplies every `for:` duration. Only for compressed end-to-end tests.
+    for_scale: float = 1.0
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    period_seconds: float
+    slos: tuple[SLO, ...]
+    health: Health
+    tuning: Tuning
+    capacity: Capacity
+    probes: Probes
+    alerting: Alerting
+    source: str
+    sha256: str
+
+    def slo(self, name: str) -> SLO:
+        for slo in self.slos:
+            if slo.name == name:
+                return slo
+        raise KeyError(name)
+
+    def histogram_thresholds(self, histogram: str) -> tuple[float, ...]:
+        """Every latency SLO threshold on one histogram: its buckets must hold them exactly."""
+        return tuple(
+            sorted(
+                {
+                    s.sli.threshold_seconds
+                    for s in self.slos
+                    if isinstance(s.sli, LatencySLI) and s.sli.histogram == histogram
+                }
+            )
+        )
+
+
+# --- validation -------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Node:
+    """A cursor over a Located tree that knows its key path, for error messages."""
+
+    def __init__(self, located: Located, key: str) -> None:
+        self.located = located
+        self.key = key
+
+    @property
+    def value(self) -> Any:
+        return self.located.value
+
+    def error(self, message: str) -> ProfileError:
+        return ProfileError(self.located.file, self.located.line, self.key, message)
+
+    def mapping(self, allowed: tuple[str, ...] | None = None) -> dict[str, Node]:
+        if not isinstance(self.value, dict):
+            raise self.error(f"must be a mapping, got {_kind(self.value)}")
+        children = {k: Node(v, f"{self.key}.{k}" if self.key else k) for k, v in self.value.items()}
+        if allowed is not None:
+            for name, child in children.items():
+                if name not in allowed:
+                    raise child.error(f"unknown key (allowed: {', '.join(allowed)})")
+        return children
+
+    def convert(self, parse: Callable[[Any], T]) -> T:
+        try:
+            return parse(self.value)
+        except (ValueError, TypeError) as exc:
+            raise self.error(str(exc)) from None
+
+    def string(self, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(self.value, str) or not self.value:
+            raise self.error(f"must be a non-empty string, got {_kind(self.value)}")
+        if choices is not None and self.value not in choices:
+            raise self.error(f"must be one of {', '.join(choices)}, got {self.value!r}")
+        return self.value
+
+    def number(self, minimum: float | None = None, positive: bool = False) -> float:
+        # YAML 1.1 reads 921.6e9 (no exponent sign) as a string: accept numeric strings.
+        try:
+            if isinstance(self.value, bool) or not isinstance(self.value, int | float | str):
+                raise ValueError
+            number = float(self.value)
+        except ValueError:
+            raise self.error(f"must be a number, got {_kind(self.value)}") from None
+        if not math.isfinite(number):
+            raise self.error(f"must be finite, got {self.value}")
+        if positive and number <= 0:
+            raise self.error(f"must be positive, got {self.value}")
+        if minimum is not None and number < minimum:
+            raise self.error(f"must be at least {minimum:g}, got {self.value}")
+        return number
+
+    def boolean(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.error(f"must be true or false, got {_kind(self.value)}")
+        return self.value
+
+    def duration(self, positive: bool = True) -> float:
+        seconds = self.convert(parse_duration)
+        if positive and seconds <= 0:
+            raise self.error("must be a positive duration")
+        return seconds
+
+    def string_list(self) -> tuple[str, ...]:
+        if not isinstance(self.value, list):
+            raise self.error(f"must be a list, got {_kind(self.value)}")
+        return tuple(Node(item, f"{self.key}[{i}]").string() for i, item in enumerate(self.value))
+
+    def string_map(self) -> tuple[tuple[str, str], ...]:
+        out = []
+        for name, child in self.mapping().items():
+            if isinstance(child.value, bool):
+                text = "1" if child.value else "0"
+            elif isinstance(child.value, int | float | str):
+                text = str(child.value)
+            else:
+                raise child.error(f"must be a scalar, got {_kind(child.value)}")
+            out.append((name, text))
+        return tuple(sorted(out))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _fields(node: Node, spec: dict[str, Callable[[Node], Any]]) -> dict[str, Any]:
+    """Convert the keys present under `node` with their parsers; reject unknown keys."""
+    children = node.mapping(tuple(spec))
+    return {name: spec[name](child) for name, child in children.items()}
+
+
+def _sli(node: Node) -> LatencySLI | TimeSLI:
+    children = node.mapping(("latency", "time"))
+    if len(children) != 1:
+        raise node.error("must hold exactly one of: latency, time")
+    kind, body = next(iter(children.items()))
+    if kind == "latency":
+        values = _fields(
+            body,
+            {
+                "histogram": lambda n: n.string(),
+                "threshold": lambda n: n.duration(),
+                "matchers": lambda n: n.string_map(),
+                "by": lambda n: n.string_list(),
+            },
+        )
+        for required in ("histogram", "threshold"):
+            if required not in values:
+                raise body.error(f"missing key {required!r}")
+        values["threshold_seconds"] = values.pop("threshold")
+        return LatencySLI(**values)
+    values = _fields(
+        body,
+        {
+            "bad_seconds": lambda n: n.string(),
+            "capacity": lambda n: n.string(),
+            "matchers": lambda n: n.string_map(),
+            "by": lambda n: n.string_list(),
+        },
+    )
+    for required in ("bad_seconds", "capacity"):
+        if required not in values:
+            raise body.error(f"missing key {required!r}")
+    return TimeSLI(**values)
+
+
+def _slo(name: str, node: Node) -> SLO:
+    values = _fields(
+        node,
+        {
+            "description": lambda n: n.string(),
+            "objective": lambda n: n.convert(parse_percent),
+            "sli": _sli,
+            "probe": lambda n: n.string(("storage", "wakeup")),
+        },
+    )
+    for required in ("objective", "sli"):
+        if required not in values:
+            raise node.error(f"missing key {required!r}")
+    return SLO(name=name, description=values.pop("description", name), **values)
+
+
+def _section(
+    node: Node | None, cls: type[T], spec: dict[str, tuple[str, Callable[[Node], Any]]]
+) -> T:
+    """A dataclass section: YAML key -> (dataclass field, parser); absent keys keep defaults."""
+    if node is None:
+        return cls()
+    children = node.mapping(tuple(spec))
+    return cls(**{spec[k][0]: spec[k][1](child) for k, child in children.items()})
+
+
+def _dur(n: Node) -> float:
+    return n.duration()
+
+
+def _pos(n: Node) -> float:
+    return n.number(positive=True)
+
+
+def _ratio(n: Node) -> float:
+    return n.convert(parse_ratio)
+
+
+def _health(node: Node | None) -> Health:
+    if node is None:
+        return Health()
+    parts = node.mapping(("nvme", "cpu", "memory", "power"))
+    nvme = _section(
+        parts.get("nvme"),
+        NVMeHealth,
+        {
+            "wear_warning": ("wear_warning_ratio", _ratio),
+            "wearout_lookback": ("wearout_lookback_seconds", _dur),
+            "wearout_horizon": ("wearout_horizon_seconds", _dur),
+            "write_amplification_max": ("write_amplification_max", _pos),
+            "write_amplification_window": ("write_amplification_window_seconds", _dur),
+            "media_errors_window": ("media_errors_window_seconds", _dur),
+            "latency_outlier_factor": ("latency_outlier_factor", _pos),
+            "latency_outlier_window": ("latency_outlier_window_seconds", _dur),
+            "latency_outlier_min_iops": ("latency_outlier_min_iops", _pos),
+            "smart_stale_after": ("smart_stale_after_seconds", _dur),
+        },
+    )
+    cpu = _section(
+        parts.get("cpu"),
+        CPUHealth,
+        {
+            "throttling_window": ("throttling_window_seconds", _dur),
+            "temperature_for": ("temperature_for_seconds", _dur),
+        },
+    )
+    memory = _section(
+        parts.get("memory"),
+        MemoryHealth,
+        {
+            "correctable_errors_max": ("correctable_errors_max", lambda n: n.number(minimum=0)),
+            "correctable_errors_window": ("correctable_errors_window_seconds", _dur),
+            "numa_remote_max": ("numa_remote_ratio_max", _ratio),
+            "numa_window": ("numa_window_seconds", _dur),
+        },
+    )
+    power = _section(
+        parts.get("power"),
+        PowerHealth,
+        {
+            "psu_capacity_watts": ("psu_capacity_watts", _pos),
+            "psu_count": ("psu_count", lambda n: int(n.number(minimum=1))),
+        },
+    )
+    return Health(nvme=nvme, cpu=cpu, memory=memory, power=power)
+
+
+def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:
+    return lambda n: None if n.value is None else parse(n)
+
+
+_TUNING: dict[str, tuple[str, Callable[[Node], Any]]] = {
+    "max_cstate_exit_latency": ("max_cstate_exit_latency_seconds", _optional(_dur)),
+    "governor": ("governor", _optional(lambda n: n.string(GOVERNORS))),
+    "turbo": ("turbo", _optional(lambda n: n.boolean())),
+    "transparent_hugepage": ("transparent_hugepage", _optional(lambda n: n.string(THP_MODES))),
+    "isolated_cpus": ("isolated_cpus", _optional(lambda n: n.convert(_cpu_list))),
+    "nohz_full": ("nohz_full", _optional(lambda n: n.convert(_cpu_list))),
+    "sysctl": ("sysctl", lambda n: n.string_map()),
+}
+
+_CAPACITY: dict[str, tuple[str, Callable[[Node], Any]]] = {
+    "iops": ("iops", _pos),
+    "dispatches_per_second": ("dispatches_per_second", _pos),
+    "memory_bandwidth_bytes_per_second": ("memory_bandwidth_bytes_per_second", _pos),
+    "memory_bandwidth_target": ("memory_bandwidth_target_ratio", _ratio),
+    "threads": ("threads", lambda n: int(n.number(minimum=1))),
+    "all_core_frequency_hertz": ("all_core_frequency_hertz", _pos),
+    "peak_power_watts": ("peak_power_watts", _pos),
+}
+
+
+def _cpu_list(value: Any) -> str:
+    """A kernel CPU list ('2-63,66-127'), normalised; '' means none."""
+    text = str(value).strip()
+    if text == "":
+        return ""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        if not low.isdigit() or (high and not high.isdigit()):
+            raise ValueError(f"not a CPU list: {text!r} (use e.g. 2-63,66-127)")
+        first, last = int(low), int(high or low)
+        if last < first:
+            raise ValueError(f"descending range {part!r} in CPU list")
+        cpus.update(range(first, last + 1))
+    return format_cpu_list(cpus)
+
+
+def format_cpu_list(cpus: set[int] | list[int]) -> str:
+    """{0,1,2,5} -> '0-2,5', the kernel's own notation."""
+    ordered = sorted(set(cpus))
+    ranges: list[str] = []
+    start = prev = None
+    for cpu in [*ordered, None]:
+        if start is not None and (cpu is None or cpu != (prev or 0) + 1):
+            ranges.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if cpu is not None and start is None:
+            start = cpu
+        prev = cpu
+    return ",".join(ranges)
+
+
+def _probes(node: Node | None) -> Probes:
+    if node is None:
+        return Probes()
+    parts = node.mapping(("storage", "wakeup"))
+    storage = _section(
+        parts.get("storage"),
+        StorageProbe,
+        {
+            "targets": ("targets", lambda n: () if n.value is None else n.string_list()),
+            "rate": ("rate", _pos),
+            "file_size": ("file_size_bytes", lambda n: n.convert(parse_size)),
+        },
+    )
+    wakeup = _section(
+        parts.get("wakeup"),
+        WakeupProbe,
+        {
+            "enabled": ("enabled", lambda n: n.boolean()),
+            "interval": ("interval_seconds", _dur),
+            "policy": ("policy", lambda n: n.string(WAKEUP_POLICIES)),
+            "engine": ("engine", lambda n: n.string(WAKEUP_ENGINES)),
+        },
+    )
+    return Probes(storage=storage, wakeup=wakeup)
+
+
+_ALERTING: dict[str, tuple[str, Callable[[Node], Any]]] = {
+    "runbook_base_url": ("runbook_base_url", lambda n: n.string().rstrip("/")),
+    "for_scale": ("for_scale", _pos),
+    "labels": ("labels", lambda n: n.string_map()),
+}
+
+TOP_LEVEL = (
+    "profile",
+    "description",
+    "period",
+    "slos",
+    "health",
+    "tuning",
+    "capacity",
+    "probes",
+    "alerting",
+)
+
+
+def build(tree: Located, source: str, sha256: str) -> Profile:
+    """Validate a merged Located tree into a Profile."""
+    root = Node(tree, "")
+    parts = root.mapping(TOP_LEVEL)
+    if "profile" not in parts:
+        raise root.error("missing key 'profile' (the profile's name)")
+    slos_node = parts.get("slos")
+    slos: list[SLO] = []
+    if slos_node is not None:
+        for name, node in slos_node.mapping().items():
+            slos.append(_slo(name, node))
+    period = parts["period"].duration() if "period" in parts else 30 * 86400.0
+    profile = Profile(
+        name=parts["profile"].string(),
+        description=parts["description"].string() if "description" in parts else "",
+        period_seconds=period,
+        slos=tuple(slos),
+        health=_health(parts.get("health")),
+        tuning=_section(parts.get("tuning"), Tuning, _TUNING),
+        capacity=_section(parts.get("capacity"), Capacity, _CAPACITY),
+        probes=_probes(parts.get("probes")),
+        alerting=_section(parts.get("alerting"), Alerting, _ALERTING),
+        source=source,
+        sha256=sha256,
+    )
+    _check_consistency(profile, parts)
+    return profile
+
+
+def _check_consistency(profile: Profile, parts: dict[str, Node]) -> None:
+    windows = (300.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, 259200.0)
+    if profile.period_seconds < max(windows):
+        raise parts["period"].error("must be at least 3d, the longest burn-rate window")
+    for slo in profile.slos:
+        if isinstance(slo.sli, LatencySLI) and slo.sli.threshold_seconds <= 0:
+            raise parts["slos"].error(f"{slo.name}: threshold must be positive")
+
+
+def shipped_profile_path(name: str) -> str | None:
+    path = resources.files("nodeslo.profiles").joinpath(f"{name}.yaml")
+    return str(path) if path.is_file() else None
+
+
+def _resolve(reference: str, relative_to: str) -> str | None:
+    if reference.endswith((".yaml", ".yml")) or os.sep in reference:
+        path = os.path.join(relative_to, reference)
+        return path if os.path.isfile(path) else None
+    return shipped_profile_path(reference)
+
+
+def load_profile(path: str | None = None) -> Profile:
+    """Load and validate a profile file (default: the shipped process-management one)."""
+    if path is None:
+        path = shipped_profile_path(DEFAULT_PROFILE)
+        assert path is not None, "the default profile ships with the package"
+    try:
+        tree = yamlsource.resolve_extends(yamlsource.load(path), _resolve)
+        # The digest covers the effective profile, parents included, so two hosts
+        # with the same sha256 hold the same targets whatever files produced them.
+        canonical = json.dumps(tree.plain(), sort_keys=True, default=str)
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        return build(tree, path, digest)
+    except ProfileError:
+        raise
+    except SourceError as exc:
+        raise ProfileError(exc.file, exc.line, exc.key, exc.message) from None
+    except OSError as exc:
+        raise ProfileError(path, None, "", exc.strerror or str(exc)) from None

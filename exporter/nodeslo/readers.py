@@ -1,0 +1,183 @@
+"""Low-level readers for sysfs and procfs values.
+
+Kernel pseudo-files are tiny and read on every scrape, thousands of them on a
+256-CPU host, so the hot path is one os.open / os.read / os.close per file on a
+prebuilt path string. Every failure is classified once, here, so collectors can
+decide per value what it means:
+
+- absent (ENOENT, ENODEV, ENXIO, ENOTDIR): the hardware or feature is not there.
+  Readers return None; a collector exports nothing for it and still succeeds.
+- `ValueUnavailable` (EAGAIN, ENODATA, EIO, EBUSY, ETIMEDOUT, EINVAL, EOPNOTSUPP):
+  the file exists but the driver has no value right now (a sleeping hwmon sensor,
+  a device in reset). Skip that value, keep the rest.
+- `AccessDenied` (EACCES, EPERM): root-only attributes such as RAPL energy_uj.
+- `MalformedValue`: the content does not parse; the message carries the path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+__all__ = [
+    "AccessDenied",
+    "MalformedValue",
+    "ReadError",
+    "ValueUnavailable",
+    "list_dir",
+    "parse_int",
+    "read_all",
+    "read_int",
+    "read_key_values",
+    "read_small",
+    "read_text",
+]
+
+# sysfs attributes are at most one page; one read of this size gets all of it.
+SMALL_READ = 4096
+# procfs seq_files (diskstats, schedstat on 512 CPUs) are read in chunks of this size.
+CHUNK = 65536
+
+ABSENT = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ENOTDIR})
+UNAVAILABLE = frozenset(
+    {
+        errno.EAGAIN,
+        errno.ENODATA,
+        errno.EIO,
+        errno.EBUSY,
+        errno.ETIMEDOUT,
+        errno.EINVAL,
+        errno.EOPNOTSUPP,
+    }
+)
+DENIED = frozenset({errno.EACCES, errno.EPERM})
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+
+
+class ReadError(Exception):
+    """A kernel file exists but gave no usable value. Always names the file."""
+
+    def __init__(self, path: str, reason: str, err: int | None = None) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.errno = err
+
+
+class ValueUnavailable(ReadError):
+    """The driver has no value right now (EAGAIN, ENODATA, EIO, ...)."""
+
+
+class AccessDenied(ReadError):
+    """The file needs more privilege than this process has."""
+
+
+class MalformedValue(ReadError):
+    """The file's content does not parse as expected."""
+
+
+def _classify(path: str, exc: OSError) -> ReadError | None:
+    code = exc.errno
+    if code in ABSENT:
+        return None
+    reason = os.strerror(code) if code is not None else str(exc)
+    if code in DENIED:
+        return AccessDenied(path, reason, code)
+    if code in UNAVAILABLE:
+        return ValueUnavailable(path, reason, code)
+    return ReadError(path, reason, code)
+
+
+def read_small(path: str) -> bytes | None:
+    """One read of a sysfs attribute. None when the file is absent."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        err = _classify(path, exc)
+        if err is None:
+            return None
+        raise err from None
+    try:
+        return os.read(fd, SMALL_READ)
+    except OSError as exc:
+        err = _classify(path, exc)
+        if err is None:
+            return None
+        raise err from None
+    finally:
+        os.close(fd)
+
+
+def read_all(path: str) -> bytes | None:
+    """A whole procfs file, read until EOF. None when the file is absent."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        err = _classify(path, exc)
+        if err is None:
+            return None
+        raise err from None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        err = _classify(path, exc)
+        if err is None:
+            return None
+        raise err from None
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str) -> str | None:
+    """A sysfs string attribute, stripped of the newline and space padding."""
+    raw = read_small(path)
+    if raw is None:
+        return None
+    return raw.decode("utf-8", "replace").strip()
+
+
+def parse_int(path: str, text: str | bytes) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        shown = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        raise MalformedValue(path, f"not an integer: {shown.strip()[:40]!r}") from None
+
+
+def read_int(path: str) -> int | None:
+    """A sysfs integer attribute. None when absent; MalformedValue when not a number."""
+    raw = read_small(path)
+    if raw is None:
+        return None
+    return parse_int(path, raw)
+
+
+def read_key_values(path: str, separator: str | None = None) -> dict[str, str] | None:
+    """`key value` (or `key=value` with separator="=") lines into a dict."""
+    raw = read_all(path)
+    if raw is None:
+        return None
+    result: dict[str, str] = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        parts = line.split(separator, 1)
+        if len(parts) == 2:
+            result[parts[0].strip()] = parts[1].strip()
+    return result
+
+
+def list_dir(path: str) -> list[str]:
+    """Directory entries, sorted; empty when the directory is absent."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        err = _classify(path, exc)
+        if err is None:
+            return []
+        raise err from None

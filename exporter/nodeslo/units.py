@@ -1,0 +1,102 @@
+"""Human units in the profile (100us, 30d, 99.9%, 64MiB) to base units and back."""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+# Decimal arithmetic, so "100us" is exactly the float 0.0001 a histogram bucket holds
+# (100 * 1e-6 in binary floating point is 9.999999999999999e-05).
+_DURATION_UNITS = {
+    "ns": Decimal("1e-9"),
+    "us": Decimal("1e-6"),
+    "µs": Decimal("1e-6"),
+    "ms": Decimal("1e-3"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+    "d": Decimal(86400),
+    "w": Decimal(604800),
+}
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s|m|h|d|w)\s*$")
+_SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000}
+_SIZE_UNITS |= {"MB": 1000**2, "GB": 1000**3}
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """'100us', '10ms', '30d' -> seconds. A bare number is seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"not a duration: {value!r}")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 100us, 10ms, 5m, 30d)")
+    return float(Decimal(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def parse_percent(value: object) -> float:
+    """'99.9%' or 99.9 -> 0.999; an SLO objective is written as a percentage."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a percentage: {value!r}")
+    text = str(value).strip()
+    number = text[:-1] if text.endswith("%") else text
+    try:
+        percent = Decimal(number)
+    except InvalidOperation:
+        raise ValueError(f"not a percentage: {value!r}") from None
+    if not 0 < percent < 100:
+        raise ValueError(f"must be between 0% and 100% exclusive, got {value!r}")
+    return float(percent / 100)
+
+
+def parse_ratio(value: object) -> float:
+    """'5%' -> 0.05; a bare number must already be a ratio in [0, 1]."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a ratio: {value!r}")
+    text = str(value).strip()
+    try:
+        ratio = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"not a ratio: {value!r} (use e.g. 5% or 0.05)") from None
+    if not ratio.is_finite():
+        raise ValueError(f"not a ratio: {value!r}")
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"must be between 0 and 1 (or 0% and 100%), got {value!r}")
+    return float(ratio)
+
+
+def parse_size(value: object) -> int:
+    """'64MiB' -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 64MiB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2) or ""]
+
+
+def prom_duration(seconds: float) -> str:
+    """Seconds -> the shortest exact Prometheus duration ('30d', '5m', '90s', '250ms')."""
+    millis = round(seconds * 1000)
+    if millis <= 0 or abs(millis / 1000 - seconds) > 1e-9:
+        raise ValueError(f"{seconds}s is not a whole number of milliseconds")
+    # Days at most: "28d" reads better in a rule than "4w".
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+def human_seconds(seconds: float) -> str:
+    """50e-6 -> '50µs', for summaries and panel titles."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)):
+        if seconds >= size:
+            return f"{seconds / size:g}{unit}"
+    if seconds >= 1e-6:
+        return f"{seconds / 1e-6:g}µs"
+    return f"{seconds / 1e-9:g}ns"

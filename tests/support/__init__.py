@@ -1,0 +1,1 @@
+"""Test infrastructure shared by the test modules and the benchmarks."""

@@ -1,0 +1,58 @@
+"""Golden-output tests in node_exporter's manner: the real daemon on a fixture tree.
+
+Each case runs `nodeslo serve` on a generated tree with a fixed set of collectors,
+scrapes /metrics and compares the exposition (volatile families filtered) with a
+committed file under tests/golden. After an intended change, regenerate with
+
+    pytest tests/test_golden.py --update-golden
+
+and review the diff like any other change.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support import daemon as d
+from support.exposition import samples, stable
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# (golden file, fixture variant, collectors)
+CASES = [
+    ("seed-spec-foundation", "seed-spec", ("diskstats", "scheduler")),
+]
+
+
+def collector_flags(collectors: tuple[str, ...]) -> list[str]:
+    return ["--collector.disable-defaults", *(f"--collector.{c}" for c in collectors)]
+
+
+@pytest.mark.parametrize(("golden", "variant", "collectors"), CASES, ids=[c[0] for c in CASES])
+def test_golden(
+    make_tree, update_golden: bool, golden: str, variant: str, collectors: tuple[str, ...]
+) -> None:
+    tree = make_tree(variant)
+    with d.running(tree, *collector_flags(collectors)) as daemon:
+        text = daemon.scrape()
+    for name in collectors:
+        assert samples(text)[("nodeslo_collector_success", (("collector", name),))] == 1
+    got = stable(text)
+    path = GOLDEN / f"{golden}.prom"
+    if update_golden:
+        path.write_text(got)
+    assert path.exists(), f"{path} missing: run pytest --update-golden"
+    assert got == path.read_text(), f"{path} differs: review, then pytest --update-golden"
+
+
+def test_scrape_passes_promtool_check_metrics(seed_tree: Path, promtool: str) -> None:
+    with d.running(seed_tree) as daemon:
+        text = daemon.scrape()
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
