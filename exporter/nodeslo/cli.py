@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from nodeslo import __version__
 from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
+from nodeslo.probes import settings as probe_flags
 from nodeslo.web.server import ListenAddressError, parse_listen_address
 
 DEFAULT_PORT = 10131
@@ -125,6 +126,7 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         )
     for _name, cls in sorted(COLLECTORS.items()):
         cls.add_arguments(collectors)
+    probe_flags.add_arguments(parser)
     parser.set_defaults(func=_serve)
 
 

@@ -19,6 +19,7 @@ from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
 from nodeslo.log import OnceLog
 from nodeslo.pack.profile import Profile, ProfileError, load_profile
 from nodeslo.paths import Roots
+from nodeslo.probes.collector import probe_collectors
 from nodeslo.sdnotify import Notifier
 from nodeslo.selfmetrics import ReloadState, SelfCollector
 from nodeslo.web import landing
@@ -62,6 +63,7 @@ class Daemon:
         names = enabled_collectors(args)
         self.disabled = [n for n in COLLECTORS if n not in names]
         collectors: list[Collector] = [COLLECTORS[name](ctx) for name in names]
+        collectors += probe_collectors(ctx)  # --probe.* flags, not --collector.*
         self.collectors = CollectorSet(collectors, self.errors)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SelfCollector(lambda: self.profile, self.reload_state))

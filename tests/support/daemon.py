@@ -96,6 +96,10 @@ def command(tree: str | os.PathLike[str] | None, *flags: str) -> list[str]:
             f"--path.procfs={tree}/proc",
             f"--path.rootfs={tree}",
             f"--path.udev.data={tree}/run/udev/data",
+            # The active probes measure the real host, not the tree: off, so expositions
+            # stay deterministic and no test writes a probe file. A later --probe.X wins.
+            "--no-probe.storage",
+            "--no-probe.wakeup",
         ]
     return cmd + list(flags)
 

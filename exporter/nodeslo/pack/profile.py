@@ -478,6 +478,46 @@ def format_cpu_list(cpus: set[int] | list[int]) -> str:
     return ",".join(ranges)
 
 
+PROBE_BLOCK = 4096
+MAX_PROBE_RATE = 1000.0  # samples/s per target
+WAKEUP_INTERVAL_RANGE = (100e-6, 1.0)
+
+
+def _probe_targets(node: Node) -> tuple[str, ...]:
+    """Absolute paths (a directory or a block device), normalised, duplicates dropped."""
+    if node.value is None:
+        return ()
+    targets = []
+    for i, path in enumerate(node.string_list()):
+        if not os.path.isabs(path):
+            item = Node(node.value[i], f"{node.key}[{i}]")
+            raise item.error(f"must be an absolute path: {path!r}")
+        targets.append(os.path.normpath(path))
+    return tuple(dict.fromkeys(targets))
+
+
+def _probe_rate(node: Node) -> float:
+    rate = node.number(positive=True)
+    if rate > MAX_PROBE_RATE:
+        raise node.error(f"at most {MAX_PROBE_RATE:g} samples/s per target, got {node.value}")
+    return rate
+
+
+def _probe_file_size(node: Node) -> int:
+    size = node.convert(parse_size)
+    if size < PROBE_BLOCK or size % PROBE_BLOCK:
+        raise node.error(f"must be a positive multiple of 4KiB, got {node.value!r}")
+    return size
+
+
+def _wakeup_interval(node: Node) -> float:
+    seconds = node.duration()
+    low, high = WAKEUP_INTERVAL_RANGE
+    if not low <= seconds <= high:
+        raise node.error(f"must be between 100us and 1s, got {node.value!r}")
+    return seconds
+
+
 def _probes(node: Node | None) -> Probes:
     if node is None:
         return Probes()
@@ -486,9 +526,9 @@ def _probes(node: Node | None) -> Probes:
         parts.get("storage"),
         StorageProbe,
         {
-            "targets": ("targets", lambda n: () if n.value is None else n.string_list()),
-            "rate": ("rate", _pos),
-            "file_size": ("file_size_bytes", lambda n: n.convert(parse_size)),
+            "targets": ("targets", _probe_targets),
+            "rate": ("rate", _probe_rate),
+            "file_size": ("file_size_bytes", _probe_file_size),
         },
     )
     wakeup = _section(
@@ -496,7 +536,7 @@ def _probes(node: Node | None) -> Probes:
         WakeupProbe,
         {
             "enabled": ("enabled", lambda n: n.boolean()),
-            "interval": ("interval_seconds", _dur),
+            "interval": ("interval_seconds", _wakeup_interval),
             "policy": ("policy", lambda n: n.string(WAKEUP_POLICIES)),
             "engine": ("engine", lambda n: n.string(WAKEUP_ENGINES)),
         },

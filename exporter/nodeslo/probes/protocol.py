@@ -1,0 +1,59 @@
+"""The pipe between a probe process and the daemon: one JSON object per line.
+
+A probe process measures and sends what it measured; the daemon only merges. Each
+message has a type `t`:
+
+- `hello`  {engine, policy}                the wake-up probe's effective engine and policy
+- `target` {target, kind, mode, device}    what a storage target turned out to be
+- `hist`   {labels, counts, sum_ns}        per-bucket counts since the last `hist`
+- `err`    {target, op, n, msg}            n failed samples of one operation, last reason
+- `status` {targets: {target: {ok, stuck_seconds}}}   storage heartbeat
+- `beat`   {}                              "still alive", when there was nothing to send
+- `warn`   {msg}                           something the operator should read once
+
+Counts are deltas, so a lost daemon-side message cannot double count, and a probe
+process restarting never resets the daemon's histograms.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from nodeslo.probes.histogram import Snapshot
+
+Message = dict[str, Any]
+
+
+class ParentGone(Exception):
+    """The daemon closed its end of the pipe: the probe process must exit."""
+
+
+class Reporter:
+    """Writes messages to the daemon; raises ParentGone once it has gone away."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def send(self, t: str, /, **fields: Any) -> None:
+        line = json.dumps({"t": t, **fields}, separators=(",", ":")) + "\n"
+        try:
+            self._stream.write(line.encode())
+            self._stream.flush()
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            raise ParentGone(str(exc)) from None
+
+    def histogram(self, labels: list[str], snap: Snapshot) -> bool:
+        """Send a delta if anything was observed; True if sent."""
+        if snap.count == 0:
+            return False
+        self.send("hist", labels=labels, counts=list(snap.counts), sum_ns=snap.sum_ns)
+        return True
+
+
+def decode(line: bytes) -> Message:
+    """One message; ValueError for anything that is not a JSON object with a type."""
+    message = json.loads(line)
+    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+        raise ValueError(f"not a probe message: {line[:80]!r}")
+    return message
