@@ -2,9 +2,9 @@
 
 Each probe runs in its own process (see `storage`, `wakeup`); a supervisor thread merges
 its reports here. `collect()` only copies what was merged: a scrape never waits on a
-probe. The collectors are part of the daemon's CollectorSet (so they get
-`nodeslo_collector_success`, start/profile_changed/close), but not of the `--collector.*`
-catalogue: the probes have their own `--probe.*` flags.
+probe. One collector, `probes`, holds both: it is part of the daemon's CollectorSet (so
+it gets `nodeslo_collector_success{collector="probes"}` and the start/profile_changed/
+close hooks) but not of the `--collector.*` catalogue: the probes have `--probe.*` flags.
 """
 
 from __future__ import annotations
@@ -84,12 +84,12 @@ STORAGE_REPORT_TIMEOUT = 10.0
 WAKEUP_REPORT_TIMEOUT = 20.0  # > a cyclictest burst (5 s) plus its start-up
 
 
-class _ProbeCollector(Collector):
+class _Probe:
     probe: str
     report_timeout: float
 
     def __init__(self, ctx: CollectorContext, backoff: Backoff | None = None) -> None:
-        super().__init__(ctx)
+        self.ctx = ctx
         self._backoff = backoff
         self._lock = threading.Lock()
         self._process: ProbeProcess | None = None
@@ -117,11 +117,26 @@ class _ProbeCollector(Collector):
     def _on_message(self, message: Message) -> None:
         raise NotImplementedError
 
-    def _status(self) -> Iterator[Metric]:
+    @property
+    def enabled(self) -> bool:
+        raise NotImplementedError
+
+    def up(self) -> bool:
         process = self._process
-        up = process is not None and process.reporting() and self._healthy()
-        yield PROBE_UP.single(1 if up else 0, self.probe)
-        yield PROBE_RESTARTS.single(process.restarts if process else 0, self.probe)
+        return process is not None and process.reporting() and self._healthy()
+
+    @property
+    def restarts(self) -> int:
+        return self._process.restarts if self._process is not None else 0
+
+    def start(self) -> None:
+        self.apply()
+
+    def apply(self) -> None:
+        raise NotImplementedError
+
+    def collect(self) -> Iterator[Metric]:
+        raise NotImplementedError
 
     def _healthy(self) -> bool:
         return True
@@ -134,9 +149,7 @@ class _ProbeCollector(Collector):
             self._process.stop()
 
 
-class StorageProbeCollector(_ProbeCollector):
-    name = "probe_storage"
-    help = "Storage I/O latency probe: 4 KiB O_DSYNC writes and O_DIRECT reads per target."
+class StorageProbe(_Probe):
     probe = "storage"
     report_timeout = STORAGE_REPORT_TIMEOUT
 
@@ -149,13 +162,11 @@ class StorageProbeCollector(_ProbeCollector):
         self._ok: dict[str, tuple[bool, float]] = {}
         self._bounds: tuple[float, ...] = ()
 
-    def start(self) -> None:
-        self._apply()
+    @property
+    def enabled(self) -> bool:
+        return self.settings is not None and self.settings.enabled
 
-    def profile_changed(self) -> None:
-        self._apply()
-
-    def _apply(self) -> None:
+    def apply(self) -> None:
         new = storage_settings(self.ctx.profile(), self.ctx.options)
         if new == self.settings:
             return
@@ -249,7 +260,6 @@ class StorageProbeCollector(_ProbeCollector):
         settings = self.settings
         if settings is None or not settings.enabled:
             return
-        yield from self._status()
         latency, errors, info = (
             IO_LATENCY.family(),
             IO_ERRORS.family(),
@@ -270,9 +280,7 @@ class StorageProbeCollector(_ProbeCollector):
         yield info
 
 
-class WakeupProbeCollector(_ProbeCollector):
-    name = "probe_wakeup"
-    help = "Scheduler wake-up latency probe: absolute-deadline timer overshoot."
+class WakeupProbe(_Probe):
     probe = "wakeup"
     report_timeout = WAKEUP_REPORT_TIMEOUT
 
@@ -282,13 +290,11 @@ class WakeupProbeCollector(_ProbeCollector):
         self._histograms: dict[tuple[str, str], LatencyHistogram] = {}
         self._bounds: tuple[float, ...] = ()
 
-    def start(self) -> None:
-        self._apply()
+    @property
+    def enabled(self) -> bool:
+        return self.settings is not None and self.settings.enabled
 
-    def profile_changed(self) -> None:
-        self._apply()
-
-    def _apply(self) -> None:
+    def apply(self) -> None:
         new = wakeup_settings(self.ctx.profile(), self.ctx.options)
         if new == self.settings:
             return
@@ -331,7 +337,6 @@ class WakeupProbeCollector(_ProbeCollector):
         settings = self.settings
         if settings is None or not settings.enabled:
             return
-        yield from self._status()
         yield WAKEUP_INTERVAL.single(settings.interval_seconds)
         latency = WAKEUP_LATENCY.family()
         with self._lock:
@@ -341,15 +346,45 @@ class WakeupProbeCollector(_ProbeCollector):
         yield latency
 
 
-def probe_collectors(ctx: CollectorContext) -> list[Collector]:
-    """The probes not switched off by flag (--no-probe.storage, --no-probe.wakeup).
+class ProbesCollector(Collector):
+    name = "probes"
+    help = "Active probes: storage I/O completion and scheduler wake-up latency."
 
-    A probe the profile leaves off (no storage target, wakeup.enabled false) is still
-    built: a SIGHUP reload may turn it on.
-    """
-    out: list[Collector] = []
-    if ctx.option("probe_storage") is not False:
-        out.append(StorageProbeCollector(ctx))
-    if ctx.option("probe_wakeup") is not False:
-        out.append(WakeupProbeCollector(ctx))
-    return out
+    def __init__(self, ctx: CollectorContext, backoff: Backoff | None = None) -> None:
+        super().__init__(ctx)
+        self.probes: dict[str, StorageProbe | WakeupProbe] = {}
+        # A probe switched off by flag is never built; one the profile leaves off is:
+        # a SIGHUP reload may turn it on.
+        if ctx.option("probe_storage") is not False:
+            self.probes["storage"] = StorageProbe(ctx, backoff)
+        if ctx.option("probe_wakeup") is not False:
+            self.probes["wakeup"] = WakeupProbe(ctx, backoff)
+
+    def start(self) -> None:
+        for probe in self.probes.values():
+            probe.apply()
+
+    def profile_changed(self) -> None:
+        for probe in self.probes.values():
+            probe.apply()
+
+    def close(self) -> None:
+        for probe in self.probes.values():
+            probe.close()
+
+    def collect(self) -> Iterator[Metric]:
+        up, restarts = PROBE_UP.family(), PROBE_RESTARTS.family()
+        for name, probe in sorted(self.probes.items()):
+            if probe.enabled:
+                add(up, [name], 1 if probe.up() else 0)
+                add(restarts, [name], probe.restarts)
+                yield from probe.collect()
+        yield up
+        yield restarts
+
+
+def probe_collectors(ctx: CollectorContext) -> list[Collector]:
+    """The probes collector, unless both probes are switched off by flag."""
+    if ctx.option("probe_storage") is False and ctx.option("probe_wakeup") is False:
+        return []
+    return [ProbesCollector(ctx)]
