@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from nodeslo.collectors import COLLECTORS
 from support import daemon as d
 from support.exposition import samples, value
 
@@ -187,7 +188,9 @@ def test_disabling_a_collector(seed_tree: Path) -> None:
     collectors = {
         dict(ls)["collector"] for n, ls in samples(text) if n == "nodeslo_collector_success"
     }
-    assert collectors == {"scheduler"}
+    defaults = {name for name, cls in COLLECTORS.items() if cls.default_enabled}
+    assert collectors == defaults - {"diskstats"}
+    assert "scheduler" in collectors
     assert not any(n.startswith("nodeslo_disk_") for n, _ in samples(text))
 
 

@@ -24,6 +24,8 @@ GOLDEN = Path(__file__).parent / "golden"
 # (golden file, fixture variant, collectors)
 CASES = [
     ("seed-spec-foundation", "seed-spec", ("diskstats", "scheduler")),
+    ("seed-spec-cpu", "seed-spec", ("cpuidle", "cpufreq", "thermal", "power")),
+    ("seed-spec-amd-cpu", "seed-spec-amd", ("cpuidle", "cpufreq", "thermal", "power")),
 ]
 
 

@@ -1,6 +1,14 @@
 """Collectors, one module per area. Importing this package registers all of them."""
 
-from nodeslo.collectors import cpuidle, diskstats, scheduler
+from nodeslo.collectors import cpufreq, cpuidle, diskstats, power, scheduler, thermal
 from nodeslo.collectors.registry import COLLECTORS
 
-__all__ = ["COLLECTORS", "cpuidle", "diskstats", "scheduler"]
+__all__ = [
+    "COLLECTORS",
+    "cpufreq",
+    "cpuidle",
+    "diskstats",
+    "power",
+    "scheduler",
+    "thermal",
+]

@@ -47,7 +47,7 @@ from nodeslo.counters import CounterSums, CounterTrack
 from nodeslo.cpus import CPU_DIR, CpuTopology, Topology
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
-from nodeslo.readers import ReadError, list_dir, read_int, read_text
+from nodeslo.readers import MalformedValue, ReadError, list_dir, read_int, read_text
 
 DRIVER_INFO = Desc(
     "nodeslo_cpuidle_driver_info",
@@ -105,8 +105,9 @@ PER_CPU = {
 }
 
 US_PER_SECOND = 1e6  # divide, do not multiply by 1e-6: 800 µs must read 0.0008
-# Counter columns of a state's CounterTrack.
-USAGE, TIME, ABOVE, BELOW = range(4)
+# Columns of a state's values (the first four are its CounterTrack's counters).
+USAGE, TIME, ABOVE, BELOW, DISABLE = range(5)
+ABSENT, UNREADABLE = -1, -2
 
 
 @dataclass(frozen=True)
@@ -373,73 +374,78 @@ class CpuidleCollector(Collector):
             cpus_with_states=with_states,
         )
 
-    def _read(self, entry: _Entry, track: CounterTrack) -> int | None:
-        """Read one state's changing files into its track; its `disable` value, or None
-        when the state vanished (CPU unplugged mid-scrape: rebuild next time)."""
-        usage = read_int(entry.usage)
-        time_us = read_int(entry.time)
-        if usage is None or time_us is None:
+    def _int(self, path: str) -> int:
+        """A counter or flag; ABSENT when the file is not there, UNREADABLE (logged once)
+        when it does not read as a non-negative integer."""
+        try:
+            value = read_int(path)
+        except ReadError as exc:
+            self.skip(exc.path, exc)
+            return UNREADABLE
+        if value is None:
+            return ABSENT
+        if value < 0:
+            self.skip(path, MalformedValue(path, f"negative: {value}"))
+            return UNREADABLE
+        return value
+
+    def _read(self, entry: _Entry) -> list[int] | None:
+        """usage, time, above, below, disable of one state (each value on its own: a bad
+        one is UNREADABLE or ABSENT, the others stand); None when the state vanished (CPU
+        unplugged mid-scrape: the plan is rebuilt next time)."""
+        usage = self._int(entry.usage)
+        time_us = self._int(entry.time)
+        if ABSENT in (usage, time_us):
             return None
-        track.update(USAGE, usage)
-        track.update(TIME, time_us)
+        above = below = ABSENT
         if entry.above is not None:
-            above = read_int(entry.above)
-            if above is None:
+            above = self._int(entry.above)
+            if above == ABSENT:  # kernel before 5.1: stop asking
                 entry.above = None
-            else:
-                track.update(ABOVE, above)
         if entry.below is not None:
-            below = read_int(entry.below)
-            if below is None:
+            below = self._int(entry.below)
+            if below == ABSENT:
                 entry.below = None
-            else:
-                track.update(BELOW, below)
-        if entry.disable is None:
-            return 0
-        disable = read_int(entry.disable)
-        if disable is None:
-            entry.disable = None
-            return 0
-        return disable
+        disable = 0  # no file (before 3.10): nothing can disable the state
+        if entry.disable is not None:
+            disable = self._int(entry.disable)
+            if disable == ABSENT:
+                entry.disable = None
+                disable = 0
+        return [usage, time_us, above, below, disable]
 
     def _families(self, plan: _Plan) -> Iterator[Metric]:
         n = len(plan.labels)
-        usage = [0] * n
-        time_us = [0] * n
-        above = [0] * n
-        below = [0] * n
+        sums = [[0] * n for _ in range(4)]  # per counter column, per label
         mispredicts = [False] * n
         enabled = [0] * n
-        skip = self.skip
         for entry, track in zip(plan.entries, plan.tracks, strict=True):
             slot = entry.slot
-            try:
-                disable = self._read(entry, track)
-            except ReadError as exc:
-                skip(exc.path, exc)
+            values = self._read(entry)
+            if values is None:
+                plan.stale = True
             else:
-                if disable is None:
-                    plan.stale = True
-                elif disable == 0:
+                for column in (USAGE, TIME, ABOVE, BELOW):
+                    if values[column] >= 0:
+                        track.update(column, values[column])
+                if values[DISABLE] == 0:
                     enabled[slot] += 1
-            # Unread states keep counting their last values: the sums never go back.
-            usage[slot] += track.total(USAGE)
-            time_us[slot] += track.total(TIME)
+            # Unread values keep counting their last reading: the sums never go back.
+            for column in (USAGE, TIME, ABOVE, BELOW):
+                sums[column][slot] += track.total(column)
             if entry.above is not None or entry.below is not None:
                 mispredicts[slot] = True
-                above[slot] += track.total(ABOVE)
-                below[slot] += track.total(BELOW)
         retired = self._sums.retired_total
         families = {d: d.family() for d in (RESIDENCY, ENTRIES, MISPREDICTIONS)}
         families |= {d: d.family() for d in (EXIT_LATENCY, TARGET_RESIDENCY, ENABLED_CPUS)}
         for slot, label in enumerate(plan.labels):
             state = [label]
-            seconds = (time_us[slot] + retired(label, TIME)) / US_PER_SECOND
-            add(families[RESIDENCY], state, seconds)
-            add(families[ENTRIES], state, usage[slot] + retired(label, USAGE))
+            total = [sums[column][slot] + retired(label, column) for column in range(4)]
+            add(families[RESIDENCY], state, total[TIME] / US_PER_SECOND)
+            add(families[ENTRIES], state, total[USAGE])
             if mispredicts[slot]:
-                add(families[MISPREDICTIONS], [label, "above"], above[slot] + retired(label, ABOVE))
-                add(families[MISPREDICTIONS], [label, "below"], below[slot] + retired(label, BELOW))
+                add(families[MISPREDICTIONS], [label, "above"], total[ABOVE])
+                add(families[MISPREDICTIONS], [label, "below"], total[BELOW])
             latency, residency = plan.latency_us[slot], plan.residency_us[slot]
             if latency is not None:
                 add(families[EXIT_LATENCY], state, latency / US_PER_SECOND)
@@ -455,26 +461,25 @@ class CpuidleCollector(Collector):
         latency = PER_CPU[EXIT_LATENCY].family()
         target = PER_CPU[TARGET_RESIDENCY].family()
         enabled = PER_CPU[ENABLED_CPUS].family()
-        for entry, track in zip(plan.entries, plan.tracks, strict=True):
+        for entry in plan.entries:
             static = entry.static
-            key = [plan.labels[entry.slot], entry.cpu]
-            try:
-                disable = self._read(entry, track)
-            except ReadError as exc:
-                self.skip(exc.path, exc)
-                continue
-            if disable is None:
+            values = self._read(entry)
+            if values is None:
                 plan.stale = True
                 continue
-            add(residency, key, track.last[TIME] / US_PER_SECOND)
-            add(entries, key, track.last[USAGE])
-            if entry.above is not None:
-                add(mispredictions, [key[0], "above", entry.cpu], track.last[ABOVE])
-            if entry.below is not None:
-                add(mispredictions, [key[0], "below", entry.cpu], track.last[BELOW])
+            key = [plan.labels[entry.slot], entry.cpu]
+            # Per CPU the kernel's own counters are exported: a series per source.
+            if values[TIME] >= 0:
+                add(residency, key, values[TIME] / US_PER_SECOND)
+            if values[USAGE] >= 0:
+                add(entries, key, values[USAGE])
+            for column, direction in ((ABOVE, "above"), (BELOW, "below")):
+                if values[column] >= 0:
+                    add(mispredictions, [key[0], direction, entry.cpu], values[column])
             if static.latency_us is not None:
                 add(latency, key, static.latency_us / US_PER_SECOND)
             if static.residency_us is not None:
                 add(target, key, static.residency_us / US_PER_SECOND)
-            add(enabled, key, 1 if disable == 0 else 0)
+            if values[DISABLE] >= 0:
+                add(enabled, key, 1 if values[DISABLE] == 0 else 0)
         yield from (residency, entries, mispredictions, latency, target, enabled)

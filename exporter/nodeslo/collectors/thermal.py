@@ -1,0 +1,280 @@
+"""Thermal throttling, temperatures and fans: is the CPU running as fast as it was bought to?
+
+Sources:
+- x86 `cpu/cpuN/thermal_throttle/` (Intel only; arch/x86/kernel/cpu/mce/therm_throt.c):
+  `core_throttle_count`, `core_throttle_total_time_ms` (5.5+) and the `package_*`
+  pair. Each logical CPU keeps its own copy: SMT siblings repeat their core's events
+  and every CPU of a package repeats the package's, so one CPU per physical core
+  (per package for scope="package") is read, keyed by package and core id as
+  node_exporter does, and summed per package.
+- `nodeslo_cpu_physical_cores{package}`: the denominator of the profile's
+  cpu-unthrottled SLO (core-scope throttled seconds per second, over cores). Exported
+  whenever the CPU topology is known, with or without thermal_throttle files.
+- hwmon chips (`nodeslo.hwmon`): every `tempN_input` with `tempN_max` / `tempN_crit`
+  when the driver offers them (coretemp, k10temp, nvme, drivetemp, any chip), and
+  every `fanN_input`. A sensor that answers EAGAIN, ENODATA or EIO is skipped for
+  that scrape; the chip's other sensors are kept.
+- `/sys/class/thermal/thermal_zoneN/{type,temp}`.
+
+Throttle sums stay monotonic when CPUs go offline (`nodeslo.counters`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import Metric
+
+from nodeslo.collectors.base import Collector, CollectorContext
+from nodeslo.collectors.registry import register
+from nodeslo.counters import CounterSums, CounterTrack
+from nodeslo.cpus import CpuTopology, Topology
+from nodeslo.hwmon import MILLI, HwmonCatalog
+from nodeslo.metrics import Desc, add
+from nodeslo.readers import ReadError, list_dir, read_int, read_text
+
+THROTTLE_EVENTS = Desc(
+    "nodeslo_cpu_throttle_events_total",
+    "counter",
+    "Thermal throttling events: scope=core summed over the package's physical cores"
+    " (each counted once), scope=package the package's own.",
+    ("package", "scope"),
+)
+THROTTLE_SECONDS = Desc(
+    "nodeslo_cpu_throttle_seconds_total",
+    "counter",
+    "Time spent thermally throttled: scope=core summed over the package's physical cores"
+    " (each counted once), scope=package the package's own (kernel 5.5+).",
+    ("package", "scope"),
+)
+PHYSICAL_CORES = Desc(
+    "nodeslo_cpu_physical_cores",
+    "gauge",
+    "Online physical cores per package (SMT siblings counted once).",
+    ("package",),
+)
+HWMON_LABELS = ("chip", "chip_name", "sensor", "label")
+TEMPERATURE = Desc(
+    "nodeslo_hwmon_temperature_celsius",
+    "gauge",
+    "Temperature reported by a hwmon sensor.",
+    HWMON_LABELS,
+)
+TEMPERATURE_MAX = Desc(
+    "nodeslo_hwmon_temperature_max_celsius",
+    "gauge",
+    "The sensor's high-temperature threshold, where the driver reports one.",
+    HWMON_LABELS,
+)
+TEMPERATURE_CRIT = Desc(
+    "nodeslo_hwmon_temperature_crit_celsius",
+    "gauge",
+    "The sensor's critical-temperature threshold, where the driver reports one.",
+    HWMON_LABELS,
+)
+FAN = Desc("nodeslo_hwmon_fan_rpm", "gauge", "Fan speed reported by a hwmon sensor.", HWMON_LABELS)
+ZONE_TEMPERATURE = Desc(
+    "nodeslo_thermal_zone_temperature_celsius",
+    "gauge",
+    "Temperature of a thermal zone (/sys/class/thermal).",
+    ("zone", "type"),
+)
+
+MS_PER_SECOND = 1000.0
+# CounterTrack columns.
+EVENTS, MILLISECONDS = range(2)
+SCOPES = ("core", "package")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One CPU read on behalf of a physical core or a package."""
+
+    package: str
+    scope: str
+    count_path: str
+    time_path: str
+
+
+@dataclass
+class _Plan:
+    cpus: tuple[CpuTopology, ...]
+    physical_cores: dict[str, int]
+    sources: list[_Source]
+    tracks: list[CounterTrack]
+    groups: list[tuple[str, str]]  # (package, scope), in exposition order
+    stale: bool = False
+
+
+def throttle_sources(
+    cpus: tuple[CpuTopology, ...],
+) -> tuple[dict[str, int], list[tuple[CpuTopology, str]]]:
+    """Physical cores per package, and the (CPU, scope) pairs to read: the first CPU of
+    each physical core for scope=core, the first CPU of each package for scope=package."""
+    cores: dict[tuple[str, str], CpuTopology] = {}
+    packages: dict[str, CpuTopology] = {}
+    for cpu in cpus:
+        cores.setdefault(cpu.core_key, cpu)
+        packages.setdefault(cpu.package, cpu)
+    per_package: dict[str, int] = {}
+    for package, _ in cores:
+        per_package[package] = per_package.get(package, 0) + 1
+    pairs = [(cpu, "core") for cpu in cores.values()]
+    pairs += [(cpu, "package") for cpu in packages.values()]
+    return per_package, pairs
+
+
+@register
+class ThermalCollector(Collector):
+    name = "thermal"
+    help = "Thermal throttling per package, hwmon temperatures and fans, thermal zones."
+
+    def __init__(self, ctx: CollectorContext) -> None:
+        super().__init__(ctx)
+        # Benchmark-only switch (no flag): re-read static attributes on every scrape.
+        self._cache_static = bool(ctx.option("cache_static", True))
+        self._topology = Topology(ctx.roots)
+        self._hwmon = HwmonCatalog(ctx.roots, ("temp", "fan"), self._cache_static)
+        self._thermal_dir = ctx.roots.sys("class", "thermal")
+        self._zones: tuple[list[str], list[tuple[str, str, str]]] | None = None
+        self._sums = CounterSums(2)
+        self._plan: _Plan | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._throttling()
+        yield from self._hwmon_sensors()
+        yield self._thermal_zones()
+
+    def _build(self, cpus: tuple[CpuTopology, ...]) -> _Plan:
+        physical_cores, pairs = throttle_sources(cpus)
+        sources: list[_Source] = []
+        keys = []
+        # No thermal_throttle on AMD or in VMs: find out once, not with 130 failed opens
+        # per scrape.
+        present = False
+        if cpus:
+            probe = self._topology.cpu_path(cpus[0].cpu, "thermal_throttle", "core_throttle_count")
+            present = read_text(probe) is not None
+        if present:
+            for cpu, scope in pairs:
+                base = self._topology.cpu_path(cpu.cpu, "thermal_throttle")
+                sources.append(
+                    _Source(
+                        cpu.package,
+                        scope,
+                        f"{base}/{scope}_throttle_count",
+                        f"{base}/{scope}_throttle_total_time_ms",
+                    )
+                )
+                keys.append(((scope, cpu.cpu), (cpu.package, scope)))
+        groups = sorted({group for _, group in keys}, key=lambda g: (_number(g[0]), g[1]))
+        return _Plan(cpus, physical_cores, sources, self._sums.rebuild(keys), groups)
+
+    def _throttling(self) -> Iterator[Metric]:
+        cpus = self._topology.online()
+        plan = self._plan
+        if plan is None or plan.stale or plan.cpus is not cpus or not self._cache_static:
+            plan = self._plan = self._build(cpus)
+        cores = PHYSICAL_CORES.family()
+        for package in sorted(plan.physical_cores, key=_number):
+            add(cores, [package], plan.physical_cores[package])
+        yield cores
+        if not plan.sources:
+            return
+        timed: set[tuple[str, str]] = set()
+        for source, track in zip(plan.sources, plan.tracks, strict=True):
+            try:
+                count = read_int(source.count_path)
+                if count is None:  # CPU went offline mid-scrape
+                    plan.stale = True
+                    continue
+                track.update(EVENTS, count)
+                millis = read_int(source.time_path)
+            except ReadError as exc:
+                self.skip(exc.path, exc)
+                continue
+            if millis is not None:  # absent before 5.5
+                track.update(MILLISECONDS, millis)
+                timed.add((source.package, source.scope))
+        events: dict[tuple[str, str], int] = {}
+        millis_sum: dict[tuple[str, str], int] = {}
+        for source, track in zip(plan.sources, plan.tracks, strict=True):
+            group = (source.package, source.scope)
+            events[group] = events.get(group, 0) + track.total(EVENTS)
+            millis_sum[group] = millis_sum.get(group, 0) + track.total(MILLISECONDS)
+        events_family = THROTTLE_EVENTS.family()
+        seconds_family = THROTTLE_SECONDS.family()
+        retired = self._sums.retired_total
+        for group in plan.groups:
+            add(events_family, group, events.get(group, 0) + retired(group, EVENTS))
+            if group in timed:
+                millis = millis_sum.get(group, 0) + retired(group, MILLISECONDS)
+                add(seconds_family, group, millis / MS_PER_SECOND)
+        yield events_family
+        yield seconds_family
+
+    def _hwmon_sensors(self) -> Iterator[Metric]:
+        errors: list[ReadError] = []
+        chips = self._hwmon.chips(errors)
+        for exc in errors:
+            self.skip(exc.path, exc)
+        temperature = TEMPERATURE.family()
+        temperature_max = TEMPERATURE_MAX.family()
+        temperature_crit = TEMPERATURE_CRIT.family()
+        fans = FAN.family()
+        for chip in chips:
+            for sensor in chip.sensors:
+                try:
+                    raw = read_int(sensor.value_path)
+                except ReadError as exc:  # EAGAIN, ENODATA, EIO: skip this sensor only
+                    self.skip(exc.path, exc)
+                    continue
+                if raw is None:  # the chip went away: rescan next time
+                    self._hwmon.stale = True
+                    continue
+                labels = [chip.chip, chip.chip_name, sensor.sensor, sensor.label]
+                if sensor.kind == "fan":
+                    add(fans, labels, raw)
+                    continue
+                add(temperature, labels, raw / MILLI)
+                if sensor.max is not None:
+                    add(temperature_max, labels, sensor.max)
+                if sensor.crit is not None:
+                    add(temperature_crit, labels, sensor.crit)
+        yield from (temperature, temperature_max, temperature_crit, fans)
+
+    def _zone_list(self) -> list[tuple[str, str, str]]:
+        """(zone number, type, temp path) per thermal zone; types read once per zone set."""
+        names = [n for n in list_dir(self._thermal_dir) if n.startswith("thermal_zone")]
+        if self._zones is not None and self._zones[0] == names and self._cache_static:
+            return self._zones[1]
+        zones = []
+        for name in sorted(names, key=lambda n: _number(n[len("thermal_zone") :])):
+            path = f"{self._thermal_dir}/{name}"
+            try:
+                kind = read_text(f"{path}/type")
+            except ReadError as exc:
+                self.skip(exc.path, exc)
+                kind = None
+            if kind is not None:
+                zones.append((name[len("thermal_zone") :], kind, f"{path}/temp"))
+        self._zones = (names, zones)
+        return zones
+
+    def _thermal_zones(self) -> Metric:
+        family = ZONE_TEMPERATURE.family()
+        for zone, kind, path in self._zone_list():
+            try:
+                raw = read_int(path)
+            except ReadError as exc:  # disabled zones answer ENODATA or EAGAIN
+                self.skip(exc.path, exc)
+                continue
+            if raw is not None:
+                add(family, [zone, kind], raw / MILLI)
+        return family
+
+
+def _number(text: str) -> tuple[int, str]:
+    """Numeric order for ids that are numbers ('2' < '10'), text order otherwise."""
+    return (int(text), "") if text.isdigit() else (1 << 30, text)
