@@ -13,14 +13,16 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
 from nodeslo.pack import yamlsource
+from nodeslo.pack.burnrate import LONGEST_WINDOW_SECONDS, highest_factor
 from nodeslo.pack.yamlsource import Located, SourceError
-from nodeslo.units import parse_duration, parse_percent, parse_ratio, parse_size
+from nodeslo.units import parse_duration, parse_percent, parse_ratio, parse_size, prom_duration
 
 DEFAULT_PROFILE = "process-management"
 WAKEUP_POLICIES = ("other", "fifo")
@@ -35,12 +37,18 @@ class ProfileError(SourceError):
 
 @dataclass(frozen=True)
 class LatencySLI:
-    """Good events = histogram observations at or below the threshold bucket."""
+    """Good events = histogram observations at or below the threshold bucket.
+
+    `errors` is an optional counter of events that failed outright (a probe I/O that
+    returned an error and so was never observed in the histogram): they count as bad
+    events and as events.
+    """
 
     histogram: str
     threshold_seconds: float
     matchers: tuple[tuple[str, str], ...] = ()
     by: tuple[str, ...] = ()
+    errors: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class NVMeHealth:
     latency_outlier_window_seconds: float = 6 * 3600
     latency_outlier_min_iops: float = 100.0
     smart_stale_after_seconds: float = 300
+    temperature_for_seconds: float = 300
+    # Below this many host bytes written over the window, the WAF is too noisy to judge.
+    write_amplification_min_written_bytes: int = 10 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -90,16 +101,36 @@ class CPUHealth:
 
 @dataclass(frozen=True)
 class MemoryHealth:
+    uncorrectable_errors_window_seconds: float = 3600
     correctable_errors_max: float = 10
     correctable_errors_window_seconds: float = 86400
     numa_remote_ratio_max: float = 0.05
     numa_window_seconds: float = 3600
+    # An idle host's few allocations say nothing about placement: judge only above this.
+    numa_min_pages_per_second: float = 1000.0
 
 
 @dataclass(frozen=True)
 class PowerHealth:
     psu_capacity_watts: float = 2200
     psu_count: int = 2
+    # hwmon chip that reports the whole system's input power (ACPI power meter).
+    meter_chip_name: str = "power_meter"
+
+    @property
+    def redundant_capacity_watts(self) -> float:
+        """The load the PSUs carry with one of them failed: above it, redundancy is lost."""
+        return self.psu_capacity_watts * (self.psu_count - 1)
+
+
+@dataclass(frozen=True)
+class FirmwareHealth:
+    # A rollout in progress is skew too: only alert when it lasts this long.
+    skew_for_seconds: float = 86400
+    # nodeslo_firmware_info components compared across hosts (NVMe drives always are).
+    host_components: tuple[str, ...] = ("bios", "microcode")
+    # nodeslo_firmware_info labels that make hosts comparable (besides the component).
+    host_group_by: tuple[str, ...] = ("vendor",)
 
 
 @dataclass(frozen=True)
@@ -108,6 +139,7 @@ class Health:
     cpu: CPUHealth = field(default_factory=CPUHealth)
     memory: MemoryHealth = field(default_factory=MemoryHealth)
     power: PowerHealth = field(default_factory=PowerHealth)
+    firmware: FirmwareHealth = field(default_factory=FirmwareHealth)
 
 
 @dataclass(frozen=True)
@@ -160,7 +192,13 @@ class Alerting:
     runbook_base_url: str = "https://github.com/nodeslo/nodeslo/blob/main/alerts/runbooks"
     # Multiplies every `for:` duration. Only for compressed end-to-end tests.
     for_scale: float = 1.0
+    # Added to every alert (e.g. team: infra).
     labels: tuple[tuple[str, str], ...] = ()
+    # Selects the exporter's scrape targets in `up` (exporter down, probe absent).
+    exporter_selector: str = 'job="nodeslo"'
+    # The labels that identify one server; every aggregation keeps them, so a
+    # `cluster` label (Thanos/Mimir external label or target label) is carried through.
+    instance_labels: tuple[str, ...] = ("cluster", "instance")
 
 
 @dataclass(frozen=True)
@@ -282,6 +320,51 @@ class Node:
             out.append((name, text))
         return tuple(sorted(out))
 
+    def integer(self, minimum: int) -> int:
+        number = self.number(minimum=minimum)
+        if not number.is_integer():
+            raise self.error(f"must be a whole number, got {self.value}")
+        return int(number)
+
+    def metric_name(self) -> str:
+        name = self.string()
+        if not METRIC_NAME.match(name):
+            raise self.error(f"not a Prometheus metric name: {name!r}")
+        return name
+
+    def label_names(self) -> tuple[str, ...]:
+        names = self.string_list()
+        for i, name in enumerate(names):
+            if not LABEL_NAME.match(name) or name.startswith("__"):
+                raise Node(self.value[i], f"{self.key}[{i}]").error(
+                    f"not a Prometheus label name: {name!r}"
+                )
+        if len(set(names)) != len(names):
+            raise self.error("lists a label twice")
+        return names
+
+    def label_map(self) -> tuple[tuple[str, str], ...]:
+        pairs = self.string_map()
+        for name, _ in pairs:
+            if not LABEL_NAME.match(name) or name.startswith("__"):
+                raise self.mapping()[name].error("not a Prometheus label name")
+        return pairs
+
+    def selector(self) -> str:
+        """A PromQL matcher list such as job="nodeslo",env=~"prod.*" (no braces)."""
+        text = self.string().strip()
+        if not SELECTOR.match(text):
+            raise self.error(f'not a list of label matchers like job="nodeslo": {text!r}')
+        return text
+
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+SELECTOR = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*$")
+# An SLO's name becomes a label value, a rule group name and part of file names.
+SLO_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+
 
 def _kind(value: Any) -> str:
     if value is None:
@@ -299,6 +382,13 @@ def _fields(node: Node, spec: dict[str, Callable[[Node], Any]]) -> dict[str, Any
     return {name: spec[name](child) for name, child in children.items()}
 
 
+def _histogram(node: Node) -> str:
+    name = node.metric_name()
+    if name.endswith(("_bucket", "_count", "_sum")):
+        raise node.error(f"name the histogram without its suffix, e.g. {name.rsplit('_', 1)[0]!r}")
+    return name
+
+
 def _sli(node: Node) -> LatencySLI | TimeSLI:
     children = node.mapping(("latency", "time"))
     if len(children) != 1:
@@ -308,10 +398,11 @@ def _sli(node: Node) -> LatencySLI | TimeSLI:
         values = _fields(
             body,
             {
-                "histogram": lambda n: n.string(),
+                "histogram": _histogram,
                 "threshold": lambda n: n.duration(),
-                "matchers": lambda n: n.string_map(),
-                "by": lambda n: n.string_list(),
+                "matchers": lambda n: n.label_map(),
+                "by": lambda n: n.label_names(),
+                "errors": lambda n: n.metric_name(),
             },
         )
         for required in ("histogram", "threshold"):
@@ -322,10 +413,10 @@ def _sli(node: Node) -> LatencySLI | TimeSLI:
     values = _fields(
         body,
         {
-            "bad_seconds": lambda n: n.string(),
-            "capacity": lambda n: n.string(),
-            "matchers": lambda n: n.string_map(),
-            "by": lambda n: n.string_list(),
+            "bad_seconds": lambda n: n.metric_name(),
+            "capacity": lambda n: n.metric_name(),
+            "matchers": lambda n: n.label_map(),
+            "by": lambda n: n.label_names(),
         },
     )
     for required in ("bad_seconds", "capacity"):
@@ -335,6 +426,8 @@ def _sli(node: Node) -> LatencySLI | TimeSLI:
 
 
 def _slo(name: str, node: Node) -> SLO:
+    if not SLO_NAME.match(name):
+        raise node.error("an SLO name is lower-case letters, digits and inner dashes")
     values = _fields(
         node,
         {
@@ -372,42 +465,56 @@ def _ratio(n: Node) -> float:
     return n.convert(parse_ratio)
 
 
+def _window(n: Node) -> float:
+    """A range or `for` duration: it must render as a Prometheus duration (whole ms)."""
+    seconds = n.duration()
+    n.convert(lambda _: prom_duration(seconds))
+    return seconds
+
+
 def _health(node: Node | None) -> Health:
     if node is None:
         return Health()
-    parts = node.mapping(("nvme", "cpu", "memory", "power"))
+    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware"))
     nvme = _section(
         parts.get("nvme"),
         NVMeHealth,
         {
             "wear_warning": ("wear_warning_ratio", _ratio),
-            "wearout_lookback": ("wearout_lookback_seconds", _dur),
-            "wearout_horizon": ("wearout_horizon_seconds", _dur),
+            "wearout_lookback": ("wearout_lookback_seconds", _window),
+            "wearout_horizon": ("wearout_horizon_seconds", _window),
             "write_amplification_max": ("write_amplification_max", _pos),
-            "write_amplification_window": ("write_amplification_window_seconds", _dur),
-            "media_errors_window": ("media_errors_window_seconds", _dur),
+            "write_amplification_window": ("write_amplification_window_seconds", _window),
+            "write_amplification_min_written": (
+                "write_amplification_min_written_bytes",
+                lambda n: n.convert(parse_size),
+            ),
+            "media_errors_window": ("media_errors_window_seconds", _window),
             "latency_outlier_factor": ("latency_outlier_factor", _pos),
-            "latency_outlier_window": ("latency_outlier_window_seconds", _dur),
+            "latency_outlier_window": ("latency_outlier_window_seconds", _window),
             "latency_outlier_min_iops": ("latency_outlier_min_iops", _pos),
-            "smart_stale_after": ("smart_stale_after_seconds", _dur),
+            "smart_stale_after": ("smart_stale_after_seconds", _window),
+            "temperature_for": ("temperature_for_seconds", _window),
         },
     )
     cpu = _section(
         parts.get("cpu"),
         CPUHealth,
         {
-            "throttling_window": ("throttling_window_seconds", _dur),
-            "temperature_for": ("temperature_for_seconds", _dur),
+            "throttling_window": ("throttling_window_seconds", _window),
+            "temperature_for": ("temperature_for_seconds", _window),
         },
     )
     memory = _section(
         parts.get("memory"),
         MemoryHealth,
         {
+            "uncorrectable_errors_window": ("uncorrectable_errors_window_seconds", _window),
             "correctable_errors_max": ("correctable_errors_max", lambda n: n.number(minimum=0)),
-            "correctable_errors_window": ("correctable_errors_window_seconds", _dur),
+            "correctable_errors_window": ("correctable_errors_window_seconds", _window),
             "numa_remote_max": ("numa_remote_ratio_max", _ratio),
-            "numa_window": ("numa_window_seconds", _dur),
+            "numa_window": ("numa_window_seconds", _window),
+            "numa_min_pages_per_second": ("numa_min_pages_per_second", _pos),
         },
     )
     power = _section(
@@ -415,10 +522,20 @@ def _health(node: Node | None) -> Health:
         PowerHealth,
         {
             "psu_capacity_watts": ("psu_capacity_watts", _pos),
-            "psu_count": ("psu_count", lambda n: int(n.number(minimum=1))),
+            "psu_count": ("psu_count", lambda n: n.integer(minimum=1)),
+            "meter_chip_name": ("meter_chip_name", lambda n: n.string()),
         },
     )
-    return Health(nvme=nvme, cpu=cpu, memory=memory, power=power)
+    firmware = _section(
+        parts.get("firmware"),
+        FirmwareHealth,
+        {
+            "skew_for": ("skew_for_seconds", _window),
+            "host_components": ("host_components", lambda n: n.string_list()),
+            "host_group_by": ("host_group_by", lambda n: n.label_names()),
+        },
+    )
+    return Health(nvme=nvme, cpu=cpu, memory=memory, power=power, firmware=firmware)
 
 
 def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:
@@ -440,7 +557,7 @@ _CAPACITY: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "dispatches_per_second": ("dispatches_per_second", _pos),
     "memory_bandwidth_bytes_per_second": ("memory_bandwidth_bytes_per_second", _pos),
     "memory_bandwidth_target": ("memory_bandwidth_target_ratio", _ratio),
-    "threads": ("threads", lambda n: int(n.number(minimum=1))),
+    "threads": ("threads", lambda n: n.integer(minimum=1)),
     "all_core_frequency_hertz": ("all_core_frequency_hertz", _pos),
     "peak_power_watts": ("peak_power_watts", _pos),
 }
@@ -544,10 +661,31 @@ def _probes(node: Node | None) -> Probes:
     return Probes(storage=storage, wakeup=wakeup)
 
 
+# Labels the generated alerts set themselves; `alerting.labels` must not shadow them.
+RESERVED_ALERT_LABELS = ("alertname", "severity", "slo", "long_window", "short_window")
+
+
+def _alert_labels(node: Node) -> tuple[tuple[str, str], ...]:
+    pairs = node.label_map()
+    for name, _ in pairs:
+        if name in RESERVED_ALERT_LABELS:
+            raise node.mapping()[name].error("the generated alerts set this label themselves")
+    return pairs
+
+
+def _instance_labels(node: Node) -> tuple[str, ...]:
+    names = node.label_names()
+    if not names:
+        raise node.error("must name at least one label (e.g. instance)")
+    return names
+
+
 _ALERTING: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "runbook_base_url": ("runbook_base_url", lambda n: n.string().rstrip("/")),
     "for_scale": ("for_scale", _pos),
-    "labels": ("labels", lambda n: n.string_map()),
+    "labels": ("labels", _alert_labels),
+    "exporter_selector": ("exporter_selector", lambda n: n.selector()),
+    "instance_labels": ("instance_labels", _instance_labels),
 }
 
 TOP_LEVEL = (
@@ -574,7 +712,7 @@ def build(tree: Located, source: str, sha256: str) -> Profile:
     if slos_node is not None:
         for name, node in slos_node.mapping().items():
             slos.append(_slo(name, node))
-    period = parts["period"].duration() if "period" in parts else 30 * 86400.0
+    period = _window(parts["period"]) if "period" in parts else 30 * 86400.0
     profile = Profile(
         name=parts["profile"].string(),
         description=parts["description"].string() if "description" in parts else "",
@@ -593,12 +731,45 @@ def build(tree: Located, source: str, sha256: str) -> Profile:
 
 
 def _check_consistency(profile: Profile, parts: dict[str, Node]) -> None:
-    windows = (300.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, 259200.0)
-    if profile.period_seconds < max(windows):
-        raise parts["period"].error("must be at least 3d, the longest burn-rate window")
+    """Cross-section rules: each names the key a user has to change."""
+    if profile.period_seconds <= LONGEST_WINDOW_SECONDS:
+        raise parts["period"].error("must be longer than 3d, the longest burn-rate window")
+    if "slos" not in parts:
+        return
+    slo_nodes = parts["slos"].mapping()
+    factor = highest_factor(profile.period_seconds)
     for slo in profile.slos:
-        if isinstance(slo.sli, LatencySLI) and slo.sli.threshold_seconds <= 0:
-            raise parts["slos"].error(f"{slo.name}: threshold must be positive")
+        fields = slo_nodes[slo.name].mapping()
+        if factor * slo.error_budget >= 1:
+            raise fields["objective"].error(
+                f"leaves an error budget of {slo.error_budget:.4%}: the fastest burn-rate "
+                f"tier ({factor:g}x) would need more than 100% errors and could never page; "
+                f"use at least {1 - 1 / factor:.4%} or a shorter period"
+            )
+        reserved = {*profile.alerting.instance_labels, "slo", "le"}
+        clash = sorted(reserved.intersection(slo.sli.by))
+        if clash:
+            where = fields["sli"].mapping()
+            body = next(iter(where.values())).mapping()
+            raise body["by"].error(
+                f"{', '.join(clash)} is kept already (instance labels, slo, le): drop it"
+            )
+        if slo.probe is not None:
+            _check_probe(slo, fields["probe"], profile.probes)
+
+
+def _check_probe(slo: SLO, node: Node, probes: Probes) -> None:
+    # An SLO on a probe the profile turns off would raise NodeSLOProbeDown on every host.
+    if slo.probe == "storage" and not probes.storage.targets:
+        raise node.error(
+            "the storage probe has no targets (probes.storage.targets), so nothing measures "
+            "this SLO; give the probe a target or remove the SLO (slos.<name>: null)"
+        )
+    if slo.probe == "wakeup" and not probes.wakeup.enabled:
+        raise node.error(
+            "the wakeup probe is disabled (probes.wakeup.enabled), so nothing measures "
+            "this SLO; enable the probe or remove the SLO (slos.<name>: null)"
+        )
 
 
 def shipped_profile_path(name: str) -> str | None:
