@@ -15,7 +15,7 @@ from nodeslo import __version__
 from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
 from nodeslo.probes import settings as probe_flags
-from nodeslo.web.server import ListenAddressError, parse_listen_address
+from nodeslo.web.server import DEFAULT_MAX_CONNECTIONS, ListenAddressError, parse_listen_address
 
 DEFAULT_PORT = 10131
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
@@ -26,6 +26,12 @@ def listen_address(text: str) -> tuple[str, int]:
         return parse_listen_address(text)
     except ListenAddressError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer: {text!r}")
+    return int(text)
 
 
 def telemetry_path(text: str) -> str:
@@ -103,6 +109,22 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         default="/metrics",
         metavar="PATH",
         help="path under which to expose metrics (default: %(default)s)",
+    )
+    web.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default="",
+        metavar="FILE",
+        help="exporter-toolkit web configuration (TLS, basic auth, headers); "
+        "re-read when it or a certificate changes",
+    )
+    web.add_argument(
+        "--web.max-connections",
+        dest="web_max_connections",
+        type=positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="open HTTP connections at most; idle ones are closed first (default: %(default)s)",
     )
     paths = parser.add_argument_group("paths")
     add_path_flags(paths)

@@ -23,7 +23,8 @@ from nodeslo.probes.collector import probe_collectors
 from nodeslo.sdnotify import Notifier
 from nodeslo.selfmetrics import ReloadState, SelfCollector
 from nodeslo.web import landing
-from nodeslo.web.server import Server, WebApp, make_server
+from nodeslo.web.server import DEFAULT_MAX_CONNECTIONS, Server, WebApp, make_server
+from nodeslo.web.webconfig import WebConfigCollector, WebConfigError, WebConfigSource
 
 log = logging.getLogger("nodeslo")
 
@@ -46,9 +47,12 @@ def enabled_collectors(args: argparse.Namespace) -> list[str]:
 
 
 class Daemon:
-    def __init__(self, args: argparse.Namespace, profile: Profile) -> None:
+    def __init__(
+        self, args: argparse.Namespace, profile: Profile, web: WebConfigSource | None = None
+    ) -> None:
         self.args = args
         self.profile = profile
+        self.web = web
         self.reload_state = ReloadState(True, time.time())
         self.roots = Roots(
             sysfs=args.path_sysfs,
@@ -68,6 +72,8 @@ class Daemon:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SelfCollector(lambda: self.profile, self.reload_state))
         self.registry.register(self.collectors)
+        if web is not None:
+            self.registry.register(WebConfigCollector(web))
         # The daemon's own CPU and memory, always from the real /proc/self.
         ProcessCollector(registry=self.registry)
         self.notifier = Notifier()
@@ -90,8 +96,10 @@ class Daemon:
             telemetry_path=self.args.web_telemetry_path,
             landing_page=self.landing_page,
             ready=self._ready.is_set,
+            web=self.web,
         )
-        self.server = make_server(self.args.web_listen_address, app)
+        max_connections = getattr(self.args, "web_max_connections", DEFAULT_MAX_CONNECTIONS)
+        self.server = make_server(self.args.web_listen_address, app, max_connections)
         return self.server
 
     def reload(self) -> bool:
@@ -137,6 +145,7 @@ class Daemon:
                     "address": f"{self.args.web_listen_address[0]}:{port}",
                     "collectors": ",".join(c.name for c in self.collectors.collectors),
                     "profile": self.profile.name,
+                    "tls": str(server.tls_enabled).lower(),
                 }
             },
         )
@@ -174,7 +183,14 @@ def serve(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         log.error("invalid profile", extra={"fields": {"err": str(exc)}})
         return 2
-    daemon = Daemon(args, profile)
+    web = None
+    if getattr(args, "web_config_file", ""):
+        try:
+            web = WebConfigSource(args.web_config_file)
+        except WebConfigError as exc:
+            log.error("invalid web config", extra={"fields": {"err": str(exc)}})
+            return 2
+    daemon = Daemon(args, profile, web)
     try:
         daemon.bind()
     except OSError as exc:

@@ -2,29 +2,76 @@
 
 Scrapes are coalesced: two Prometheus replicas scraping at the same moment share one
 collection instead of reading every sysfs file twice.
+
+The server is built to stay reachable for scrapes whatever other clients do:
+
+- at most `max_connections` connections (one thread each) are open at once; when a
+  new one arrives at the limit, the connection that has waited longest for a request
+  head (an idle keep-alive, a slowloris dribbling bytes, a stalled TLS handshake) is
+  closed to make room — a scrape, whose head arrives in one packet, is never the one
+  that waited longest; only when every slot is busy serving is the newcomer refused
+  (503 on plain HTTP);
+- a connection must complete each request head within IDLE_TIMEOUT_SECONDS of being
+  ready for it, however slowly the bytes trickle; each blocking socket operation times
+  out after IO_TIMEOUT_SECONDS (a client that never reads its response);
+- a request line over MAX_REQUEST_LINE bytes gets 414, a head over MAX_HEAD_BYTES or
+  with more than 100 headers 431, a malformed one 400, another method 405.
+
+With `--web.config.file`, TLS is negotiated per connection on the handler's thread
+(so a slow handshake never blocks the accept loop) with the context in force at that
+moment, and rate limiting and basic auth apply to every path, /-/healthy included, as
+in exporter-toolkit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import http.client
+import ipaddress
 import logging
 import socket
+import ssl
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from nodeslo.web.auth import BasicAuth, RateLimiter
+from nodeslo.web.webconfig import RateLimit, TLSSettings, WebConfigSource
+
 log = logging.getLogger("nodeslo.web")
 
-# A connection that sends nothing for this long is closed: idle or slowloris clients
-# must not pin a handler thread for ever.
-REQUEST_TIMEOUT_SECONDS = 30.0
+# A connection must complete a request head this long after it became ready for one:
+# idle keep-alives and slowloris clients must not pin a handler thread for ever.
+IDLE_TIMEOUT_SECONDS = 30.0
+# Any one blocking read or write (a client that stops reading its response).
+IO_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_CONNECTIONS = 64
+MAX_REQUEST_LINE = 8192
+MAX_HEAD_BYTES = 64 * 1024
+# Between warnings that the connection limit forces idle connections closed.
+PRESSURE_LOG_SECONDS = 60.0
+
+# Go's net/http answers plain HTTP on a TLS port so; Prometheus users recognise it.
+_PLAIN_ON_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 28\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    b"too many connections, retry\n"
+)
+_TLS_HANDSHAKE_RECORD = 0x16
 
 
 class ListenAddressError(ValueError):
@@ -51,6 +98,7 @@ class Coalescer:
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[bytes]] = {}
         self.computations = 0
+        self.followers = 0  # callers that were served another caller's computation
 
     def get(self, key: str) -> bytes:
         with self._lock:
@@ -60,6 +108,8 @@ class Coalescer:
                 future = Future()
                 self._inflight[key] = future
                 self.computations += 1
+            else:
+                self.followers += 1
         if not leader:
             return future.result()
         try:
@@ -83,10 +133,14 @@ class WebApp:
     telemetry_path: str
     landing_page: Callable[[], str]
     ready: Callable[[], bool]
+    web: WebConfigSource | None = None
+    auth: BasicAuth = field(default_factory=BasicAuth)
 
     def __post_init__(self) -> None:
         self._encoders: dict[str, Any] = {}
         self.coalescer = Coalescer(self._render)
+        self._limiter: RateLimiter | None = None
+        self._limiter_lock = threading.Lock()
 
     def _render(self, content_type: str) -> bytes:
         encoder = self._encoders[content_type]
@@ -98,15 +152,201 @@ class WebApp:
         self._encoders.setdefault(content_type, encoder)
         return self.coalescer.get(content_type), content_type
 
+    def limiter(self, settings: RateLimit) -> RateLimiter:
+        """The bucket for these settings; a reload that changes them starts a new one."""
+        with self._limiter_lock:
+            current = self._limiter
+            if (
+                current is None
+                or current.interval_seconds != settings.interval_seconds
+                or current.burst != settings.burst
+            ):
+                current = self._limiter = RateLimiter(settings.interval_seconds, settings.burst)
+            return current
+
+
+@dataclass(eq=False)
+class Connection:
+    # A dup of the client socket: shutdown() on it ends the connection from any thread,
+    # whatever the handler did with its own descriptor (an SSL wrap detaches it).
+    control: socket.socket
+    waiting_since: float | None  # monotonic; None while a request is being served
+
+
+class Connections:
+    """The open connections, and which of them wait for a request head since when."""
+
+    def __init__(self, limit: int, idle_timeout: float = IDLE_TIMEOUT_SECONDS) -> None:
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self._open: set[Connection] = set()
+        self._lock = threading.Lock()
+        self.evicted = 0
+        self.refused = 0
+        self.timed_out = 0
+        self._pressure_logged = 0.0
+        self._pressure_unlogged = 0
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def admit(self, sock: socket.socket) -> Connection | None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._open) >= self.limit:
+                waiting = [c for c in self._open if c.waiting_since is not None]
+                if not waiting:
+                    self.refused += 1
+                    return None
+                victim = min(waiting, key=lambda c: c.waiting_since or 0.0)
+                self._drop(victim)
+                self.evicted += 1
+                self._pressure_unlogged += 1
+            conn = Connection(sock.dup(), now)
+            self._open.add(conn)
+            log_pressure = (
+                self._pressure_unlogged and now - self._pressure_logged >= PRESSURE_LOG_SECONDS
+            )
+            if log_pressure:
+                evicted, self._pressure_unlogged = self._pressure_unlogged, 0
+                self._pressure_logged = now
+        if log_pressure:
+            log.warning(
+                "connection limit reached: closed the longest-idle connections",
+                extra={"fields": {"limit": self.limit, "closed": evicted}},
+            )
+        return conn
+
+    def waiting(self, conn: Connection) -> None:
+        conn.waiting_since = time.monotonic()
+
+    def busy(self, conn: Connection) -> None:
+        conn.waiting_since = None
+
+    def release(self, conn: Connection) -> None:
+        with self._lock:
+            if conn in self._open:
+                self._open.discard(conn)
+                conn.control.close()
+
+    def reap(self) -> int:
+        """Close connections that have waited too long for a request head."""
+        deadline = time.monotonic() - self.idle_timeout
+        with self._lock:
+            stale = [
+                c for c in self._open if c.waiting_since is not None and c.waiting_since < deadline
+            ]
+            for conn in stale:
+                self._drop(conn)
+            self.timed_out += len(stale)
+        return len(stale)
+
+    def close_all(self) -> None:
+        with self._lock:
+            for conn in list(self._open):
+                self._drop(conn)
+
+    def _drop(self, conn: Connection) -> None:
+        self._open.discard(conn)
+        with contextlib.suppress(OSError):  # the peer may be gone already
+            conn.control.shutdown(socket.SHUT_RDWR)
+        conn.control.close()
+
+
+class _HeadReader:
+    """The connection's reader, with a byte budget for the request head."""
+
+    def __init__(self, raw: BufferedIOBase) -> None:
+        self._raw = raw
+        self.budget = MAX_HEAD_BYTES
+
+    def readline(self, limit: int = -1) -> bytes:
+        if self.budget <= 0:
+            raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
+        size = self.budget if limit < 0 else min(limit, self.budget)
+        line = self._raw.readline(size)
+        self.budget -= len(line)
+        if self.budget <= 0 and not line.endswith(b"\n"):
+            raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        return self._raw.read(size)
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+_local = threading.local()
+
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "nodeslo"
     protocol_version = "HTTP/1.1"
-    timeout = REQUEST_TIMEOUT_SECONDS
+    timeout = IO_TIMEOUT_SECONDS
+    error_content_type = "text/plain; charset=utf-8"
+    error_message_format = "%(code)d %(message)s: %(explain)s\n"
     app: WebApp  # set on the subclass made by make_server
+    server: Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _HeadReader(self.rfile)  # type: ignore[assignment]
+        self._extra_headers: tuple[tuple[str, str], ...] = ()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format % args, extra={"fields": {"client": self.client_address[0]}})
+
+    def handle_one_request(self) -> None:
+        conn: Connection = _local.connection
+        connections = self.server.connections
+        connections.waiting(conn)
+        self.rfile.budget = MAX_HEAD_BYTES  # type: ignore[attr-defined]
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return  # parse_request answered 400, 431 or 505 itself
+            connections.busy(conn)
+            if self._refused():
+                return
+            self._dispatch(head=self.command == "HEAD")
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server answers a request line it could not parse in HTTP/0.9 style, a
+        # bare body with no status line; every answer here has one.
+        if self.request_version in ("", "HTTP/0.9"):
+            self.request_version = "HTTP/1.0"
+        super().send_error(code, message, explain)
+
+    def _refused(self) -> bool:
+        """Answer requests this server will not serve; True if one was answered."""
+        if self.request_version == "HTTP/0.9":
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
+            return True
+        if self.command not in ("GET", "HEAD"):
+            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")  # a body may follow, unread
+            self.end_headers()
+            return True
+        if self.request_version == "HTTP/1.1" and len(self.headers.get_all("Host") or ()) != 1:
+            self.send_error(HTTPStatus.BAD_REQUEST, "Missing or repeated Host header")
+            return True
+        if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
+            # A GET with a body: it is not read, so the next request cannot be found.
+            self.close_connection = True
+        return False
 
     def _send(self, status: int, body: bytes, content_type: str, head: bool = False) -> None:
         gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
@@ -120,6 +360,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if encoding:
             self.send_header("Content-Encoding", encoding)
+        for name, value in self._extra_headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if not head:
             self.wfile.write(body)
@@ -127,15 +371,27 @@ class Handler(BaseHTTPRequestHandler):
     def _text(self, status: int, text: str, head: bool = False) -> None:
         self._send(status, text.encode(), "text/plain; charset=utf-8", head)
 
-    def do_HEAD(self) -> None:
-        self._dispatch(head=True)
-
-    def do_GET(self) -> None:
-        self._dispatch(head=False)
-
     def _dispatch(self, head: bool) -> None:
-        path = self.path.split("?", 1)[0]
         app = self.app
+        config = app.web.current() if app.web is not None else None
+        if config is not None:
+            if config.rate_limit is not None and not app.limiter(config.rate_limit).allow():
+                self._text(HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n", head)
+                return
+            self._extra_headers = config.headers
+            if config.users and not app.auth.check(config.users, self.headers["Authorization"]):
+                self.send_response(HTTPStatus.UNAUTHORIZED)
+                self.send_header("WWW-Authenticate", 'Basic realm="nodeslo", charset="UTF-8"')
+                body = b"Unauthorized\n"
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in self._extra_headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+                return
+        path = self.path.split("?", 1)[0]
         if path == app.telemetry_path:
             try:
                 body, content_type = app.metrics(self.headers.get("Accept"))
@@ -156,13 +412,26 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._text(HTTPStatus.NOT_FOUND, "Not found\n", head)
 
-    def _method_not_allowed(self) -> None:
-        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
-        self.send_header("Allow", "GET, HEAD")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = _method_not_allowed  # noqa: N815
+def _peer_sans(cert: dict[str, Any]) -> set[str]:
+    """The certificate's SANs as Go prints them (IP addresses compressed)."""
+    out = set()
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "IP Address":
+            try:
+                out.add(ipaddress.ip_address(value.strip()).compressed)
+            except ValueError:
+                continue
+        else:
+            out.add(value)
+    return out
+
+
+def _normalise_san(value: str) -> str:
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        return value
 
 
 class Server(ThreadingHTTPServer):
@@ -170,8 +439,15 @@ class Server(ThreadingHTTPServer):
     # Leave the port's TIME_WAIT sockets to the kernel, as every Go exporter does.
     allow_reuse_address = True
     block_on_close = False
+    request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type[Handler]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[Handler],
+        web: WebConfigSource | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         host = address[0]
         if host in ("", "::") and socket.has_ipv6:
             # ":port" means every address, IPv4 and IPv6, as in node_exporter.
@@ -179,15 +455,106 @@ class Server(ThreadingHTTPServer):
             address = ("::", address[1])
         elif ":" in host:
             self.address_family = socket.AF_INET6
+        self.web = web
+        self.connections = Connections(max_connections)
         super().__init__(address, handler)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.web is not None and self.web.config.tls is not None
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6:
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
+    def service_actions(self) -> None:
+        # serve_forever calls this twice a second.
+        self.connections.reap()
 
-def make_server(address: tuple[str, int], app: WebApp) -> Server:
+    def process_request(self, request: Any, client_address: Any) -> None:
+        conn = self.connections.admit(request)
+        if conn is None:
+            if not self.tls_enabled:
+                try:
+                    request.setblocking(False)
+                    request.send(_BUSY)
+                except OSError:
+                    pass
+            self.shutdown_request(request)
+            return
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(request, client_address, conn),
+            name="http-conn",
+            daemon=True,
+        )
+        thread.start()
+
+    def _serve_connection(
+        self, request: socket.socket, client_address: Any, conn: Connection
+    ) -> None:
+        _local.connection = conn
+        sock: socket.socket | None = request
+        try:
+            request.settimeout(IO_TIMEOUT_SECONDS)
+            tls = self.web.current().tls if self.web is not None else None
+            if tls is not None:
+                sock = self._handshake(request, tls, client_address)
+            if sock is not None:
+                self.finish_request(sock, client_address)
+        except OSError as exc:
+            log.debug(
+                "connection ended", extra={"fields": {"client": client_address[0], "err": str(exc)}}
+            )
+        except Exception:
+            log.exception(
+                "connection handler failed", extra={"fields": {"client": client_address[0]}}
+            )
+        finally:
+            self.connections.release(conn)
+            if sock is not None and sock is not request:
+                sock.close()
+            self.shutdown_request(request)
+
+    def _handshake(
+        self, sock: socket.socket, tls: TLSSettings, client: Any
+    ) -> ssl.SSLSocket | None:
+        first = sock.recv(1, socket.MSG_PEEK)
+        if not first:
+            return None
+        if first[0] != _TLS_HANDSHAKE_RECORD:
+            if first.isalpha():
+                # Read what came, so closing after the answer does not reset it away.
+                sock.recv(MAX_HEAD_BYTES, socket.MSG_DONTWAIT)
+                sock.sendall(_PLAIN_ON_TLS)
+            return None
+        try:
+            tls_sock = tls.context.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            # Scanners and misconfigured clients: worth a debug line, not an error.
+            log.debug(
+                "TLS handshake failed", extra={"fields": {"client": client[0], "err": str(exc)}}
+            )
+            return None
+        if tls.allowed_sans:
+            sans = _peer_sans(tls_sock.getpeercert() or {})
+            if not sans & {_normalise_san(s) for s in tls.allowed_sans}:
+                log.debug(
+                    "client certificate has no allowed SAN", extra={"fields": {"client": client[0]}}
+                )
+                tls_sock.close()
+                return None
+        return tls_sock
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.connections.close_all()
+
+
+def make_server(
+    address: tuple[str, int], app: WebApp, max_connections: int = DEFAULT_MAX_CONNECTIONS
+) -> Server:
     """Bind now (so a busy port fails before READY=1); serve later with serve_forever."""
     handler = type("AppHandler", (Handler,), {"app": app})
-    return Server(address, handler)
+    return Server(address, handler, app.web, max_connections)
