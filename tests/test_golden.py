@@ -24,6 +24,18 @@ GOLDEN = Path(__file__).parent / "golden"
 # (golden file, fixture variant, collectors)
 CASES = [
     ("seed-spec-foundation", "seed-spec", ("diskstats", "scheduler")),
+    ("seed-spec-memory", "seed-spec", ("edac", "numa", "resctrl")),
+    ("seed-spec-redundancy", "seed-spec", ("redundancy",)),
+    ("seed-spec-firmware", "seed-spec", ("firmware",)),
+    ("seed-spec-tuning", "seed-spec", ("tuning",)),
+    ("seed-spec-tuned-tuning", "seed-spec-tuned", ("tuning",)),
+    ("tuning-drift", "tuning-drift", ("tuning",)),
+    ("raid-degraded", "raid-degraded", ("redundancy",)),
+    ("raid-resyncing", "raid-resyncing", ("redundancy",)),
+    ("zfs-degraded", "zfs-degraded", ("redundancy",)),
+    ("microcode-mixed", "microcode-mixed", ("firmware",)),
+    ("ecc-ue", "ecc-ue", ("edac",)),
+    ("ecc-absent", "ecc-absent", ("edac",)),
     ("seed-spec-cpu", "seed-spec", ("cpuidle", "cpufreq", "thermal", "power")),
     ("seed-spec-amd-cpu", "seed-spec-amd", ("cpuidle", "cpufreq", "thermal", "power")),
 ]

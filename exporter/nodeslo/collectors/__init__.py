@@ -1,6 +1,19 @@
 """Collectors, one module per area. Importing this package registers all of them."""
 
-from nodeslo.collectors import cpufreq, cpuidle, diskstats, power, scheduler, thermal
+from nodeslo.collectors import (
+    cpufreq,
+    cpuidle,
+    diskstats,
+    edac,
+    firmware,
+    numa,
+    power,
+    redundancy,
+    resctrl,
+    scheduler,
+    thermal,
+    tuning,
+)
 from nodeslo.collectors.registry import COLLECTORS
 
 __all__ = [
@@ -8,7 +21,13 @@ __all__ = [
     "cpufreq",
     "cpuidle",
     "diskstats",
+    "edac",
+    "firmware",
+    "numa",
     "power",
+    "redundancy",
+    "resctrl",
     "scheduler",
     "thermal",
+    "tuning",
 ]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from nodeslo.pack import yamlsource
 from nodeslo.pack.burnrate import LONGEST_WINDOW_SECONDS, highest_factor
 from nodeslo.pack.yamlsource import Located, SourceError
+from nodeslo.sysctl import sysctl_relpath
 from nodeslo.units import parse_duration, parse_percent, parse_ratio, parse_size, prom_duration
 
 DEFAULT_PROFILE = "process-management"
@@ -542,6 +543,16 @@ def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:
     return lambda n: None if n.value is None else parse(n)
 
 
+def _sysctls(node: Node) -> tuple[tuple[str, str], ...]:
+    """`name: value` pairs; names become paths under /proc/sys, so they are checked."""
+    for name, child in node.mapping().items():
+        try:
+            sysctl_relpath(name)
+        except ValueError as exc:
+            raise child.error(str(exc)) from None
+    return node.string_map()
+
+
 _TUNING: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "max_cstate_exit_latency": ("max_cstate_exit_latency_seconds", _optional(_dur)),
     "governor": ("governor", _optional(lambda n: n.string(GOVERNORS))),
@@ -549,7 +560,7 @@ _TUNING: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "transparent_hugepage": ("transparent_hugepage", _optional(lambda n: n.string(THP_MODES))),
     "isolated_cpus": ("isolated_cpus", _optional(lambda n: n.convert(_cpu_list))),
     "nohz_full": ("nohz_full", _optional(lambda n: n.convert(_cpu_list))),
-    "sysctl": ("sysctl", lambda n: n.string_map()),
+    "sysctl": ("sysctl", _sysctls),
 }
 
 _CAPACITY: dict[str, tuple[str, Callable[[Node], Any]]] = {
