@@ -141,6 +141,20 @@ def test_offlined_core_keeps_throttle_sums_monotonic(tmp_path: Path) -> None:
     assert value(text, "nodeslo_cpu_physical_cores", package="0") == 2
 
 
+def test_bad_counter_skips_only_itself(tmp_path: Path) -> None:
+    """A malformed count keeps its last value in the sum; the time file next to it is
+    still read, and no series goes missing for a scrape."""
+    roots = throttle_tree(tmp_path)
+    collector = make(roots)
+    scrape_with(collector)
+    write(tmp_path, f"{CPU}/cpu1/thermal_throttle/core_throttle_count", "x")
+    write(tmp_path, f"{CPU}/cpu1/thermal_throttle/core_throttle_total_time_ms", 2500)
+    text = scrape_with(collector)
+    assert value(text, "nodeslo_collector_success", collector="thermal") == 1
+    assert value(text, "nodeslo_cpu_throttle_events_total", package="0", scope="core") == 30
+    assert value(text, "nodeslo_cpu_throttle_seconds_total", package="0", scope="core") == 3.5
+
+
 def test_seed_spec_hwmon(tmp_path: Path) -> None:
     text = scrape_with(make(partial_tree(tmp_path, "seed-spec", fx.write, fx_hwmon.write)))
     core = {"chip": "platform_coretemp_1", "chip_name": "coretemp", "sensor": "temp5"}

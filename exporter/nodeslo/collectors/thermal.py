@@ -32,7 +32,7 @@ from nodeslo.counters import CounterSums, CounterTrack
 from nodeslo.cpus import CpuTopology, Topology
 from nodeslo.hwmon import MILLI, HwmonCatalog
 from nodeslo.metrics import Desc, add
-from nodeslo.readers import ReadError, list_dir, read_int, read_text
+from nodeslo.readers import MalformedValue, ReadError, list_dir, read_int, read_text
 
 THROTTLE_EVENTS = Desc(
     "nodeslo_cpu_throttle_events_total",
@@ -87,14 +87,17 @@ EVENTS, MILLISECONDS = range(2)
 SCOPES = ("core", "package")
 
 
-@dataclass(frozen=True)
 class _Source:
     """One CPU read on behalf of a physical core or a package."""
 
-    package: str
-    scope: str
-    count_path: str
-    time_path: str
+    __slots__ = ("count_path", "package", "scope", "time_path")
+
+    def __init__(self, package: str, scope: str, base: str) -> None:
+        self.package = package
+        self.scope = scope
+        self.count_path = f"{base}/{scope}_throttle_count"
+        # Set to None once absent: kernels before 5.5 have counts only.
+        self.time_path: str | None = f"{base}/{scope}_throttle_total_time_ms"
 
 
 @dataclass
@@ -159,14 +162,7 @@ class ThermalCollector(Collector):
         if present:
             for cpu, scope in pairs:
                 base = self._topology.cpu_path(cpu.cpu, "thermal_throttle")
-                sources.append(
-                    _Source(
-                        cpu.package,
-                        scope,
-                        f"{base}/{scope}_throttle_count",
-                        f"{base}/{scope}_throttle_total_time_ms",
-                    )
-                )
+                sources.append(_Source(cpu.package, scope, base))
                 keys.append(((scope, cpu.cpu), (cpu.package, scope)))
         groups = sorted({group for _, group in keys}, key=lambda g: (_number(g[0]), g[1]))
         return _Plan(cpus, physical_cores, sources, self._sums.rebuild(keys), groups)
@@ -182,27 +178,29 @@ class ThermalCollector(Collector):
         yield cores
         if not plan.sources:
             return
-        timed: set[tuple[str, str]] = set()
         for source, track in zip(plan.sources, plan.tracks, strict=True):
-            try:
-                count = read_int(source.count_path)
-                if count is None:  # CPU went offline mid-scrape
-                    plan.stale = True
-                    continue
-                track.update(EVENTS, count)
-                millis = read_int(source.time_path)
-            except ReadError as exc:
-                self.skip(exc.path, exc)
+            count = self._counter(source.count_path)
+            if count is None:  # CPU went offline mid-scrape: rebuild next time
+                plan.stale = True
                 continue
-            if millis is not None:  # absent before 5.5
-                track.update(MILLISECONDS, millis)
-                timed.add((source.package, source.scope))
+            if count >= 0:
+                track.update(EVENTS, count)
+            if source.time_path is not None:
+                millis = self._counter(source.time_path)
+                if millis is None:
+                    source.time_path = None
+                elif millis >= 0:
+                    track.update(MILLISECONDS, millis)
+        # Unread values keep counting their last reading: the sums never go back.
         events: dict[tuple[str, str], int] = {}
         millis_sum: dict[tuple[str, str], int] = {}
+        timed: set[tuple[str, str]] = set()
         for source, track in zip(plan.sources, plan.tracks, strict=True):
             group = (source.package, source.scope)
             events[group] = events.get(group, 0) + track.total(EVENTS)
             millis_sum[group] = millis_sum.get(group, 0) + track.total(MILLISECONDS)
+            if track.last[MILLISECONDS] >= 0:
+                timed.add(group)
         events_family = THROTTLE_EVENTS.family()
         seconds_family = THROTTLE_SECONDS.family()
         retired = self._sums.retired_total
@@ -213,6 +211,18 @@ class ThermalCollector(Collector):
                 add(seconds_family, group, millis / MS_PER_SECOND)
         yield events_family
         yield seconds_family
+
+    def _counter(self, path: str) -> int | None:
+        """A throttle counter; None when absent, -1 when unreadable (logged once)."""
+        try:
+            value = read_int(path)
+        except ReadError as exc:
+            self.skip(exc.path, exc)
+            return -1
+        if value is not None and value < 0:
+            self.skip(path, MalformedValue(path, f"negative: {value}"))
+            return -1
+        return value
 
     def _hwmon_sensors(self) -> Iterator[Metric]:
         errors: list[ReadError] = []
