@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,7 +51,9 @@ def zone_tree(root: Path, energy_uj: int) -> Roots:
 
 
 def set_energy(root: Path, energy_uj: int) -> None:
-    (root / ZONE / "energy_uj").write_text(f"{energy_uj}\n")
+    tmp = root / ZONE / "energy_uj.tmp"
+    tmp.write_text(f"{energy_uj}\n")
+    tmp.replace(root / ZONE / "energy_uj")  # atomically: a reader never sees half a value
 
 
 def rapl(text: str, zone: str) -> tuple[str, float]:
@@ -162,3 +167,50 @@ def test_energy_counter_is_monotonic_and_exact_for_small_steps(steps: list[int])
         counter.update(true_total % RANGE)
         assert counter.total_uj >= previous
         assert counter.total_uj == true_total
+
+
+class SlowReadOs(FaultyOs):
+    """Reads energy_uj, then sleeps before returning: a reading can come back after a
+    newer one taken by another thread."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self._paths: dict[int, str] = {}
+
+    def open(self, path: str, flags: int, mode: int = 0o777) -> int:
+        fd = super().open(path, flags, mode)
+        self._paths[fd] = path
+        return fd
+
+    def read(self, fd: int, size: int) -> bytes:
+        data = super().read(fd, size)
+        if self._paths.get(fd, "").endswith("energy_uj"):
+            time.sleep(0.002)
+        return data
+
+
+def test_concurrent_scrapes_never_see_a_false_wrap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Prometheus replicas scraping at once: readings must reach the counter in
+    order, or an older one after a newer one would count as a wrap (+262 kJ)."""
+    collector = make(zone_tree(tmp_path, 1_000_000))
+    scrape_with(collector)
+    monkeypatch.setattr(readers, "os", SlowReadOs())
+    stop = threading.Event()
+
+    def rise() -> None:
+        energy_uj = 1_000_000
+        while not stop.is_set():
+            energy_uj += 1000
+            set_energy(tmp_path, energy_uj)
+
+    writer = threading.Thread(target=rise)
+    writer.start()
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda _: collector.collect(), range(40)))
+    finally:
+        stop.set()
+        writer.join()
+    assert energy(scrape_with(collector)) < RANGE / 1e6

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -89,6 +90,7 @@ class CpufreqCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
+        self._lock = threading.Lock()
         # Benchmark-only switch (no flag): re-read static attributes on every scrape.
         self._cache_static = bool(ctx.option("cache_static", True))
         self._topology = Topology(ctx.roots)
@@ -151,7 +153,14 @@ class CpufreqCollector(Collector):
             policy.packages = [(slots[p], n) for p, n in members[policy_dir].items()]
         return _Plan(cpus, turbo, list(slots), max_khz, list(policies.values()))
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> list[Metric]:
+        # The threaded HTTP server may run two scrapes at once; the counters' state
+        # must see readings in order (an older reading after a newer one would look
+        # like a restart or a wrap), so one collection at a time.
+        with self._lock:
+            return list(self._collect())
+
+    def _collect(self) -> Iterator[Metric]:
         turbo = self._turbo()
         if turbo is not None:
             yield TURBO.single(turbo)

@@ -36,6 +36,7 @@ Public API (for the tuning checks and `nodeslo check`; kept stable):
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -299,6 +300,7 @@ class CpuidleCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
+        self._lock = threading.Lock()
         self._per_cpu = bool(ctx.option("cpuidle_per_cpu", False))
         # Benchmark-only switch (no flag): re-read static attributes on every scrape.
         self._cache_static = bool(ctx.option("cache_static", True))
@@ -309,7 +311,14 @@ class CpuidleCollector(Collector):
         self._sums = CounterSums(4)
         self._plan: _Plan | None = None
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> list[Metric]:
+        # The threaded HTTP server may run two scrapes at once; the counters' state
+        # must see readings in order (an older reading after a newer one would look
+        # like a restart or a wrap), so one collection at a time.
+        with self._lock:
+            return list(self._collect())
+
+    def _collect(self) -> Iterator[Metric]:
         driver = read_text(self._driver_path)
         if driver is None:  # CONFIG_CPU_IDLE=n
             return

@@ -17,6 +17,7 @@ scrape at least every few minutes (wrap period = max_energy_range_uj / power).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -83,6 +84,7 @@ class PowerCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
+        self._lock = threading.Lock()
         # Benchmark-only switch (no flag): re-read static attributes on every scrape.
         self._cache_static = bool(ctx.option("cache_static", True))
         self._powercap_dir = ctx.roots.sys("class", "powercap")
@@ -91,7 +93,14 @@ class PowerCollector(Collector):
         self._counters: dict[tuple[str, str], EnergyCounter] = {}
         self._hwmon = HwmonCatalog(ctx.roots, ("power",), self._cache_static)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> list[Metric]:
+        # The threaded HTTP server may run two scrapes at once; the counters' state
+        # must see readings in order (an older reading after a newer one would look
+        # like a restart or a wrap), so one collection at a time.
+        with self._lock:
+            return list(self._collect())
+
+    def _collect(self) -> Iterator[Metric]:
         yield self._rapl()
         yield self._hwmon_power()
 

@@ -21,6 +21,7 @@ Throttle sums stay monotonic when CPUs go offline (`nodeslo.counters`).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -135,6 +136,7 @@ class ThermalCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
+        self._lock = threading.Lock()
         # Benchmark-only switch (no flag): re-read static attributes on every scrape.
         self._cache_static = bool(ctx.option("cache_static", True))
         self._topology = Topology(ctx.roots)
@@ -144,7 +146,14 @@ class ThermalCollector(Collector):
         self._sums = CounterSums(2)
         self._plan: _Plan | None = None
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> list[Metric]:
+        # The threaded HTTP server may run two scrapes at once; the counters' state
+        # must see readings in order (an older reading after a newer one would look
+        # like a restart or a wrap), so one collection at a time.
+        with self._lock:
+            return list(self._collect())
+
+    def _collect(self) -> Iterator[Metric]:
         yield from self._throttling()
         yield from self._hwmon_sensors()
         yield self._thermal_zones()
