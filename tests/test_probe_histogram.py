@@ -216,6 +216,7 @@ def test_cyclictest_runs_without_touching_cpu_dma_latency() -> None:
     assert not any(arg.startswith("--latency") for arg in command)
     assert "--interval=10000" in command and "--loops=500" in command
     assert "--json=/dev/fd/5" in command and "--policy=other" in command
+    assert not any(arg.startswith("--priority") for arg in command)  # =0 would mean FIFO 2
     fifo = cyclictest_command("cyclictest", 1_000_000, 5, "fifo", "x")
     assert "--policy=fifo" in fifo and "--priority=1" in fifo
 

@@ -293,22 +293,16 @@ def test_serve_exports_real_probe_histograms(tmp_path: Path, promtool: str) -> N
         "--collector.disable-defaults",
     )
     with d.running(None, *flags) as daemon:
+        wanted = (
+            ("nodeslo_probe_io_latency_seconds_count", ("op", "write_sync")),
+            ("nodeslo_probe_io_latency_seconds_count", ("op", "read")),
+            ("nodeslo_probe_wakeup_latency_seconds_count", ("engine", "python")),
+        )
 
         def ready() -> bool:
-            text = daemon.scrape()
-            return (
-                all(
-                    value(text, name, **labels) > 0
-                    for name, labels in (
-                        ("nodeslo_probe_io_latency_seconds_count", {"op": "write_sync"}),
-                        ("nodeslo_probe_io_latency_seconds_count", {"op": "read"}),
-                        ("nodeslo_probe_wakeup_latency_seconds_count", {"engine": "python"}),
-                    )
-                    if any(n == name for n, _ in samples(text))
-                )
-                and "nodeslo_probe_wakeup_latency_seconds_count" in text
-                and "io_latency_seconds_count" in text
-            )
+            got = samples(daemon.scrape())
+            counts = {(n, kv): v for (n, labels), v in got.items() for kv in labels}
+            return all(counts.get(w, 0) > 0 for w in wanted)
 
         wait_for(ready, timeout=30)
         text = daemon.scrape()
