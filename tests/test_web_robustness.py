@@ -129,6 +129,26 @@ def test_slowloris_connections_do_not_starve_scrapes() -> None:
                 sock.close()
 
 
+def test_a_keep_alive_scraper_outlives_slowloris_connections_at_the_limit() -> None:
+    with w.serving(max_connections=4) as server:
+        port = w.port(server)
+        scraper = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        scraper.request("GET", "/metrics")
+        scraper.getresponse().read()
+        # Idle since, and older than every attacker: still not the one closed.
+        attackers = _slowloris(port, 12)
+        try:
+            assert w.wait_until(lambda: server.connections.evicted >= 9)
+            scraper.request("GET", "/metrics")
+            response = scraper.getresponse()
+            assert response.status == 200
+            response.read()
+        finally:
+            scraper.close()
+            for sock in attackers:
+                sock.close()
+
+
 def test_idle_and_dribbling_connections_are_closed_after_the_idle_timeout() -> None:
     with w.serving(idle_timeout=0.3) as server:
         port = w.port(server)

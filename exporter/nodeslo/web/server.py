@@ -6,11 +6,11 @@ collection instead of reading every sysfs file twice.
 The server is built to stay reachable for scrapes whatever other clients do:
 
 - at most `max_connections` connections (one thread each) are open at once; when a
-  new one arrives at the limit, the connection that has waited longest for a request
-  head (an idle keep-alive, a slowloris dribbling bytes, a stalled TLS handshake) is
-  closed to make room — a scrape, whose head arrives in one packet, is never the one
-  that waited longest; only when every slot is busy serving is the newcomer refused
-  (503 on plain HTTP);
+  new one arrives at the limit, a connection waiting for a request head is closed to
+  make room: first the longest-waiting of those that never completed one (a slowloris
+  dribbling bytes, a stalled TLS handshake), else the longest-idle keep-alive. A
+  scrape's head arrives in one packet, so it is never the one closed; only when every
+  slot is busy serving is the newcomer refused (503 on plain HTTP);
 - a connection must complete each request head within IDLE_TIMEOUT_SECONDS of being
   ready for it, however slowly the bytes trickle; each blocking socket operation times
   out after IO_TIMEOUT_SECONDS (a client that never reads its response);
@@ -171,6 +171,7 @@ class Connection:
     # whatever the handler did with its own descriptor (an SSL wrap detaches it).
     control: socket.socket
     waiting_since: float | None  # monotonic; None while a request is being served
+    requests: int = 0  # requests whose head arrived on this connection
 
 
 class Connections:
@@ -198,7 +199,9 @@ class Connections:
                 if not waiting:
                     self.refused += 1
                     return None
-                victim = min(waiting, key=lambda c: c.waiting_since or 0.0)
+                # Connections that never completed a request head go first (slowloris
+                # never does); then the longest-idle keep-alive.
+                victim = min(waiting, key=lambda c: (c.requests > 0, c.waiting_since or 0.0))
                 self._drop(victim)
                 self.evicted += 1
                 self._pressure_unlogged += 1
@@ -222,6 +225,7 @@ class Connections:
 
     def busy(self, conn: Connection) -> None:
         conn.waiting_since = None
+        conn.requests += 1
 
     def release(self, conn: Connection) -> None:
         with self._lock:
