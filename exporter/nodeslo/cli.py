@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from nodeslo import __version__
 from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
+from nodeslo.pack import generate as pack_generate
 from nodeslo.probes import settings as probe_flags
 from nodeslo.web.server import DEFAULT_MAX_CONNECTIONS, ListenAddressError, parse_listen_address
 
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nodeslo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(commands)
+    pack_generate.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,121 @@
+"""`nodeslo generate`: write every file the pack derives from the profile.
+
+Each output is a producer: a function Profile -> [(relative path, content)]. The rule
+file is the first; the dashboards and the Kubernetes PrometheusRule append theirs to
+PRODUCERS. `--check` writes nothing and exits 1 when a committed file differs from
+what the profile gives (what CI runs), so a hand edit or a forgotten regeneration
+fails the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from nodeslo.pack import rules
+from nodeslo.pack.profile import Profile, ProfileError, load_profile
+
+Output = tuple[str, str]
+Producer = Callable[[Profile], list[Output]]
+
+PRODUCERS: list[Producer] = [rules.rule_file]
+
+
+def outputs(profile: Profile, producers: list[Producer] | None = None) -> list[Output]:
+    """Every (path, content) of every producer, in producer order; paths must be unique."""
+    seen: set[str] = set()
+    out: list[Output] = []
+    for producer in PRODUCERS if producers is None else producers:
+        for path, content in producer(profile):
+            if path in seen or os.path.isabs(path) or ".." in Path(path).parts:
+                raise ValueError(f"producer {producer.__name__}: bad or repeated path {path!r}")
+            seen.add(path)
+            out.append((path, content))
+    return out
+
+
+def stale(out_dir: Path, files: list[Output]) -> list[str]:
+    """Paths whose file under out_dir is missing or differs."""
+    changed = []
+    for path, content in files:
+        try:
+            current = (out_dir / path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            current = None
+        if current != content:
+            changed.append(path)
+    return changed
+
+
+def write(out_dir: Path, files: list[Output]) -> list[str]:
+    """Write the files that changed (atomically: a reader never sees half a file)."""
+    changed = stale(out_dir, files)
+    contents = dict(files)
+    for path in changed:
+        target = out_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(contents[path])
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    return changed
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "generate",
+        help="write the rule file (and dashboards) derived from the profile",
+        description="Generate Prometheus rules and dashboards from the profile.",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help="profile YAML (default: the shipped process-management profile)",
+    )
+    parser.add_argument(
+        "--out",
+        default=".",
+        metavar="DIR",
+        help="directory the outputs' paths are relative to (default: the current one)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a file under --out differs from the generated one",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        print(f"nodeslo generate: {exc}", file=sys.stderr)
+        return 2
+    files = outputs(profile)
+    out_dir = Path(args.out)
+    if args.check:
+        changed = stale(out_dir, files)
+        for path in changed:
+            print(f"{path}: differs from what profile {profile.name!r} generates", file=sys.stderr)
+        if changed:
+            print("run `nodeslo generate` and commit the result", file=sys.stderr)
+        return 1 if changed else 0
+    try:
+        changed = write(out_dir, files)
+    except OSError as exc:
+        print(f"nodeslo generate: {exc}", file=sys.stderr)
+        return 1
+    for path, _ in files:
+        print(f"{path}: {'written' if path in changed else 'unchanged'}")
+    return 0

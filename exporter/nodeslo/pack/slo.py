@@ -1,0 +1,178 @@
+"""SLO rules: error ratios per window, the period's ratio, the budget left, burn alerts.
+
+Per SLO, one rule group, evaluated in order so that each rule reads the recordings of
+the same evaluation:
+
+- `instance_slo:nodeslo_sli_errors:rate5m` and `instance_slo:nodeslo_sli_events:rate5m`:
+  bad events and all events per second over 5m, per server (and per `by` label, e.g.
+  the storage target). The only rules that read raw series.
+- `instance_slo:nodeslo_sli_error:ratio_rate<w>` for w in 5m 30m 1h 2h 6h 1d 3d and
+  the period (30d by default): sum of bad over sum of all events, both summed over the
+  window from the 5m recordings. Weighted by traffic, cheap (a recording sampled once
+  per evaluation instead of every scrape of every raw series), and free of the bias a
+  raw `rate(...[3d])` has while a series is younger than its window. With no events at
+  all the ratio is absent, never NaN: a probe that is not running must not page, nor
+  poison the period's ratio; its absence has an alert of its own.
+- `instance_slo:nodeslo_error_budget_remaining:ratio`: 1 - period ratio / budget
+  (1 = untouched, 0 = spent, negative = overspent), for the dashboards.
+- `NodeSLOErrorBudgetBurn`, one alert rule per tier of `burnrate.TIERS`.
+
+A latency SLI reads the exact bucket of its threshold (`le` in every spelling the
+scrape may have produced); a time SLI divides bad seconds by the capacity in
+seconds per second (e.g. core-seconds throttled / physical cores).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeslo.pack import promql
+from nodeslo.pack.burnrate import TIERS, WINDOWS_SECONDS, Tier
+from nodeslo.pack.profile import SLO, LatencySLI, Profile, TimeSLI
+
+Rule = dict[str, Any]
+
+BASE_WINDOW_SECONDS = min(WINDOWS_SECONDS)
+ALERT_NAME = "NodeSLOErrorBudgetBurn"
+ERRORS_RATE = "instance_slo:nodeslo_sli_errors:rate5m"
+EVENTS_RATE = "instance_slo:nodeslo_sli_events:rate5m"
+BUDGET_REMAINING = "instance_slo:nodeslo_error_budget_remaining:ratio"
+
+
+def ratio_record(window_seconds: float) -> str:
+    """The recording rule name of the error ratio over one window (or the period)."""
+    return f"instance_slo:nodeslo_sli_error:ratio_rate{promql.duration(window_seconds)}"
+
+
+def record_names(profile: Profile) -> tuple[str, ...]:
+    """Every recording rule name an SLO group defines, in order, for the dashboards."""
+    return (
+        ERRORS_RATE,
+        EVENTS_RATE,
+        *(ratio_record(w) for w in WINDOWS_SECONDS),
+        ratio_record(profile.period_seconds),
+        BUDGET_REMAINING,
+    )
+
+
+def _labels(profile: Profile, slo: SLO) -> str:
+    return promql.by((*profile.alerting.instance_labels, *slo.sli.by))
+
+
+def _rate(labels: str, series: str) -> str:
+    return f"sum by ({labels}) (rate({series}[{promql.duration(BASE_WINDOW_SECONDS)}]))"
+
+
+def _or_zero(series: str, like: str) -> str:
+    """`series`, or 0 for each server that has `like` but not `series`.
+
+    A counter of failures that never happened may not be exported at all: read it as
+    zero rather than losing the whole SLI through a failed vector match.
+    """
+    return f"(\n  {series}\n  or\n  0 * {like}\n)"
+
+
+def _errors_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
+    if isinstance(sli, TimeSLI):
+        return _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
+    count = _rate(labels, promql.selector(f"{sli.histogram}_count", sli.matchers))
+    bucket = promql.selector(
+        f"{sli.histogram}_bucket", sli.matchers, promql.le_matcher(sli.threshold_seconds)
+    )
+    slow = f"{count}\n- {_rate(labels, bucket)}"
+    if sli.errors is None:
+        return slow
+    errors = _rate(labels, promql.selector(sli.errors, sli.matchers))
+    return f"{slow}\n+ {_or_zero(errors, count)}"
+
+
+def _events_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
+    if isinstance(sli, TimeSLI):
+        # Capacity counts only while the bad-seconds counter is measured: a host without
+        # it (no thermal_throttle on a VM) has no SLI rather than a perfect one.
+        bad = _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
+        return f"sum by ({labels}) ({sli.capacity})\nand\n{bad}"
+    count = _rate(labels, promql.selector(f"{sli.histogram}_count", sli.matchers))
+    if sli.errors is None:
+        return count
+    errors = _rate(labels, promql.selector(sli.errors, sli.matchers))
+    # Failed events never reach the histogram: they are events too.
+    return f"{count}\n+ {_or_zero(errors, count)}"
+
+
+def _ratio_expr(slo: SLO, window_seconds: float) -> str:
+    match = promql.matchers([("slo", slo.name)])
+    errors, events = f"{ERRORS_RATE}{{{match}}}", f"{EVENTS_RATE}{{{match}}}"
+    # Dividing by (events > 0) drops the series when there are none: absent, not NaN.
+    if window_seconds == BASE_WINDOW_SECONDS:
+        return f"{errors}\n/\n({events} > 0)"
+    window = promql.duration(window_seconds)
+    return f"sum_over_time({errors}[{window}])\n/\n(sum_over_time({events}[{window}]) > 0)"
+
+
+def _burn_alert(profile: Profile, slo: SLO, tier: Tier) -> Rule:
+    factor = tier.factor(profile.period_seconds)
+    budget = slo.error_budget
+    match = promql.matchers([("slo", slo.name)])
+    threshold = f"({promql.number(factor)} * {promql.number(budget)})"
+    expr = (
+        f"{ratio_record(tier.long_seconds)}{{{match}}} > {threshold}\n"
+        f"and\n"
+        f"{ratio_record(tier.short_seconds)}{{{match}}} > {threshold}"
+    )
+    period = promql.duration(profile.period_seconds)
+    percent = promql.number(round(factor * budget * 100, 6))
+    target = "{{ with $labels.target }} ({{ . }}){{ end }}"
+    return {
+        "alert": ALERT_NAME,
+        "expr": expr,
+        "for_seconds": tier.for_seconds,
+        "labels": {
+            "severity": tier.severity,
+            "slo": slo.name,
+            "long_window": tier.long,
+            "short_window": tier.short,
+        },
+        "annotations": {
+            "summary": f"SLO {slo.name} on {{{{ $labels.instance }}}}{target} burns its "
+            f"error budget {promql.number(factor)}x too fast",
+            "description": f"Error ratio {{{{ $value | humanizePercentage }}}} over the last "
+            f"{tier.long}, and above {percent}% over the last {tier.short} as well "
+            f"(threshold {percent}% = burn rate {promql.number(factor)} x the "
+            f"{promql.number(round(budget * 100, 6))}% error budget of the "
+            f"{promql.number(round(slo.objective * 100, 6))}% objective). At this rate "
+            f"{tier.budget_share:.0%} of the {period} budget goes in {tier.long} and all of it "
+            f"in {_about(profile.period_seconds / factor)}. SLI: {slo.description}",
+        },
+    }
+
+
+def _about(seconds: float) -> str:
+    """A rough duration for prose: '2.1d', '50h'."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f}".removesuffix(".0") + "d"
+    return f"{seconds / 3600:.0f}h"
+
+
+def slo_rules(profile: Profile, slo: SLO) -> list[Rule]:
+    """The rules of one SLO, in evaluation order (recordings before what reads them)."""
+    labels = {"slo": slo.name}
+    by = _labels(profile, slo)
+    rules: list[Rule] = [
+        {"record": ERRORS_RATE, "expr": _errors_expr(slo.sli, by), "labels": labels},
+        {"record": EVENTS_RATE, "expr": _events_expr(slo.sli, by), "labels": labels},
+    ]
+    for window in (*WINDOWS_SECONDS, profile.period_seconds):
+        rules.append(
+            {"record": ratio_record(window), "expr": _ratio_expr(slo, window), "labels": labels}
+        )
+    period_ratio = f"{ratio_record(profile.period_seconds)}{{{promql.matchers(labels.items())}}}"
+    rules.append(
+        {
+            "record": BUDGET_REMAINING,
+            "expr": f"1 - {period_ratio} / {promql.number(slo.error_budget)}",
+            "labels": labels,
+        }
+    )
+    rules.extend(_burn_alert(profile, slo, tier) for tier in TIERS)
+    return rules
