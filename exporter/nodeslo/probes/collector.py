@@ -81,7 +81,7 @@ WAKEUP_INTERVAL = Desc(
 # still complete and be counted in a high bucket.
 STUCK_SECONDS = 5.0
 STORAGE_REPORT_TIMEOUT = 10.0
-WAKEUP_REPORT_TIMEOUT = 20.0  # > a cyclictest burst (5 s) plus its start-up
+WAKEUP_REPORT_TIMEOUT = 30.0  # > a cyclictest burst (10 s) plus its start-up
 
 
 class _Probe:

@@ -29,7 +29,7 @@ from nodeslo.probes.protocol import Message, decode
 
 log = logging.getLogger("nodeslo.probe")
 
-POLL_SECONDS = 0.2
+MIN_WAIT_SECONDS = 0.05
 KILL_WAIT_SECONDS = 0.5
 MAX_LINE_BYTES = 1 << 20
 
@@ -174,9 +174,12 @@ class ProbeProcess:
                 if self._replace:
                     return "replaced"
                 last = self._last_message or started
-            if time.monotonic() - last > self._report_timeout:
+            left = last + self._report_timeout - time.monotonic()
+            if left < 0:
                 return f"no report for {self._report_timeout:g}s"
-            ready, _, _ = select.select([fd], [], [], POLL_SECONDS)
+            # Sleep until a report or the watchdog deadline, not on a short poll: each
+            # wake-up costs CPU. stop() and replace() kill the child, which ends the wait.
+            ready, _, _ = select.select([fd], [], [], max(MIN_WAIT_SECONDS, left))
             if not ready:
                 continue
             chunk = os.read(fd, 65536)
