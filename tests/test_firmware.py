@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from nodeslo.collectors.firmware import (
     FirmwareCollector,
     iso_date,
     normalize_revision,
+    parse_cpu_signature,
     parse_cpuinfo_microcode,
 )
 from nodeslo.paths import Roots
@@ -59,6 +61,22 @@ def test_normalize_revision() -> None:
     assert normalize_revision("weird") == "weird"
 
 
+CPUINFO = (
+    "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+    "model name\t: Intel(R) Xeon(R) Platinum 8480+\nstepping\t: 8\nmicrocode\t: 0xd0003d1\n\n"
+    "processor\t: 1\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+)
+
+
+def test_parse_cpu_signature() -> None:
+    # The form microcode files are named by: /lib/firmware/intel-ucode/06-8f-08.
+    assert parse_cpu_signature(CPUINFO) == ("GenuineIntel", "06-8f-08")
+    amd = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nstepping\t: 1\n"
+    assert parse_cpu_signature(amd) == ("AuthenticAMD", "19-11-01")
+    # ARM cpuinfo names none of these: no signature, not an error.
+    assert parse_cpu_signature("processor\t: 0\nBogoMIPS\t: 50.00\n") == ("", "")
+
+
 def test_parse_cpuinfo_microcode() -> None:
     text = "processor\t: 0\nmicrocode\t: 0x1000065\n\nprocessor\t: 1\nmicrocode\t: 0x1000065\n"
     assert parse_cpuinfo_microcode(text) == ["0x1000065", "0x1000065"]
@@ -70,6 +88,8 @@ def test_bios_microcode_kernel(tmp_path: Path) -> None:
         "sys/class/dmi/id/bios_vendor": "Dell Inc.",
         "sys/class/dmi/id/bios_version": "2.19.1",
         "sys/class/dmi/id/bios_date": "11/02/2023",
+        "sys/class/dmi/id/product_name": "PowerEdge R760",
+        "proc/cpuinfo": CPUINFO,
         f"{CPU}/online": "0-3",
         "proc/sys/kernel/osrelease": "6.1.0-28-amd64",
         f"{CPU}/vulnerabilities/old_microcode": "Vulnerable",
@@ -78,9 +98,23 @@ def test_bios_microcode_kernel(tmp_path: Path) -> None:
     text = scrape(write(tmp_path, files))
     found = info(text)
     assert found["bios"] == [
-        {"component": "bios", "vendor": "Dell Inc.", "version": "2.19.1", "date": "2023-11-02"}
+        {
+            "component": "bios",
+            "vendor": "Dell Inc.",
+            "model": "PowerEdge R760",
+            "version": "2.19.1",
+            "date": "2023-11-02",
+        }
     ]
-    assert [f["version"] for f in found["microcode"]] == ["0xd0003d1"]
+    assert found["microcode"] == [
+        {
+            "component": "microcode",
+            "vendor": "GenuineIntel",
+            "model": "06-8f-08",
+            "version": "0xd0003d1",
+            "date": "",
+        }
+    ]
     assert [f["version"] for f in found["kernel"]] == ["6.1.0-28-amd64"]
     assert value(text, "nodeslo_firmware_microcode_revisions") == 1
     assert value(text, "nodeslo_firmware_microcode_outdated") == 1
@@ -126,7 +160,9 @@ def test_fixture_variants(tmp_path: Path, name: str, revisions: int) -> None:
     build(tmp_path, variant(name, cpus=8))
     text = scrape(Roots.under(str(tmp_path)))
     assert value(text, "nodeslo_firmware_microcode_revisions") == revisions
-    assert info(text)["bios"][0]["date"] == "2024-03-15"
+    found = info(text)
+    assert found["bios"][0]["date"] == "2024-03-15"
+    assert {(f["vendor"], f["model"]) for f in found["microcode"]} == {("GenuineIntel", "06-8f-08")}
 
 
 def test_real_captures_microcode_from_cpuinfo(real_captures: dict[str, Path]) -> None:
@@ -136,5 +172,8 @@ def test_real_captures_microcode_from_cpuinfo(real_captures: dict[str, Path]) ->
         assert value(text, "nodeslo_collector_success", collector="firmware") == 1, name
         found = info(text)
         assert set(found) == {"microcode", "kernel"}, name
+        vendor, model = found["microcode"][0]["vendor"], found["microcode"][0]["model"]
+        assert vendor in ("AuthenticAMD", "GenuineIntel"), name
+        assert re.fullmatch(r"[0-9a-f]{2}-[0-9a-f]{2}-[0-9a-f]{2}", model), name
         assert value(text, "nodeslo_firmware_microcode_revisions") == 1, name
         assert value(text, "nodeslo_firmware_microcode_outdated") == 0, name

@@ -1,14 +1,20 @@
 """Firmware and kernel versions: BIOS (DMI), CPU microcode, kernel release.
 
 - BIOS: /sys/class/dmi/id/{bios_vendor,bios_version,bios_date}; the SMBIOS date
-  (MM/DD/YYYY) is exported as ISO 8601 so dashboards sort it. Static for a boot.
+  (MM/DD/YYYY) is exported as ISO 8601 so dashboards sort it; `model` is the DMI
+  product_name, since a BIOS version means something only for its board. Static for
+  a boot.
 - Microcode: /sys/devices/system/cpu/cpuN/microcode/version per online CPU (the
   microcode driver's view, updated by a late load), else the `microcode` lines of
   /proc/cpuinfo (guests and kernels without the driver). CPUs on different revisions
   (a late load that reached only some CPUs, a socket swapped with another board's
   CPU) is a finding of its own: `nodeslo_firmware_microcode_revisions` > 1.
   The kernel's own verdict on the revision (6.15+, vulnerabilities/old_microcode:
-  older than the newest one it knows of) is exported when present.
+  older than the newest one it knows of) is exported when present. A revision means
+  something only for its CPU signature, so `vendor` is the CPU vendor and `model` the
+  signature family-model-stepping in the form microcode files are named by
+  (`06-8f-08` for /lib/firmware/intel-ucode/06-8f-08), from the first processor of
+  /proc/cpuinfo: hosts are comparable when both match.
 - Kernel: /proc/sys/kernel/osrelease. Static for a boot.
 NVMe firmware is a label of nodeslo_nvme_info.
 """
@@ -26,14 +32,14 @@ from nodeslo.collectors.registry import register
 from nodeslo.cpus import Topology
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
-from nodeslo.readers import ReadError, read_all, read_text
+from nodeslo.readers import ReadError, read_all, read_small, read_text
 
 FIRMWARE_INFO = Desc(
     "nodeslo_firmware_info",
     "gauge",
     "Always 1; one series per firmware component (bios, microcode, kernel) and version. "
     "Microcode has one series per distinct revision across CPUs.",
-    ("component", "vendor", "version", "date"),
+    ("component", "vendor", "model", "version", "date"),
 )
 MICROCODE_REVISIONS = Desc(
     "nodeslo_firmware_microcode_revisions",
@@ -49,6 +55,7 @@ MICROCODE_OUTDATED = Desc(
 DMI_DIR = "class/dmi/id"
 _SMBIOS_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
 _CPUINFO_MICROCODE = re.compile(r"^microcode\s*:\s*(\S+)", re.MULTILINE)
+_CPUINFO_FIELD = re.compile(r"^(vendor_id|cpu family|model|stepping)\s*:\s*(\S+)", re.MULTILINE)
 
 OnError = Callable[[str, Exception], None]
 
@@ -76,9 +83,24 @@ def parse_cpuinfo_microcode(text: str) -> list[str]:
     return [normalize_revision(m) for m in _CPUINFO_MICROCODE.findall(text)]
 
 
+def parse_cpu_signature(text: str) -> tuple[str, str]:
+    """(vendor_id, 'family-model-stepping' in hex) of the first processor in cpuinfo."""
+    fields: dict[str, str] = {}
+    for name, value in _CPUINFO_FIELD.findall(text):
+        fields.setdefault(name, value)
+    try:
+        signature = "-".join(
+            f"{int(fields[key]):02x}" for key in ("cpu family", "model", "stepping")
+        )
+    except (KeyError, ValueError):
+        signature = ""
+    return fields.get("vendor_id", ""), signature
+
+
 @dataclass(frozen=True)
 class Bios:
     vendor: str
+    model: str
     version: str
     date: str
 
@@ -98,6 +120,7 @@ class FirmwareReader:
         self._microcode_paths: dict[int, str] = {}
         self._bios: Bios | None = None
         self._kernel: str | None = None
+        self._signature: tuple[str, str] | None = None
 
     def bios(self) -> Bios | None:
         """DMI BIOS identification; None on hosts without DMI (some VMs, most ARM)."""
@@ -108,10 +131,20 @@ class FirmwareReader:
                 return None
             self._bios = Bios(
                 vendor=read_text(f"{base}/bios_vendor") or "",
+                model=read_text(f"{base}/product_name") or "",
                 version=version,
                 date=iso_date(read_text(f"{base}/bios_date") or ""),
             )
         return self._bios
+
+    def cpu_signature(self) -> tuple[str, str]:
+        """(vendor, signature) of the CPUs; ('', '') where cpuinfo does not tell (ARM)."""
+        if self._signature is None:
+            # The first processor's block is enough: one small read, once.
+            raw = read_small(self._cpuinfo)
+            text = raw.decode("utf-8", "replace") if raw else ""
+            self._signature = parse_cpu_signature(text)
+        return self._signature
 
     def kernel_release(self) -> str | None:
         if self._kernel is None:
@@ -175,22 +208,27 @@ class FirmwareCollector(Collector):
             self.skip("dmi", exc)
             bios = None
         if bios is not None:
-            add(info, ["bios", bios.vendor, bios.version, bios.date], 1)
+            add(info, ["bios", bios.vendor, bios.model, bios.version, bios.date], 1)
         try:
             microcode = self._reader.microcode(self.skip)
         except ReadError as exc:
             self.skip("cpuinfo", exc)
             microcode = None
         if microcode is not None:
+            try:
+                vendor, signature = self._reader.cpu_signature()
+            except ReadError as exc:
+                self.skip("cpuinfo", exc)
+                vendor, signature = "", ""
             for revision in sorted(microcode.revisions):
-                add(info, ["microcode", "", revision, ""], 1)
+                add(info, ["microcode", vendor, signature, revision, ""], 1)
         try:
             kernel = self._reader.kernel_release()
         except ReadError as exc:
             self.skip("osrelease", exc)
             kernel = None
         if kernel is not None:
-            add(info, ["kernel", "", kernel, ""], 1)
+            add(info, ["kernel", "", "", kernel, ""], 1)
         yield info
         if microcode is not None:
             yield MICROCODE_REVISIONS.single(len(microcode.revisions))
