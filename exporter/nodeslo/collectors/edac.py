@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -219,15 +220,16 @@ def read_layout(mc_dir: str, controller: str) -> ControllerLayout:
 class EdacReader:
     """Reads every controller's counters; caches the layout between driver (re)loads."""
 
-    def __init__(self, roots: Roots) -> None:
+    def __init__(self, roots: Roots, cache_layout: bool = True) -> None:
         self._mc_root = roots.sys(EDAC_MC_DIR)
+        self._cache_layout = cache_layout
         self._names: tuple[str, ...] | None = None
         self._layouts: tuple[ControllerLayout, ...] = ()
         self._stale = False
 
     def _layout(self) -> tuple[ControllerLayout, ...]:
         names = tuple(n for n in list_dir(self._mc_root) if _CONTROLLER.match(n))
-        if names != self._names or self._stale:
+        if names != self._names or self._stale or not self._cache_layout:
             ordered = sorted(names, key=_number_key)
             self._layouts = tuple(
                 read_layout(f"{self._mc_root}/{name}", name[2:]) for name in ordered
@@ -287,10 +289,13 @@ class EdacCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
-        self._reader = EdacReader(ctx.roots)
+        # Benchmark-only switch (no flag): re-read DIMM directories and labels every scrape.
+        self._reader = EdacReader(ctx.roots, cache_layout=bool(ctx.option("cache_static", True)))
+        self._lock = threading.Lock()  # concurrent scrapes share the cached layout
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self._reader.read(self.skip)
+        with self._lock:
+            snapshot = self._reader.read(self.skip)
         yield MEMORY_CONTROLLERS.single(len(snapshot.controllers))
         info, ce, ue = CONTROLLER_INFO.family(), CORRECTABLE.family(), UNCORRECTABLE.family()
         ce_noinfo, ue_noinfo = CORRECTABLE_NOINFO.family(), UNCORRECTABLE_NOINFO.family()

@@ -18,6 +18,7 @@ last value: these are states, not errors.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 
 from prometheus_client.core import Metric
@@ -120,8 +121,15 @@ class ResctrlCollector(Collector):
         super().__init__(ctx)
         self._reader = ResctrlReader(ctx.roots)
         self._sums = {event: MonotonicSums() for event in EVENTS}
+        self._lock = threading.Lock()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> list[Metric]:
+        # Concurrent scrapes (the HTTP server is threaded) must feed the sums their
+        # readings in order: an older reading after a newer one would look like a restart.
+        with self._lock:
+            return list(self._collect())
+
+    def _collect(self) -> Iterator[Metric]:
         groups = self._reader.groups()
         readings: dict[str, dict[tuple[str, str], int | None]] = {e: {} for e in EVENTS}
         for group, mon_data in groups:

@@ -35,6 +35,7 @@ driver or the latency limit.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -196,8 +197,11 @@ class _PolicyPlan:
 class TuningReader:
     """Reads the host's side of each setting; `evaluate` compares it with a Tuning."""
 
-    def __init__(self, roots: Roots, topology: Topology | None = None) -> None:
+    def __init__(
+        self, roots: Roots, topology: Topology | None = None, cache_plans: bool = True
+    ) -> None:
         self._roots = roots
+        self._cache_plans = cache_plans
         self._topology = topology if topology is not None else Topology(roots)
         self._no_turbo = roots.sys(CPU_DIR, "intel_pstate", "no_turbo")
         self._boost = roots.sys(CPU_DIR, "cpufreq", "boost")
@@ -207,6 +211,8 @@ class TuningReader:
 
     def evaluate(self, tuning: Tuning, on_error: OnError) -> list[TuningResult]:
         """One result per setting the profile names, in a fixed order."""
+        if not self._cache_plans:
+            self._deep_plan = self._policy_plan = None
         checks: list[tuple[str, str, Callable[[], TuningResult]]] = []
         if tuning.max_cstate_exit_latency_seconds is not None:
             limit = tuning.max_cstate_exit_latency_seconds
@@ -373,8 +379,11 @@ class TuningCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
-        self._reader = TuningReader(ctx.roots)
+        # Benchmark-only switch (no flag): work out deep states and policies every scrape.
+        self._reader = TuningReader(ctx.roots, cache_plans=bool(ctx.option("cache_static", True)))
+        self._lock = threading.Lock()  # concurrent scrapes share the reader's plans
 
-    def collect(self) -> Iterator[Metric]:
-        results = self._reader.evaluate(self.ctx.profile().tuning, self.skip)
-        yield from tuning_families(results)
+    def collect(self) -> list[Metric]:
+        with self._lock:
+            results = self._reader.evaluate(self.ctx.profile().tuning, self.skip)
+        return list(tuning_families(results))
