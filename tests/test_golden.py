@@ -38,7 +38,14 @@ CASES = [
     ("ecc-absent", "ecc-absent", ("edac",)),
     ("seed-spec-cpu", "seed-spec", ("cpuidle", "cpufreq", "thermal", "power")),
     ("seed-spec-amd-cpu", "seed-spec-amd", ("cpuidle", "cpufreq", "thermal", "power")),
+    ("seed-spec-nvme", "seed-spec", ("nvme",)),
+    ("nvme-failing", "nvme-failing", ("nvme",)),
 ]
+# Per-case flags beyond the collectors; "{tree}" is the fixture tree's path.
+EXTRA_FLAGS: dict[str, tuple[str, ...]] = {
+    "seed-spec-nvme": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
+    "nvme-failing": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
+}
 
 
 def collector_flags(collectors: tuple[str, ...]) -> list[str]:
@@ -50,7 +57,8 @@ def test_golden(
     make_tree, update_golden: bool, golden: str, variant: str, collectors: tuple[str, ...]
 ) -> None:
     tree = make_tree(variant)
-    with d.running(tree, *collector_flags(collectors)) as daemon:
+    extra = [flag.format(tree=tree) for flag in EXTRA_FLAGS.get(golden, ())]
+    with d.running(tree, *collector_flags(collectors), *extra) as daemon:
         text = daemon.scrape()
     for name in collectors:
         assert samples(text)[("nodeslo_collector_success", (("collector", name),))] == 1

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from nodeslo import __version__
 from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
+from nodeslo.nvme import cli as nvme_cli
 from nodeslo.pack import generate as pack_generate
 from nodeslo.probes import settings as probe_flags
 from nodeslo.web.server import DEFAULT_MAX_CONNECTIONS, ListenAddressError, parse_listen_address
@@ -129,6 +130,14 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     paths = parser.add_argument_group("paths")
     add_path_flags(paths)
+    parser.add_argument(
+        "--run-as-user",
+        dest="run_as_user",
+        default=None,
+        metavar="USER",
+        help="when started as root: fork the privileged helpers, bind the port, then "
+        "become USER with no capabilities",
+    )
     add_profile_flag(parser)
     add_log_flags(parser)
     collectors = parser.add_argument_group("collectors")
@@ -167,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nodeslo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(commands)
+    nvme_cli.add_parsers(commands)
     pack_generate.add_parser(commands)
     return parser
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import queue
 import signal
 import threading
@@ -14,6 +15,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
+from nodeslo import privileges
 from nodeslo.collectors import COLLECTORS
 from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
 from nodeslo.log import OnceLog
@@ -190,6 +192,9 @@ def serve(args: argparse.Namespace) -> int:
         except WebConfigError as exc:
             log.error("invalid web config", extra={"fields": {"err": str(exc)}})
             return 2
+    # Root-only set-up (the NVMe helper fork) runs first, while no thread exists yet.
+    for name in enabled_collectors(args):
+        COLLECTORS[name].prepare_privileged(args)
     daemon = Daemon(args, profile, web)
     try:
         daemon.bind()
@@ -198,4 +203,21 @@ def serve(args: argparse.Namespace) -> int:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         log.error(f"cannot listen on {host}:{port}: {reason}")
         return 1
+    if not drop_privileges(getattr(args, "run_as_user", None)):
+        return 2
     return daemon.run()
+
+
+def drop_privileges(user: str | None) -> bool:
+    """After the port is bound: become `user` with no capabilities. False on failure."""
+    if user is None:
+        if os.geteuid() == 0:
+            log.warning("running as root: the network-facing process keeps root; see --run-as-user")
+        return True
+    try:
+        entry = privileges.drop_to_user(user)
+    except privileges.PrivilegeError as exc:
+        log.error("cannot drop privileges", extra={"fields": {"err": str(exc)}})
+        return False
+    log.info("dropped privileges", extra={"fields": {"user": entry.pw_name, "uid": entry.pw_uid}})
+    return True

@@ -14,6 +14,7 @@ VOLATILE = (
     re.compile(r"^nodeslo_collector_duration_seconds"),
     re.compile(r"^nodeslo_build_info"),
     re.compile(r"^nodeslo_profile_last_reload_success_timestamp_seconds"),
+    re.compile(r"^nodeslo_nvme_smart_last_success_timestamp_seconds"),
 )
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]

@@ -76,6 +76,11 @@ class Collector:
     def add_arguments(cls, parser: argparse._ArgumentGroup) -> None:
         """Declare collector-specific flags (`--collector.<name>.<option>`)."""
 
+    @classmethod
+    def prepare_privileged(cls, options: argparse.Namespace) -> None:
+        """Set up what needs root (fork a helper, open a root-only file), before the
+        daemon binds its port and drops privileges (`--run-as-user`). No threads yet."""
+
     def collect(self) -> Iterable[Metric]:
         raise NotImplementedError
 

@@ -1,0 +1,111 @@
+"""The start-up sequence as root: fork the NVMe helper, bind, drop to --run-as-user.
+
+Needs root (CI and the development machines run as root; elsewhere these skip). The
+real ioctl against a kernel driver is in tests/test_nvme_qemu.py; here the fixture's
+controllers have no device nodes, which the helper reports as a failed read.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures import nvme as fx
+from fixtures.make_fixtures import variant
+from fixtures.tree import Tree
+from support import daemon as d
+from support.exposition import value
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to fork and drop")
+
+FLAGS = ("--collector.disable-defaults", "--collector.nvme", "--no-probe.storage")
+FLAGS += ("--no-probe.wakeup", "--collector.nvme.command-timeout=1s")
+
+
+def status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if status(int(entry)).get("PPid") == str(pid):
+                    out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.fixture
+def readable_tree() -> Iterator[Path]:
+    """An NVMe-only fixture tree that nobody can read (pytest's tmp dirs are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="nodeslo-privsep-"))
+    root.chmod(0o755)
+    fx.write(Tree(root), variant("seed-spec"))
+    yield root
+    shutil.rmtree(root)
+
+
+def test_daemon_forks_helper_then_drops_to_the_user(readable_tree: Path) -> None:
+    with d.running(readable_tree, *FLAGS, "--run-as-user=nobody") as daemon:
+        main = status(daemon.proc.pid)
+        helpers = children(daemon.proc.pid)
+        # The first round is waited for at most one command timeout: on a loaded
+        # machine it may still run at the first scrape.
+        deadline = time.monotonic() + 20
+        while True:
+            text = daemon.scrape()
+            if 'smart_up{controller="nvme0"}' in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        daemon.wait_log("dropped privileges")
+        assert len(helpers) == 1, helpers
+        helper = status(helpers[0])
+    assert main["Uid"].split() == ["65534"] * 4
+    assert main["Gid"].split()[0] == "65534"
+    for key in ("CapInh", "CapPrm", "CapEff", "CapAmb", "CapBnd"):
+        assert int(main[key], 16) == 0, key
+    assert main["NoNewPrivs"] == "1"
+    assert helper["Uid"].split()[0] == "0"
+    assert int(helper["CapEff"], 16) == int(helper["CapPrm"], 16) == 1 << 21
+    assert helper["NoNewPrivs"] == "1"
+    # The fixture's controllers have no /dev node: read attempted, failed, sysfs kept.
+    assert value(text, "nodeslo_nvme_smart_up", controller="nvme0") == 0
+    assert value(text, "nodeslo_nvme_state_live", controller="nvme0") == 1
+    assert value(text, "nodeslo_collector_success", collector="nvme") == 1
+
+
+def test_helper_exits_with_the_daemon(readable_tree: Path) -> None:
+    daemon = d.start(readable_tree, *FLAGS, "--run-as-user=nobody").wait_listening()
+    helpers = children(daemon.proc.pid)
+    assert daemon.stop() == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in helpers):
+        time.sleep(0.05)
+    assert not [p for p in helpers if os.path.exists(f"/proc/{p}")]
+
+
+@pytest.mark.parametrize(
+    ("user", "complaint"),
+    [("no-such-user-here", "no such user"), ("root", "unprivileged user, not root")],
+)
+def test_bad_run_as_user_exits_2(seed_tree: Path, user: str, complaint: str) -> None:
+    result = d.run_cli(
+        "serve",
+        "--web.listen-address=127.0.0.1:0",
+        f"--path.sysfs={seed_tree}/sys",
+        f"--path.procfs={seed_tree}/proc",
+        *FLAGS,
+        f"--run-as-user={user}",
+    )
+    assert result.returncode == 2
+    assert "cannot drop privileges" in result.stderr and complaint in result.stderr
