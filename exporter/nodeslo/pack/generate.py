@@ -16,13 +16,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from nodeslo.pack import rules
+from nodeslo.pack import kubernetes, rules
 from nodeslo.pack.profile import Profile, ProfileError, load_profile
 
 Output = tuple[str, str]
 Producer = Callable[[Profile], list[Output]]
 
-PRODUCERS: list[Producer] = [rules.rule_file]
+PRODUCERS: list[Producer] = [rules.rule_file, kubernetes.kubernetes_files]
 
 
 def outputs(profile: Profile, producers: list[Producer] | None = None) -> list[Output]:
