@@ -168,6 +168,39 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def add_check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="check this host against the profile once (exit 0 pass, 1 fail, 2 bad input)",
+        description="Evaluate the profile's tuning expectations and the health findings "
+        "(ECC, RAID/ZFS, NVMe, throttling, microcode) once and print a verdict per check.",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="output format (default: %(default)s)",
+    )
+    paths = parser.add_argument_group("paths")
+    add_path_flags(paths)
+    paths.add_argument(
+        "--collector.nvme.replay-dir",
+        dest="nvme_replay_dir",
+        default=None,
+        metavar="DIR",
+        help="read NVMe SMART pages from DIR/<controller>/log-02.bin (as `nodeslo nvme dump` "
+        "writes them) instead of the devices (read directly only as root on /sys)",
+    )
+    add_profile_flag(parser)
+    parser.set_defaults(func=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from nodeslo.check import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nodeslo",
@@ -176,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nodeslo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_parser(commands)
+    add_check_parser(commands)
     nvme_cli.add_parsers(commands)
     pack_generate.add_parser(commands)
     return parser

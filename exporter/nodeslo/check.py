@@ -1,0 +1,466 @@
+"""`nodeslo check`: is this server fit to join the fleet? One pass, one verdict.
+
+It evaluates the profile's tuning expectations (the tuning collector's own code) and
+the health findings the exporter alerts on, reading the same files through the
+collectors' public readers: ECC reporting present and no uncorrectable error, md
+arrays and ZFS pools not degraded, NVMe drives without a critical warning and above
+their spare threshold, no CPU throttled since boot, one microcode revision on every
+CPU. Each finding is a small function from what a reader returned to a `Finding`.
+
+Verdicts: pass; fail; skip (nothing to judge: no NVMe, no thermal_throttle on AMD);
+error (the host's files could not be read, so the server cannot be certified).
+Exit status: 0 when nothing failed or errored, 1 otherwise, 2 on bad input (flags,
+profile, a --path.* that is not a directory) before anything is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol, TextIO
+
+from nodeslo.collectors.edac import EdacReader, EdacSnapshot
+from nodeslo.collectors.firmware import FirmwareReader, Microcode
+from nodeslo.collectors.redundancy import MalformedMdstat, MdArray, RedundancyReader, ZfsPool
+from nodeslo.collectors.thermal import throttle_sources
+from nodeslo.collectors.tuning import TuningReader, TuningResult
+from nodeslo.cpus import Topology
+from nodeslo.log import OnceLog
+from nodeslo.nvme.direct import DirectSource
+from nodeslo.nvme.poller import Poller
+from nodeslo.nvme.replay import ReplaySource
+from nodeslo.nvme.requests import PageSource
+from nodeslo.pack.profile import Profile, ProfileError, load_profile
+from nodeslo.paths import Roots
+from nodeslo.readers import ReadError, read_int
+
+Verdict = Literal["pass", "fail", "skip", "error"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "skip", "error")
+
+
+@dataclass(frozen=True)
+class Finding:
+    setting: str
+    expected: str
+    actual: str
+    verdict: Verdict
+    why: str
+
+
+# Why each check matters, in one line, with the seed document's section.
+WHY = {
+    "deep_cstates": "waking from a deep C-state puts its exit latency on every wake-up "
+    "[1.5: disable deep C-states]",
+    "governor": "other governors drop the clock between bursts and ramp up late [1.1: "
+    "sustained all-core boost]",
+    "turbo": "without turbo the cores never reach the sustained all-core boost the "
+    "capacity plan assumes [1.1]",
+    "transparent_hugepage": "khugepaged compaction and huge-page faults stall tasks for "
+    "milliseconds [5.3: OS kernel tuning]",
+    "isolated_cpus": "housekeeping work scheduled on latency-critical CPUs preempts the "
+    "process manager [5.3]",
+    "nohz_full": "the scheduler tick interrupts the latency-critical CPUs every few "
+    "milliseconds [5.3]",
+    "kernel.numa_balancing": "NUMA balancing unmaps pages to sample accesses: extra page "
+    "faults and migrations [2.1.2: NUMA locality]",
+    "kernel.timer_migration": "timers migrate onto busy CPUs and fire inside "
+    "latency-critical work [5.3]",
+    "vm.swappiness": "a swapped-out page turns a memory access into a disk read [5.3]",
+    "ecc_reporting": "without EDAC, the corrected errors that predict a DIMM failure go "
+    "unseen [1.2: ECC mandatory]",
+    "ecc_uncorrectable": "an uncorrectable error has crashed or corrupted a process; the "
+    "DIMM must be replaced [1.2]",
+    "md": "a degraded array has lost redundancy: one more drive failure loses the process "
+    "state [1.3.2: RAID 10]",
+    "md_resync": "a resync competes with the workload for NVMe bandwidth until it ends [1.3.2]",
+    "zfs": "a degraded pool has lost redundancy: one more drive failure loses the process "
+    "state [1.3.2: ZFS mirroring]",
+    "redundancy": "process state needs RAID 10 or ZFS mirrors over the NVMe pool [1.3.2]",
+    "nvme_critical_warning": "a drive raising a critical warning is failing or about to go "
+    "read-only [5.4: S.M.A.R.T.]",
+    "nvme_spare": "a drive below its spare threshold has run out of blocks to remap "
+    "failures to [5.4]",
+    "cpu_throttling": "throttled cores run below the all-core frequency and stretch every "
+    "deadline [5.1: thermal throttling]",
+    "microcode": "CPUs on different microcode differ in errata and power-state behaviour "
+    "[5.3: microcode applied immediately]",
+    "microcode_current": "the kernel knows a newer microcode for this CPU [5.3: microcode "
+    "applied immediately]",
+}
+SYSCTL_WHY = "a kernel setting the profile pins; drift changes behaviour without a deploy [5.3]"
+
+
+def why(setting: str) -> str:
+    key = setting.split(":", 1)[0]
+    return WHY.get(key, SYSCTL_WHY)
+
+
+def finding(setting: str, expected: str, actual: str, verdict: Verdict) -> Finding:
+    return Finding(setting, expected, actual, verdict, why(setting))
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+# --- findings: pure functions of what the readers returned -------------------------
+
+
+def tuning_finding(result: TuningResult) -> Finding:
+    verdict: Verdict = (
+        "error" if result.compliant is None else "pass" if result.compliant else "fail"
+    )
+    return finding(result.setting, result.expected, result.actual, verdict)
+
+
+def ecc_findings(edac: EdacSnapshot) -> list[Finding]:
+    controllers = len(edac.controllers)
+    if controllers == 0:
+        return [
+            finding(
+                "ecc_reporting",
+                "EDAC memory controllers",
+                "none: ECC errors go unreported",
+                "fail",
+            ),
+            finding("ecc_uncorrectable", "0", "unknown (no EDAC)", "skip"),
+        ]
+    without_ecc = edac.dimms_without_ecc()
+    if without_ecc:
+        reporting = finding(
+            "ecc_reporting",
+            "EDAC memory controllers, ECC on every DIMM",
+            f"ECC off on {_plural(len(without_ecc), 'DIMM')}: {', '.join(without_ecc[:4])}",
+            "fail",
+        )
+    else:
+        reporting = finding(
+            "ecc_reporting",
+            "EDAC memory controllers",
+            _plural(controllers, "controller"),
+            "pass",
+        )
+    where = []
+    for c in edac.controllers:
+        bad = [d for d in c.dimms if d.uncorrectable]
+        where += [f"mc{c.controller}/{d.dimm} {d.label}".rstrip() for d in bad]
+        if not bad and c.uncorrectable:
+            where.append(f"mc{c.controller}")
+    count = edac.uncorrectable
+    actual = str(count) if not where else f"{count} ({', '.join(where[:4])})"
+    return [reporting, finding("ecc_uncorrectable", "0", actual, "fail" if count else "pass")]
+
+
+def md_finding(array: MdArray) -> Finding:
+    setting = f"md:{array.device}"
+    if not array.active:
+        return finding(setting, "active", "inactive (assembled, not started)", "fail")
+    members = f"{array.working}/{array.raid_disks}" if array.raid_disks else str(array.working)
+    expected = f"{array.raid_disks}/{array.raid_disks} in sync" if array.raid_disks else "active"
+    parts = [f"{members} in sync" if array.raid_disks else f"{members} members"]
+    failed = [m.name for m in array.members if m.faulty]
+    if failed:
+        parts.append(f"failed: {', '.join(failed)}")
+    if array.sync_action and array.sync_progress is not None:
+        parts.append(f"{array.sync_action} {array.sync_progress:.1%}")
+    if array.problems:
+        parts.append("; ".join(array.problems))
+    verdict: Verdict = "fail" if array.degraded or failed else "pass"
+    if array.problems and verdict == "pass" and array.raid_disks is None:
+        verdict = "error"  # a redundant array whose status we could not read
+    return finding(setting, expected, ", ".join(parts), verdict)
+
+
+def zfs_finding(pool: ZfsPool) -> Finding:
+    return finding(
+        f"zfs:{pool.name}", "ONLINE", pool.state, "pass" if pool.state == "ONLINE" else "fail"
+    )
+
+
+def redundancy_findings(
+    arrays: Sequence[MdArray] | None, pools: Sequence[ZfsPool]
+) -> list[Finding]:
+    found = [md_finding(a) for a in arrays or ()] + [zfs_finding(p) for p in pools]
+    if not found:
+        return [finding("redundancy", "md arrays or ZFS pools", "none", "skip")]
+    return found
+
+
+def microcode_findings(microcode: Microcode | None, outdated: bool | None) -> list[Finding]:
+    out = []
+    if microcode is None:
+        out.append(finding("microcode", "one revision on every CPU", "not reported", "skip"))
+    elif len(microcode.revisions) == 1:
+        (revision,) = microcode.revisions
+        out.append(finding("microcode", "one revision on every CPU", revision, "pass"))
+    else:
+        actual = ", ".join(
+            f"{rev} on {_plural(n, 'CPU')}" for rev, n in sorted(microcode.revisions.items())
+        )
+        out.append(finding("microcode", "one revision on every CPU", actual, "fail"))
+    if outdated is not None:
+        out.append(
+            finding(
+                "microcode_current",
+                "newest the kernel knows",
+                "older" if outdated else "current",
+                "fail" if outdated else "pass",
+            )
+        )
+    return out
+
+
+class SmartHealth(Protocol):
+    """What the NVMe findings need of a decoded SMART / Health page."""
+
+    @property
+    def critical_warning(self) -> int: ...
+    @property
+    def available_spare_percent(self) -> int: ...
+    @property
+    def available_spare_threshold_percent(self) -> int: ...
+
+
+WARNING_FLAGS = ("spare", "temperature", "reliability", "read_only", "volatile_backup", "pmr")
+
+
+def nvme_findings(pages: dict[str, SmartHealth | None]) -> list[Finding]:
+    """{controller: its SMART page, None when it could not be read}."""
+    if not pages:
+        return [
+            finding("nvme_critical_warning", "none", "no NVMe SMART data", "skip"),
+            finding("nvme_spare", "above threshold", "no NVMe SMART data", "skip"),
+        ]
+    warnings, low, unread = [], [], []
+    for controller, page in sorted(pages.items(), key=lambda kv: _number(kv[0])):
+        if page is None:
+            unread.append(controller)
+            continue
+        if page.critical_warning:
+            flags = [n for bit, n in enumerate(WARNING_FLAGS) if page.critical_warning >> bit & 1]
+            warnings.append(f"{controller} {'+'.join(flags) or hex(page.critical_warning)}")
+        if page.available_spare_percent < page.available_spare_threshold_percent:
+            low.append(
+                f"{controller} {page.available_spare_percent}% < "
+                f"{page.available_spare_threshold_percent}%"
+            )
+    read = len(pages) - len(unread)
+    out = []
+    for setting, expected, bad, ok in (
+        ("nvme_critical_warning", "none", warnings, f"none on {_plural(read, 'controller')}"),
+        ("nvme_spare", "above threshold", low, f"above threshold on {_plural(read, 'controller')}"),
+    ):
+        if bad:
+            out.append(finding(setting, expected, ", ".join(bad), "fail"))
+        elif unread:
+            out.append(finding(setting, expected, f"unreadable: {', '.join(unread)}", "error"))
+        else:
+            out.append(finding(setting, expected, ok, "pass"))
+    return out
+
+
+def throttle_finding(events: dict[str, int] | None) -> Finding:
+    """{scope: events since boot summed over cores or packages}; None when not reported."""
+    if events is None:
+        return finding("cpu_throttling", "none since boot", "not reported by this CPU", "skip")
+    total = sum(events.values())
+    if not total:
+        return finding("cpu_throttling", "none since boot", "none", "pass")
+    actual = ", ".join(f"{n} {scope} events" for scope, n in sorted(events.items()) if n)
+    return finding("cpu_throttling", "none since boot", actual, "fail")
+
+
+def error_finding(setting: str, expected: str, exc: Exception) -> Finding:
+    return finding(setting, expected, f"unreadable: {exc}", "error")
+
+
+def _number(name: str) -> tuple[str, int]:
+    digits = name.rstrip("0123456789")
+    tail = name[len(digits) :]
+    return (digits, int(tail) if tail else -1)
+
+
+# --- reading the host ----------------------------------------------------------------
+
+
+@dataclass
+class Host:
+    """The readers `nodeslo check` uses, over one set of roots."""
+
+    roots: Roots
+    nvme_replay_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.topology = Topology(self.roots)
+        self.warnings: list[str] = []
+
+    def warn(self, key: str, exc: Exception) -> None:
+        message = str(exc)
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def findings(self, profile: Profile) -> list[Finding]:
+        out = [
+            tuning_finding(r)
+            for r in TuningReader(self.roots, self.topology).evaluate(profile.tuning, self.warn)
+        ]
+        out += self._guard("ecc_reporting", "EDAC memory controllers", self._ecc)
+        out += self._guard("redundancy", "md arrays or ZFS pools", self._redundancy)
+        out += self._guard("nvme_critical_warning", "none", self._nvme)
+        out += self._guard("cpu_throttling", "none since boot", self._throttling)
+        out += self._guard("microcode", "one revision on every CPU", self._microcode)
+        return out
+
+    def _guard(
+        self, setting: str, expected: str, read: Callable[[], list[Finding]]
+    ) -> list[Finding]:
+        try:
+            return read()
+        except (ReadError, MalformedMdstat) as exc:
+            return [error_finding(setting, expected, exc)]
+
+    def _ecc(self) -> list[Finding]:
+        return ecc_findings(EdacReader(self.roots).read(self.warn))
+
+    def _redundancy(self) -> list[Finding]:
+        reader = RedundancyReader(self.roots)
+        return redundancy_findings(reader.md_arrays(), reader.zfs_pools(self.warn))
+
+    def _microcode(self) -> list[Finding]:
+        reader = FirmwareReader(self.roots, self.topology)
+        return microcode_findings(reader.microcode(self.warn), reader.microcode_outdated())
+
+    def _throttling(self) -> list[Finding]:
+        return [throttle_finding(read_throttle_events(self.roots, self.topology))]
+
+    def _nvme(self) -> list[Finding]:
+        return nvme_findings(read_nvme_pages(self.roots, self.nvme_replay_dir, self.warn))
+
+
+def read_throttle_events(roots: Roots, topology: Topology) -> dict[str, int] | None:
+    """Throttle events since boot per scope, each core and package counted once."""
+    _, pairs = throttle_sources(topology.online())
+    events: dict[str, int] = {}
+    found = False
+    for cpu, scope in pairs:
+        count = read_int(topology.cpu_path(cpu.cpu, "thermal_throttle", f"{scope}_throttle_count"))
+        if count is None:
+            continue
+        found = True
+        events[scope] = events.get(scope, 0) + count
+    return events if found else None
+
+
+def read_nvme_pages(
+    roots: Roots, replay_dir: str | None, on_error: Callable[[str, Exception], None]
+) -> dict[str, SmartHealth | None]:
+    """SMART pages of every controller, from a replay directory or, as root on the host
+    itself, straight from the devices; {} when neither is possible."""
+    source: PageSource | None = None
+    extra = None
+    if replay_dir is not None:
+        replay = ReplaySource(replay_dir)
+        source, extra = replay, replay.controllers
+    elif os.geteuid() == 0 and os.path.realpath(roots.sysfs) == "/sys":
+        source = DirectSource(roots.sysfs)
+    if source is None:
+        return {}
+    # What the poller would log as the daemon (a page the drive lacks, ...) is noise here;
+    # what matters ends up in the findings.
+    logger = logging.getLogger("nodeslo.check.nvme")
+    logger.setLevel(logging.WARNING)
+    poller = Poller(
+        roots.sysfs,
+        source,
+        interval=3600.0,
+        timeout=10.0,
+        errors=OnceLog(logger),
+        extra_controllers=extra,
+    )
+    poller.poll_round(wait=30.0)
+    pages: dict[str, SmartHealth | None] = {}
+    for snap in poller.snapshot(poller.controllers()):
+        pages[snap.controller] = snap.smart
+        if snap.smart is None:
+            on_error(snap.controller, ReadError(snap.controller, "no SMART page"))
+    source.close()
+    return pages
+
+
+# --- output --------------------------------------------------------------------------
+
+
+def summary(findings: Iterable[Finding]) -> dict[str, int]:
+    counts: dict[str, int] = dict.fromkeys(VERDICTS, 0)
+    for f in findings:
+        counts[f.verdict] += 1
+    return counts
+
+
+def passed(findings: Sequence[Finding]) -> bool:
+    return not any(f.verdict in ("fail", "error") for f in findings)
+
+
+def render_table(profile: Profile, findings: Sequence[Finding]) -> str:
+    header = ("SETTING", "EXPECTED", "ACTUAL", "VERDICT", "WHY")
+    rows = [(f.setting, f.expected, f.actual, f.verdict.upper(), f.why) for f in findings]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    lines = [f"nodeslo check: profile {profile.name} (sha256 {profile.sha256[:12]})"]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
+    counts = summary(findings)
+    verdict = "PASS" if passed(findings) else "FAIL"
+    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS)
+    lines.append(f"{verdict}: {_plural(len(findings), 'check')}: {tally}")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(profile: Profile, findings: Sequence[Finding]) -> str:
+    document = {
+        "profile": profile.name,
+        "sha256": profile.sha256,
+        "passed": passed(findings),
+        "summary": summary(findings),
+        "checks": [asdict(f) for f in findings],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+# --- the command -----------------------------------------------------------------------
+
+
+def _bad_input(message: str, err: TextIO) -> int:
+    err.write(f"nodeslo check: {message}\n")
+    return 2
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    for flag, path in (("--path.sysfs", args.path_sysfs), ("--path.procfs", args.path_procfs)):
+        if not os.path.isdir(path):
+            return _bad_input(f"{flag}: {path} is not a directory", err)
+    replay = getattr(args, "nvme_replay_dir", None)
+    if replay is not None and not os.path.isdir(replay):
+        return _bad_input(f"--collector.nvme.replay-dir: {replay} is not a directory", err)
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        return _bad_input(str(exc), err)
+    roots = Roots(
+        sysfs=args.path_sysfs,
+        procfs=args.path_procfs,
+        rootfs=args.path_rootfs,
+        udev_data=args.path_udev_data,
+    )
+    host = Host(roots, replay)
+    findings = host.findings(profile)
+    for warning in host.warnings:
+        err.write(f"warning: {warning}\n")
+    render = render_json if args.format == "json" else render_table
+    out.write(render(profile, findings))
+    return 0 if passed(findings) else 1
