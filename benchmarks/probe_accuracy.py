@@ -14,10 +14,11 @@ Both are binned in whole µs the way cyclictest bins (truncated), so percentiles
 like for like. Prints P50/P99/P99.9 per engine and the ratio python / cyclictest,
 medians over rounds.
 
-storage: the probe's sampler (one 4 KiB O_DIRECT|O_DSYNC write + one O_DIRECT read per
-sample) against ioping on the very same probe file (`-D -WWW -y` for writes, `-D` for
-reads, 4 KiB, working set = the file); ioping prints no percentiles, so they are taken
-from its per-request JSON (`-J`). Prints P50/P99 and the ratio probe / ioping.
+storage: the probe's sampler (one 4 KiB O_DIRECT|O_DSYNC write, then half an interval
+later one O_DIRECT read, as the probe schedules them) against ioping on the very same
+probe file (`-D -WWW -y` for writes, `-D` for reads, 4 KiB, working set = the file);
+ioping prints no percentiles, so they are taken from its per-request JSON (`-J`).
+Prints P50/P99 and the ratio probe / ioping.
 
 Baselines: cyclictest and ioping. The machine is shared: the load average is printed
 with every round, and figures are medians over rounds.
@@ -222,10 +223,11 @@ def probe_samples(directory: str, samples: int, interval_s: float) -> dict[str, 
     out: dict[str, list[int]] = {"write_sync": [], "read": []}
     target.sample()  # warm-up (and the one-time file creation)
     for _ in range(samples):
-        for result in target.sample():
+        for op in ("write_sync", "read"):  # as the probe does: each op alone, half apart
+            (result,) = target.sample(only=op)
             assert result.error is None and result.latency_ns is not None, result
-            out[result.op].append(result.latency_ns)
-        time.sleep(interval_s)
+            out[op].append(result.latency_ns)
+            time.sleep(interval_s / 2)
     target.close()
     return out
 

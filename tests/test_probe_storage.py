@@ -349,3 +349,28 @@ def test_reports_carry_deltas_errors_and_status(tmp_path: Path) -> None:
     )
     assert [json.loads(x)["t"] for x in out2.getvalue().splitlines()] == ["status"]
     good.close()
+
+
+def test_each_operation_is_timed_on_its_own_and_health_needs_both(tmp_path: Path) -> None:
+    import random
+    import threading
+
+    target = Target(str(tmp_path), SIZE)
+    sink = Accumulator(latency_bounds())
+    seen: list[str | None] = []
+    sample = target.sample
+
+    def spy(only: str | None = None) -> list[storage.Result]:
+        seen.append(only)
+        if len(seen) == 6:
+            stop.set()
+        return sample(only)
+
+    target.sample = spy  # type: ignore[method-assign]
+    stop = threading.Event()
+    storage.run_target(target, 1000.0, sink, stop, random.Random(1))
+    assert seen == ["write_sync", "read"] * 3  # alternating, never both at once
+    assert sink.healthy(target)
+    sink.record(target.path, [storage.Result("write_sync", error="EROFS")])
+    assert not sink.healthy(target)  # reads still fine, writes not: the probe is down
+    target.close()
