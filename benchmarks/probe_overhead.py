@@ -15,7 +15,12 @@ same daemon with both probes off (the baseline), each for --seconds, and prints:
   (what it sent to the block layer) — and with --loop, also the sectors written on a
   dedicated loop-device ext4 holding the target (journal and metadata included).
 
-Medians over rounds; the machine is shared, so the load average is printed too.
+Baselines, run for the same time in each round: the reference tools doing the same work
+at the same rates — `cyclictest --default-system -i 10000` (100 wake-ups/s: the floor of
+any 10 ms timer probe on this host) and two `ioping -D` on the probe file (10 reads/s,
+10 O_DSYNC writes/s), CPU from getrusage(RUSAGE_CHILDREN) — so the probes' cost prints
+as a ratio to theirs. Medians over rounds; the machine is shared, so the load average is
+printed too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -126,6 +132,34 @@ def measure(flags: list[str], seconds: float, loop_device: str | None) -> dict[s
     return out
 
 
+def reference_tools(probe_file: str, seconds: float) -> dict[str, float]:
+    """CPU share of cyclictest and ioping doing the probes' work at their default rates."""
+
+    def run(commands: list[list[str]]) -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        procs = [
+            subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for c in commands
+        ]
+        for proc in procs:
+            proc.wait()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return cpu / seconds
+
+    loops = str(round(seconds * 100))
+    count = str(round(seconds * 10))
+    ioping = ["ioping", "-D", "-s", "4k", "-S", "64m", "-i", "100ms", "-c", count, "-q"]
+    return {
+        "cyclictest": run(
+            [["cyclictest", "-q", "--default-system", "-t1", "-i", "10000", "-l", loops]]
+        ),
+        "ioping": run(
+            [[*ioping, probe_file], [*ioping[:1], "-WWW", "-y", *ioping[1:], probe_file]]
+        ),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60)
@@ -157,6 +191,7 @@ def main() -> int:
                 )
             )
             base.append(measure(["--no-probe.storage", "--no-probe.wakeup"], args.seconds, None))
+            base[-1].update(reference_tools(os.path.join(target, "nodeslo-probe"), args.seconds))
             print(f"  round done, load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
 
     def med(key: str, table: list[dict[str, float]] = rows) -> float:
@@ -164,8 +199,15 @@ def main() -> int:
 
     storage, wake = med("storage") * 100, med("wakeup") * 100
     daemon_extra = (med("daemon") - med("daemon", base)) * 100
-    print(f"  storage probe process   {storage:6.3f} % of one core")
-    print(f"  wake-up probe process   {wake:6.3f} % of one core (incl. cyclictest bursts)")
+    ioping, cyclictest = med("ioping", base) * 100, med("cyclictest", base) * 100
+    print(
+        f"  storage probe process   {storage:6.3f} % of one core   "
+        f"(2 x ioping at 10/s: {ioping:.3f} %, ratio {storage / ioping:.2f}x)"
+    )
+    print(
+        f"  wake-up probe process   {wake:6.3f} % of one core   "
+        f"(cyclictest -i 10000: {cyclictest:.3f} %, ratio {wake / cyclictest:.2f}x)"
+    )
     print(
         f"  daemon, over baseline   {daemon_extra:6.3f} % of one core "
         f"(daemon {med('daemon') * 100:.3f} % vs {med('daemon', base) * 100:.3f} % without probes)"

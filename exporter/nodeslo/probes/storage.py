@@ -174,7 +174,8 @@ class Target:
     def sample(self, only: str | None = None) -> list[Result]:
         """Time both operations of this target (block devices: read), or `only` one."""
         try:
-            self._check_target()
+            if not self._still_there():
+                self._check_target()
         except OSError as exc:
             self.close()
             return [Result(op, error=describe(exc)) for op in self.ops() if only in (None, op)]
@@ -194,6 +195,18 @@ class Target:
         self._identity = None
 
     # target validation ---------------------------------------------------------------
+
+    def _still_there(self) -> bool:
+        """The common case in one lstat: the probe file we hold open is still in place.
+
+        (A deleted directory takes the file's name with it: the lstat fails.)"""
+        if self.kind != "file" or self._identity is None:
+            return False
+        try:
+            st = self.io.lstat(self.probe_file)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._identity and st.st_size == self.file_size
 
     def _check_target(self) -> None:
         try:
