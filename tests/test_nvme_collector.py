@@ -357,3 +357,34 @@ def test_a_hung_thread_is_stale_and_not_polled_twice(seed_tree: Path) -> None:
     assert snap["nvme3"].up is True
     assert source.calls == 1  # no second thread piled up behind the stuck one
     source.release.set()
+
+
+def test_dump_writes_what_replay_reads(seed_tree: Path, tmp_path: Path) -> None:
+    from nodeslo.nvme.cli import dump
+
+    source = Recording(str(seed_tree / fx.REPLAY_DIR))
+    report = dump(source, "nvme15", str(tmp_path), 2.0)
+    assert report == dict.fromkeys(
+        ("identify-ctrl.bin", "identify-uuid.bin", "log-c0.bin", "log-02.bin"), "ok"
+    )
+    for name in report:
+        original = seed_tree / fx.REPLAY_DIR / "nvme15" / name
+        assert (tmp_path / "nvme15" / name).read_bytes() == original.read_bytes()
+    # The C0h request carried the OCP UUID's index from the UUID list.
+    assert [r.uuid_index for r in source.requests if r.code == 0xC0] == [2]
+    report = dump(source, "nvme13", str(tmp_path), 2.0)
+    assert report["log-c0.bin"].startswith("not supported")
+    assert not (tmp_path / "nvme13" / "log-c0.bin").exists()
+    assert "identify-uuid.bin" not in report  # CTRATT says no UUID list: not asked
+
+
+def test_replay_without_a_controller_directory_is_a_failed_read(tmp_path: Path) -> None:
+    from nodeslo.nvme.requests import SourceError, Unsupported
+
+    (tmp_path / "nvme0").mkdir()
+    source = ReplaySource(str(tmp_path))
+    with pytest.raises(Unsupported):  # the capture has no such page
+        source.fetch(PageRequest("nvme0", 0x02, 0xC0), 1.0)
+    with pytest.raises(SourceError, match="no replay directory") as info:
+        source.fetch(PageRequest("nvme1", 0x02, 0x02), 1.0)
+    assert not isinstance(info.value, Unsupported)  # retried next round

@@ -2,7 +2,8 @@
 
 DIR/<controller>/log-02.bin, log-c0.bin, identify-ctrl.bin and identify-uuid.bin, as
 `nodeslo nvme dump` writes them. A missing file is a page the controller does not
-implement, which is how a dump records a drive without OCP support.
+implement, which is how a dump records a drive without OCP support; a missing
+controller directory is a failed read (nothing captured yet), retried next round.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class ReplaySource:
 
     def fetch(self, request: PageRequest, timeout: float) -> bytes:
         command_for(request)  # the same whitelist as the device path
-        path = os.path.join(self.directory, request.controller, file_name(request))
+        directory = os.path.join(self.directory, request.controller)
+        if not os.path.isdir(directory):
+            raise SourceError(f"{request.controller}: no replay directory {directory}")
+        path = os.path.join(directory, file_name(request))
         try:
             data = read_all(path)
         except ReadError as exc:
