@@ -109,3 +109,37 @@ def test_bad_run_as_user_exits_2(seed_tree: Path, user: str, complaint: str) -> 
     )
     assert result.returncode == 2
     assert "cannot drop privileges" in result.stderr and complaint in result.stderr
+
+
+def test_helper_as_its_own_service(readable_tree: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    socket_path = tmp_path / "run" / "nvme-helper.sock"
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "nodeslo", "nvme-helper", f"--socket={socket_path}",
+         f"--path.sysfs={readable_tree}/sys", "--allow-user=root"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.exists(), helper.stderr
+        time.sleep(0.2)  # capabilities are limited right after listen()
+        caps = status(helper.pid)
+        assert int(caps["CapEff"], 16) == 1 << 21
+        assert oct(socket_path.stat().st_mode & 0o777) == "0o660"
+        # The round trip works; the fixture's nvme0 has no device node, which the
+        # helper reports; a name that is not a controller is refused.
+        result = d.run_cli(
+            "nvme", "dump", "nvme0", "nvme99", str(tmp_path / "dump"),
+            f"--helper-socket={socket_path}",
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert "nvme0: /dev/nvme0: No such file or directory" in result.stderr
+        assert "nvme99: no such controller" in result.stderr
+    finally:
+        helper.terminate()
+        helper.wait(5)
