@@ -374,3 +374,13 @@ def test_each_operation_is_timed_on_its_own_and_health_needs_both(tmp_path: Path
     sink.record(target.path, [storage.Result("write_sync", error="EROFS")])
     assert not sink.healthy(target)  # reads still fine, writes not: the probe is down
     target.close()
+
+
+def test_a_directory_it_may_not_create_says_what_to_do(tmp_path: Path) -> None:
+    class NoMkdir(SystemIO):
+        def mkdir(self, path: str, mode: int) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    errors = failed(Target(str(tmp_path / "state"), SIZE, io=NoMkdir()).sample())
+    assert "--probe.storage.target" in str(errors["write_sync"])
+    assert "EACCES" in str(errors["read"])

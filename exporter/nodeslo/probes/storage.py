@@ -231,8 +231,17 @@ class Target:
             raise ProbeError(
                 errno.ENOENT, "target missing and its parent too: not created", self.path
             ) from None
-        with contextlib.suppress(FileExistsError):
+        try:
             self.io.mkdir(self.path, 0o700)
+        except FileExistsError:
+            pass
+        except PermissionError:
+            raise ProbeError(
+                errno.EACCES,
+                "cannot create the target directory (permission denied): run as a user "
+                "that may, or pass --probe.storage.target DIR or --no-probe.storage",
+                self.path,
+            ) from None
 
     def _check_block(self, st: os.stat_result) -> None:
         if self.kind != "block" or self._identity != (st.st_rdev, 0):
