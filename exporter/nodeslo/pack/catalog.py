@@ -121,6 +121,9 @@ def parameters(profile: Profile) -> dict[str, str]:
         "outlier_factor": n(h.nvme.latency_outlier_factor),
         "outlier_window": d(h.nvme.latency_outlier_window_seconds),
         "outlier_min_iops": n(h.nvme.latency_outlier_min_iops),
+        "outlier_min_ios": n(
+            h.nvme.latency_outlier_min_iops * h.nvme.latency_outlier_window_seconds
+        ),
         "smart_stale_after": n(h.nvme.smart_stale_after_seconds),
         "smart_stale_after_text": d(h.nvme.smart_stale_after_seconds),
         # CPU
@@ -188,32 +191,58 @@ RECORDINGS = (
     Recording(
         group="nvme",
         record="instance_controller:nodeslo_nvme_write_amplification:ratio${waf_window}",
-        # Media bytes the NAND wrote per host byte written; only once the host wrote
-        # enough for the ratio to mean something.
+        # NAND bytes written per host byte written, once the host wrote enough for the
+        # ratio to mean something. SMART counters are the drive's lifetime totals and
+        # never reset while it is in place, so the difference to a window ago is the
+        # exact increase at the cost of two lookups (a range would read every scrape of
+        # the day); a replaced drive gives a negative difference, which is dropped.
         expr="""
-increase(nodeslo_nvme_media_written_bytes_total[${waf_window}])
+(
+  nodeslo_nvme_media_written_bytes_total
+  - nodeslo_nvme_media_written_bytes_total offset ${waf_window}
+)
 /
-(increase(nodeslo_nvme_data_written_bytes_total[${waf_window}]) > ${waf_min_written})
+(
+  (
+    nodeslo_nvme_data_written_bytes_total
+    - nodeslo_nvme_data_written_bytes_total offset ${waf_window}
+  ) > ${waf_min_written}
+)
 """,
         source=("nodeslo_nvme_media_written_bytes_total", "nodeslo_nvme_data_written_bytes_total"),
     ),
     Recording(
         group="nvme",
         record="instance_device:nodeslo_disk_io_latency_seconds:mean${outlier_window}",
-        # Average time per I/O of each NVMe namespace under load, with its drive model
-        # (nvme0n1 belongs to controller nvme0) so a device can be compared with its peers.
+        # Average time per I/O of each NVMe namespace under load over the window, with
+        # its drive's model (nvme0n1 belongs to controller nvme0) so it can be compared
+        # with its peers. Differences to a window ago, not ranges: a reboot resets the
+        # counters, the difference turns negative and fails the load guard, so a host
+        # is judged again a window after it rebooted.
         expr="""
 label_replace(
   (
-    rate(nodeslo_disk_read_time_seconds_total{device=~"${nvme_namespace}"}[${outlier_window}])
-    + rate(nodeslo_disk_write_time_seconds_total{device=~"${nvme_namespace}"}[${outlier_window}])
+    (
+      nodeslo_disk_read_time_seconds_total{device=~"${nvme_namespace}"}
+      - nodeslo_disk_read_time_seconds_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+    )
+    + (
+      nodeslo_disk_write_time_seconds_total{device=~"${nvme_namespace}"}
+      - nodeslo_disk_write_time_seconds_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+    )
   )
   /
   (
     (
-      rate(nodeslo_disk_reads_completed_total{device=~"${nvme_namespace}"}[${outlier_window}])
-      + rate(nodeslo_disk_writes_completed_total{device=~"${nvme_namespace}"}[${outlier_window}])
-    ) > ${outlier_min_iops}
+      (
+        nodeslo_disk_reads_completed_total{device=~"${nvme_namespace}"}
+        - nodeslo_disk_reads_completed_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+      )
+      + (
+        nodeslo_disk_writes_completed_total{device=~"${nvme_namespace}"}
+        - nodeslo_disk_writes_completed_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+      )
+    ) > ${outlier_min_ios}
   ),
   "controller", "$1", "device", "${nvme_controller_of_namespace}"
 )
@@ -226,6 +255,14 @@ label_replace(
             "nodeslo_disk_writes_completed_total",
             "nodeslo_nvme_info",
         ),
+    ),
+    Recording(
+        group="hourly",
+        record="instance_controller:nodeslo_nvme_percentage_used_ratio:hourly",
+        # Wear moves by whole percents over weeks: one point an hour is plenty for the
+        # 7-day projection and costs 168 samples instead of every scrape of a week.
+        expr="nodeslo_nvme_percentage_used_ratio",
+        source=("nodeslo_nvme_percentage_used_ratio",),
     ),
 )
 
@@ -303,15 +340,15 @@ ALERTS = (
         name="NVMeWearOutPredicted",
         group="nvme",
         severity=WARNING,
-        # Hourly points of the last lookback are plenty for a value that moves by whole
-        # percents, and 168 points cost far less than every scrape of 7 days. Wait for
-        # half the lookback of history so a fresh series cannot extrapolate one step.
+        # From the hourly recording; wait for half the lookback of history so a fresh
+        # series cannot extrapolate a single step.
         expr="""
 predict_linear(
-  nodeslo_nvme_percentage_used_ratio[${wearout_lookback}:1h], ${wearout_horizon_seconds}
+  instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}],
+  ${wearout_horizon_seconds}
 ) >= 1
 and
-count_over_time(nodeslo_nvme_percentage_used_ratio[${wearout_lookback}:1h])
+count_over_time(instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}])
 >= ${wearout_min_points}
 """,
         for_=3600,

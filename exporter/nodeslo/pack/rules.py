@@ -26,6 +26,8 @@ RULES_PATH = "alerts/nodeslo.rules.yaml"
 GROUP_PREFIX = "nodeslo-"
 # Health groups, in file order; SLO groups (one per SLO, profile order) come first.
 HEALTH_GROUPS = ("nvme", "cpu", "memory", "redundancy", "platform", "exporter")
+# Evaluated once an hour: recordings that long windows read through range functions.
+HOURLY_GROUP = "hourly"
 
 
 def scaled_for(seconds: float, scale: float) -> str | None:
@@ -48,10 +50,8 @@ def _alert(profile: Profile, rule: Rule) -> Rule:
 
 
 def _health_alert(profile: Profile, alert: HealthAlert, params: dict[str, str]) -> Rule:
-    if isinstance(alert.for_, str):
-        seconds = catalog.durations(profile)[alert.for_]
-    else:
-        seconds = alert.for_
+    named = isinstance(alert.for_, str)
+    seconds = catalog.durations(profile)[str(alert.for_)] if named else float(alert.for_)
     return _alert(
         profile,
         {
@@ -96,6 +96,12 @@ def rule_groups(profile: Profile) -> list[Group]:
         rules += [_health_alert(profile, a, params) for a in alerts if a.group == group]
         if rules:
             groups.append({"name": f"{GROUP_PREFIX}{group}", "rules": rules})
+    hourly = [r for objective in profile.slos for r in slo.hourly_rules(objective)]
+    hourly += [_recording(r, params) for r in catalog.RECORDINGS if r.group == HOURLY_GROUP]
+    # The hour's windows tile the timeline only if the group runs once an hour.
+    groups.append(
+        {"name": f"{GROUP_PREFIX}{HOURLY_GROUP}", "interval": slo.HOUR_DURATION, "rules": hourly}
+    )
     return groups
 
 

@@ -6,13 +6,20 @@ the same evaluation:
 - `instance_slo:nodeslo_sli_errors:rate5m` and `instance_slo:nodeslo_sli_events:rate5m`:
   bad events and all events per second over 5m, per server (and per `by` label, e.g.
   the storage target). The only rules that read raw series.
-- `instance_slo:nodeslo_sli_error:ratio_rate<w>` for w in 5m 30m 1h 2h 6h 1d 3d and
-  the period (30d by default): sum of bad over sum of all events, both summed over the
-  window from the 5m recordings. Weighted by traffic, cheap (a recording sampled once
-  per evaluation instead of every scrape of every raw series), and free of the bias a
-  raw `rate(...[3d])` has while a series is younger than its window. With no events at
-  all the ratio is absent, never NaN: a probe that is not running must not page, nor
-  poison the period's ratio; its absence has an alert of its own.
+- `instance_slo:nodeslo_sli_error:ratio_rate<w>` for w in 5m 30m 1h 2h 6h 1d 3d: sum
+  of bad over sum of all events, both summed over the window from the 5m recordings.
+  Weighted by traffic, cheaper than ranges over raw series (one recorded sample per
+  evaluation instead of every scrape of every raw series), and free of the bias a raw
+  `rate(...[3d])` has while a series is younger than its window. With no events at all
+  the ratio is absent, never NaN: a probe that is not running must not page, nor poison
+  the period's ratio; its absence has an alert of its own.
+- `instance_slo:nodeslo_sli_errors:rate1h` and `instance_slo:nodeslo_sli_events:rate1h`,
+  in the group `nodeslo-hourly` evaluated once an hour: the hour's mean of the 5m
+  rates. Written once an hour, they tile the timeline without overlap; read them only
+  through range functions (an instant query finds them stale most of the hour).
+- `instance_slo:nodeslo_sli_error:ratio_rate<period>` (30d by default): the hourly
+  bad over the hourly events, summed over the period. 720 samples per series for 30
+  days instead of 43,200 per-minute ones: the period is the costliest window.
 - `instance_slo:nodeslo_error_budget_remaining:ratio`: 1 - period ratio / budget
   (1 = untouched, 0 = spent, negative = overspent), for the dashboards.
 - `NodeSLOErrorBudgetBurn`, one alert rule per tier of `burnrate.TIERS`.
@@ -36,6 +43,10 @@ BASE_WINDOW_SECONDS = min(WINDOWS_SECONDS)
 ALERT_NAME = "NodeSLOErrorBudgetBurn"
 ERRORS_RATE = "instance_slo:nodeslo_sli_errors:rate5m"
 EVENTS_RATE = "instance_slo:nodeslo_sli_events:rate5m"
+HOURLY_ERRORS = "instance_slo:nodeslo_sli_errors:rate1h"
+HOURLY_EVENTS = "instance_slo:nodeslo_sli_events:rate1h"
+HOUR_SECONDS = 3600.0
+HOUR_DURATION = promql.duration(HOUR_SECONDS)
 BUDGET_REMAINING = "instance_slo:nodeslo_error_budget_remaining:ratio"
 
 
@@ -53,6 +64,11 @@ def record_names(profile: Profile) -> tuple[str, ...]:
         ratio_record(profile.period_seconds),
         BUDGET_REMAINING,
     )
+
+
+def hourly_record_names() -> tuple[str, ...]:
+    """The recordings of the hourly group: for range functions only."""
+    return (HOURLY_ERRORS, HOURLY_EVENTS)
 
 
 def _labels(profile: Profile, slo: SLO) -> str:
@@ -100,14 +116,27 @@ def _events_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
     return f"{count}\n+ {_or_zero(errors, count)}"
 
 
-def _ratio_expr(slo: SLO, window_seconds: float) -> str:
+def _ratio_expr(slo: SLO, window_seconds: float, errors: str, events: str) -> str:
     match = promql.matchers([("slo", slo.name)])
-    errors, events = f"{ERRORS_RATE}{{{match}}}", f"{EVENTS_RATE}{{{match}}}"
+    errors, events = f"{errors}{{{match}}}", f"{events}{{{match}}}"
     # Dividing by (events > 0) drops the series when there are none: absent, not NaN.
     if window_seconds == BASE_WINDOW_SECONDS:
         return f"{errors}\n/\n({events} > 0)"
     window = promql.duration(window_seconds)
     return f"sum_over_time({errors}[{window}])\n/\n(sum_over_time({events}[{window}]) > 0)"
+
+
+def hourly_rules(slo: SLO) -> list[Rule]:
+    """The hour's mean bad and all event rates, for the period (group `nodeslo-hourly`)."""
+    match = promql.matchers([("slo", slo.name)])
+    return [
+        {
+            "record": hourly,
+            "expr": f"avg_over_time({rate}{{{match}}}[{HOUR_DURATION}])",
+            "labels": {"slo": slo.name},
+        }
+        for hourly, rate in ((HOURLY_ERRORS, ERRORS_RATE), (HOURLY_EVENTS, EVENTS_RATE))
+    ]
 
 
 def _burn_alert(profile: Profile, slo: SLO, tier: Tier) -> Rule:
@@ -162,10 +191,11 @@ def slo_rules(profile: Profile, slo: SLO) -> list[Rule]:
         {"record": ERRORS_RATE, "expr": _errors_expr(slo.sli, by), "labels": labels},
         {"record": EVENTS_RATE, "expr": _events_expr(slo.sli, by), "labels": labels},
     ]
-    for window in (*WINDOWS_SECONDS, profile.period_seconds):
-        rules.append(
-            {"record": ratio_record(window), "expr": _ratio_expr(slo, window), "labels": labels}
-        )
+    for window in WINDOWS_SECONDS:
+        expr = _ratio_expr(slo, window, ERRORS_RATE, EVENTS_RATE)
+        rules.append({"record": ratio_record(window), "expr": expr, "labels": labels})
+    period = _ratio_expr(slo, profile.period_seconds, HOURLY_ERRORS, HOURLY_EVENTS)
+    rules.append({"record": ratio_record(profile.period_seconds), "expr": period, "labels": labels})
     period_ratio = f"{ratio_record(profile.period_seconds)}{{{promql.matchers(labels.items())}}}"
     rules.append(
         {
