@@ -16,13 +16,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from nodeslo.pack import kubernetes, rules
+from nodeslo.pack import dashboards, kubernetes, rules
 from nodeslo.pack.profile import Profile, ProfileError, load_profile
 
 Output = tuple[str, str]
 Producer = Callable[[Profile], list[Output]]
 
-PRODUCERS: list[Producer] = [rules.rule_file, kubernetes.kubernetes_files]
+PRODUCERS: list[Producer] = [
+    rules.rule_file,
+    dashboards.dashboard_files,
+    kubernetes.kubernetes_files,
+]
 
 
 def outputs(profile: Profile, producers: list[Producer] | None = None) -> list[Output]:
@@ -102,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         print(f"nodeslo generate: {exc}", file=sys.stderr)
         return 2
-    files = outputs(profile)
+    try:
+        files = outputs(profile)
+    except dashboards.MissingExtra as exc:
+        # Nothing is written: a rule file without its dashboards would be half a pack.
+        print(f"nodeslo generate: {exc}", file=sys.stderr)
+        return 2
     out_dir = Path(args.out)
     if args.check:
         changed = stale(out_dir, files)
