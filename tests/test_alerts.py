@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from nodeslo.pack import rules
+from nodeslo.pack import catalog, rules
 from nodeslo.pack.profile import load_profile
 
 RULE_FILE = REPO / rules.RULES_PATH
@@ -144,3 +144,31 @@ def test_the_rules_match_le_in_prometheus_2_and_3_spellings() -> None:
     text = RULE_FILE.read_text()
     assert 'le="' not in text
     assert text.count("le=~") == 3
+
+
+def test_the_readme_lists_every_alert_with_its_severity_threshold_and_source() -> None:
+    """The README's alert table is what the catalogue generates for the shipped profile."""
+    profile = load_profile()
+    params = catalog.parameters(profile)
+    expected: dict[str, tuple[str, list[str], list[str]]] = {}
+    for alert in rules.health_alerts(profile):
+        severity, thresholds, sources = expected.setdefault(alert.name, (alert.severity, [], []))
+        assert severity == alert.severity, alert.name
+        threshold = catalog.fill(alert.threshold, params)
+        thresholds.extend([threshold] * (threshold not in thresholds))
+        sources.extend(s for s in alert.source if s not in sources)
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### The alerts", 1)[1].split("\n\n", 2)[2]
+    rows = {
+        cells[0]: cells[1:]
+        for line in table.split("\n\n", 1)[0].splitlines()[2:]
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert rows.pop("NodeSLOErrorBudgetBurn")[0] == "critical, warning"
+    assert set(rows) == set(expected)
+    for name, (severity, thresholds, sources) in expected.items():
+        assert rows[name] == [
+            severity,
+            "; ".join(thresholds),
+            ", ".join(f"`{s}`" for s in sources),
+        ], name

@@ -92,7 +92,6 @@ def parameters(profile: Profile) -> dict[str, str]:
     fleet_sel, fleet_args = _template_filter(fleet)
     host_group_sel, host_group_args = _template_filter(h.firmware.host_group_by)
     n, d = promql.number, promql.duration
-    wearout_points = int(h.nvme.wearout_lookback_seconds // 3600 // 2)
     return {
         "by": promql.by(instance),
         "fleet_": "".join(f"{name}, " for name in fleet),
@@ -112,7 +111,8 @@ def parameters(profile: Profile) -> dict[str, str]:
         "wearout_lookback": d(h.nvme.wearout_lookback_seconds),
         "wearout_horizon": d(h.nvme.wearout_horizon_seconds),
         "wearout_horizon_seconds": n(h.nvme.wearout_horizon_seconds),
-        "wearout_min_points": str(max(wearout_points, 2)),
+        # Whole hours: the hourly recording has one point per hour.
+        "wearout_min_history": d(max(3600, h.nvme.wearout_lookback_seconds // 7200 * 3600)),
         "waf_max": n(h.nvme.write_amplification_max),
         "waf_window": d(h.nvme.write_amplification_window_seconds),
         "waf_min_written": n(h.nvme.write_amplification_min_written_bytes),
@@ -340,16 +340,18 @@ ALERTS = (
         name="NVMeWearOutPredicted",
         group="nvme",
         severity=WARNING,
-        # From the hourly recording; wait for half the lookback of history so a fresh
-        # series cannot extrapolate a single step.
+        # From the hourly recording, once its history reaches back half the lookback (a
+        # single lookup, not a count of every point): a fresh series is not extrapolated
+        # from a single step.
         expr="""
 predict_linear(
   instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}],
   ${wearout_horizon_seconds}
 ) >= 1
 and
-count_over_time(instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}])
->= ${wearout_min_points}
+last_over_time(
+  instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[1h] offset ${wearout_min_history}
+)
 """,
         for_=3600,
         summary="NVMe {{ $labels.controller }} " + _ON + " will wear out within ${wearout_horizon}",
