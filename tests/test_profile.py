@@ -289,6 +289,8 @@ BAD = [
      "health.firmware.host_group_by[1]", 5, "not a Prometheus label name"),
     ("health:\n  firmware:\n    host_components: bios\n", "health.firmware.host_components", 5,
      "must be a list"),
+    ("health:\n  firmware:\n    host_components: [bios, 'micro|code']\n",
+     "health.firmware.host_components[1]", 5, "a component is letters, digits"),
     ("capacity:\n  threads: 255.5\n", "capacity.threads", 4, "must be a whole number"),
     ("capacity:\n  iops: []\n", "capacity.iops", 4, "must be a number, got a list"),
     ("alerting:\n  labels: {severity: low}\n", "alerting.labels.severity", 4,

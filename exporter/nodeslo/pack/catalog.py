@@ -175,8 +175,8 @@ def fill(template: str, params: dict[str, str]) -> str:
 def _lookup(metric: str, extra: str, args: str, pipe: str) -> str:
     """A Go-template snippet that prints another series of the same instance.
 
-    `extra` holds more `name=%q, ` matchers and `args` their `$labels.name ` values.
-    Prints nothing when the series is absent, rather than a template error.
+    `extra` holds that series' own `name=%q` matchers, `args` the `$labels.name `
+    values they take. Prints nothing when the series is absent, not a template error.
     """
     return (
         f'{{{{ with printf "{metric}{{${{instance_sel_}}{extra}}}" '

@@ -365,6 +365,7 @@ _MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
 SELECTOR = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*$")
 # An SLO's name becomes a label value, a rule group name and part of file names.
 SLO_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+COMPONENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _kind(value: Any) -> str:
@@ -473,6 +474,17 @@ def _window(n: Node) -> float:
     return seconds
 
 
+def _component_names(node: Node) -> tuple[str, ...]:
+    """firmware_info component values: they go into a regex, so plain words only."""
+    names = node.string_list()
+    for i, name in enumerate(names):
+        if not COMPONENT.match(name):
+            raise Node(node.value[i], f"{node.key}[{i}]").error(
+                f"a component is letters, digits, '_' and '-', got {name!r}"
+            )
+    return names
+
+
 def _health(node: Node | None) -> Health:
     if node is None:
         return Health()
@@ -532,7 +544,7 @@ def _health(node: Node | None) -> Health:
         FirmwareHealth,
         {
             "skew_for": ("skew_for_seconds", _window),
-            "host_components": ("host_components", lambda n: n.string_list()),
+            "host_components": ("host_components", _component_names),
             "host_group_by": ("host_group_by", lambda n: n.label_names()),
         },
     )

@@ -66,11 +66,6 @@ def record_names(profile: Profile) -> tuple[str, ...]:
     )
 
 
-def hourly_record_names() -> tuple[str, ...]:
-    """The recordings of the hourly group: for range functions only."""
-    return (HOURLY_ERRORS, HOURLY_EVENTS)
-
-
 def _labels(profile: Profile, slo: SLO) -> str:
     return promql.by((*profile.alerting.instance_labels, *slo.sli.by))
 
@@ -91,15 +86,11 @@ def _or_zero(series: str, like: str) -> str:
 def _errors_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
     if isinstance(sli, TimeSLI):
         return _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
-    count = _rate(labels, promql.selector(f"{sli.histogram}_count", sli.matchers))
     bucket = promql.selector(
         f"{sli.histogram}_bucket", sli.matchers, promql.le_matcher(sli.threshold_seconds)
     )
-    slow = f"{count}\n- {_rate(labels, bucket)}"
-    if sli.errors is None:
-        return slow
-    errors = _rate(labels, promql.selector(sli.errors, sli.matchers))
-    return f"{slow}\n+ {_or_zero(errors, count)}"
+    # Bad = every event but those observed within the threshold.
+    return f"{_events_expr(sli, labels)}\n- {_rate(labels, bucket)}"
 
 
 def _events_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
