@@ -27,5 +27,12 @@ lint: $(BIN)/nodeslo
 test: lint
 	$(BIN)/pytest $(ARGS)
 
+# Rules, dashboards and manifests from the profile (PROFILE=site.yaml for a site's own).
+generate: $(BIN)/nodeslo
+	$(BIN)/nodeslo generate $(if $(PROFILE),--profile $(PROFILE))
+
+check-generated: $(BIN)/nodeslo
+	$(BIN)/nodeslo generate --check $(if $(PROFILE),--profile $(PROFILE))
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
