@@ -28,7 +28,10 @@ def test_every_collector_succeeds_on_real_captures(
         failed = sorted(c for c, v in status.items() if v != 1)
         assert not failed, f"{name}: collectors failed: {failed}\n" + "\n".join(daemon.log)
         result = subprocess.run(
-            [promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+            [promtool, "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
             check=False,
         )
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
