@@ -13,6 +13,8 @@ VOLATILE = (
     re.compile(r"^python_"),
     re.compile(r"^nodeslo_collector_duration_seconds"),
     re.compile(r"^nodeslo_build_info"),
+    # Its sha256 changes with every edit of the shipped profile, which no collector owns.
+    re.compile(r"^nodeslo_profile_info"),
     re.compile(r"^nodeslo_profile_last_reload_success_timestamp_seconds"),
     re.compile(r"^nodeslo_nvme_smart_last_success_timestamp_seconds"),
 )
