@@ -289,3 +289,23 @@ def test_thermal_zone_without_data(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     text = scrape_with(make(Roots(sysfs=str(tmp_path / "sys"))))
     assert value(text, "nodeslo_thermal_zone_temperature_celsius", zone="0", type="acpitz") == 30
     assert "iwlwifi" not in text
+
+
+def test_nvme_chips_are_left_to_the_nvme_collector(tmp_path: Path) -> None:
+    """Reading an NVMe hwmon temperature is an admin command to the drive: by default the
+    thermal collector neither scans nor reads NVMe chips; an empty pattern brings them back."""
+    nvme = {"name": "nvme", "temp1_input": 35850, "temp1_label": "Composite", "temp1_crit": 84850}
+    chip(tmp_path, 10, "pci0000:10/0000:10:00.0/nvme/nvme0", nvme)
+    chip(tmp_path, 0, "platform/coretemp.0", {"name": "coretemp", "temp1_input": 50000})
+    roots = Roots(sysfs=str(tmp_path / "sys"))
+    default = scrape_with(make(roots))
+    chip_names = {
+        dict(ls)["chip_name"]
+        for n, ls in samples(default)
+        if n == "nodeslo_hwmon_temperature_celsius"
+    }
+    assert chip_names == {"coretemp"}
+    ctx = CollectorContext(roots=roots)
+    ctx.options.thermal_hwmon_chip_exclude = ""
+    everything = scrape_with(ThermalCollector(ctx))
+    assert value(everything, "nodeslo_hwmon_temperature_celsius", chip_name="nvme") == 35.85

@@ -15,6 +15,13 @@ def regex(text: str) -> re.Pattern[str]:
         raise argparse.ArgumentTypeError(f"invalid regular expression {text!r}: {exc}") from None
 
 
+def as_pattern(value: object) -> re.Pattern[str] | None:
+    """A regex option's value: compiled by argparse, or a plain string set by a test."""
+    if isinstance(value, re.Pattern):
+        return value
+    return re.compile(value) if isinstance(value, str) and value else None
+
+
 def duration(text: str) -> float:
     """'10ms', '60s', '5m' -> seconds, strictly positive."""
     try:

@@ -163,13 +163,30 @@ def unique_ids(chips: Iterable[Chip]) -> list[Chip]:
 class HwmonCatalog:
     """The chips under /sys/class/hwmon with sensors of `kinds`, rescanned on change."""
 
-    def __init__(self, roots: Roots, kinds: Iterable[str], cache_static: bool = True) -> None:
+    def __init__(
+        self,
+        roots: Roots,
+        kinds: Iterable[str],
+        cache_static: bool = True,
+        exclude_names: re.Pattern[str] | None = None,
+    ) -> None:
         self._class_dir = roots.sys("class", "hwmon")
         self._kinds = frozenset(kinds)
+        self._exclude_names = exclude_names
         self._cache_static = cache_static
         self._key: tuple[tuple[str, str], ...] | None = None
         self._chips: list[Chip] = []
         self.stale = False
+
+    def _excluded(self, chip_dir: str) -> bool:
+        """Decided on `name` alone, before any sensor or threshold file is read."""
+        if self._exclude_names is None:
+            return False
+        try:
+            name = read_text(f"{chip_dir}/name")
+        except ReadError:
+            return False  # scan_chip reports the unreadable name
+        return name is not None and self._exclude_names.search(name) is not None
 
     def _device_set(self) -> tuple[tuple[str, str], ...]:
         entries = []
@@ -190,6 +207,8 @@ class HwmonCatalog:
             for name, target in key:
                 # The chip's real directory, so its relative `device` link resolves.
                 chip_dir = os.path.normpath(os.path.join(self._class_dir, target or name))
+                if self._excluded(chip_dir):
+                    continue
                 chip = scan_chip(chip_dir, self._kinds, errors)
                 if chip is not None and chip.sensors:
                     found.append(chip)

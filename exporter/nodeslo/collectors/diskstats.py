@@ -12,7 +12,6 @@ device's logical block size.
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from prometheus_client.core import Metric
 
 from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
-from nodeslo.flagtypes import regex
+from nodeslo.flagtypes import as_pattern, regex
 from nodeslo.metrics import Desc, add
 from nodeslo.readers import read_all
 
@@ -110,13 +109,6 @@ def parse_line(line: str) -> DiskStats:
     )
 
 
-def _pattern(value: object) -> re.Pattern[str] | None:
-    """A flag value: compiled by argparse, or a plain string when built in a test."""
-    if isinstance(value, re.Pattern):
-        return value
-    return re.compile(value) if isinstance(value, str) and value else None
-
-
 @register
 class DiskstatsCollector(Collector):
     name = "diskstats"
@@ -143,10 +135,10 @@ class DiskstatsCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
-        self._exclude = _pattern(
+        self._exclude = as_pattern(
             self.ctx.option("diskstats_device_exclude", DEFAULT_DEVICE_EXCLUDE)
         )
-        self._include = _pattern(self.ctx.option("diskstats_device_include"))
+        self._include = as_pattern(self.ctx.option("diskstats_device_include"))
         self._path = self.ctx.roots.proc("diskstats")
 
     def wanted(self, device: str) -> bool:

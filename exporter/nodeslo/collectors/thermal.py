@@ -21,6 +21,7 @@ Throttle sums stay monotonic when CPUs go offline (`nodeslo.counters`).
 
 from __future__ import annotations
 
+import argparse
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.counters import CounterSums, CounterTrack
 from nodeslo.cpus import CpuTopology, Topology
+from nodeslo.flagtypes import as_pattern, regex
 from nodeslo.hwmon import MILLI, HwmonCatalog
 from nodeslo.metrics import Desc, add
 from nodeslo.readers import MalformedValue, ReadError, list_dir, read_int, read_text
@@ -129,10 +131,27 @@ def throttle_sources(
     return per_package, pairs
 
 
+# Every read of an NVMe hwmon temperature is an admin command to the drive: a dying drive
+# would hang the scrape. The nvme collector reads them in its background poller.
+DEFAULT_HWMON_CHIP_EXCLUDE = "^nvme$"
+
+
 @register
 class ThermalCollector(Collector):
     name = "thermal"
     help = "Thermal throttling per package, hwmon temperatures and fans, thermal zones."
+
+    @classmethod
+    def add_arguments(cls, parser: argparse._ArgumentGroup) -> None:
+        parser.add_argument(
+            "--collector.thermal.hwmon-chip-exclude",
+            dest="thermal_hwmon_chip_exclude",
+            type=regex,
+            default=DEFAULT_HWMON_CHIP_EXCLUDE,
+            metavar="REGEX",
+            help="hwmon chip names (the `name` file) to leave out (default: %(default)s; "
+            "NVMe temperatures come from the nvme collector's poller instead).",
+        )
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
@@ -140,7 +159,13 @@ class ThermalCollector(Collector):
         # Benchmark-only switch (no flag): re-read static attributes on every scrape.
         self._cache_static = bool(ctx.option("cache_static", True))
         self._topology = Topology(ctx.roots)
-        self._hwmon = HwmonCatalog(ctx.roots, ("temp", "fan"), self._cache_static)
+        exclude = ctx.option("thermal_hwmon_chip_exclude", DEFAULT_HWMON_CHIP_EXCLUDE)
+        self._hwmon = HwmonCatalog(
+            ctx.roots,
+            ("temp", "fan"),
+            self._cache_static,
+            as_pattern(exclude),
+        )
         self._thermal_dir = ctx.roots.sys("class", "thermal")
         self._zones: tuple[list[str], list[tuple[str, str, str]]] | None = None
         self._sums = CounterSums(2)
