@@ -130,8 +130,9 @@ class FirmwareHealth:
     skew_for_seconds: float = 86400
     # nodeslo_firmware_info components compared across hosts (NVMe drives always are).
     host_components: tuple[str, ...] = ("bios", "microcode")
-    # nodeslo_firmware_info labels that make hosts comparable (besides the component).
-    host_group_by: tuple[str, ...] = ("vendor",)
+    # nodeslo_firmware_info labels that make hosts comparable (besides the component):
+    # a BIOS version means something only within one (vendor, product model).
+    host_group_by: tuple[str, ...] = ("vendor", "model")
 
 
 @dataclass(frozen=True)
