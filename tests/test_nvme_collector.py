@@ -22,7 +22,7 @@ from nodeslo.collectors.nvme import NvmeCollector
 from nodeslo.log import OnceLog
 from nodeslo.nvme.poller import Poller
 from nodeslo.nvme.replay import ReplaySource
-from nodeslo.nvme.requests import CommandTimeout, PageRequest
+from nodeslo.nvme.requests import CommandTimeout, PageRequest, SourceError
 from nodeslo.paths import Roots
 from support.exposition import samples, value
 
@@ -376,6 +376,44 @@ def test_dump_writes_what_replay_reads(seed_tree: Path, tmp_path: Path) -> None:
     assert report["log-c0.bin"].startswith("not supported")
     assert not (tmp_path / "nvme13" / "log-c0.bin").exists()
     assert "identify-uuid.bin" not in report  # CTRATT says no UUID list: not asked
+
+
+def test_a_replay_never_sees_a_controller_half_dumped(seed_tree: Path, tmp_path: Path) -> None:
+    """A replay polling the dump's directory while it is written (the QEMU test does
+    this) must not take a page not yet written for one the controller lacks."""
+    from nodeslo.nvme.cli import dump
+
+    reader = ReplaySource(str(tmp_path))
+    seen: list[list[str]] = []
+
+    class Watched(ReplaySource):
+        def fetch(self, request: PageRequest, timeout: float) -> bytes:
+            seen.append(reader.controllers())
+            return super().fetch(request, timeout)
+
+    dump(Watched(str(seed_tree / fx.REPLAY_DIR)), "nvme15", str(tmp_path), 2.0)
+    assert seen and all(s == [] for s in seen)  # nothing visible mid-dump
+    assert reader.controllers() == ["nvme15"]
+    # A second capture replaces the first whole, again never half-written.
+    seen.clear()
+    dump(Watched(str(seed_tree / fx.REPLAY_DIR)), "nvme15", str(tmp_path), 2.0)
+    assert seen and all(s in ([], ["nvme15"]) for s in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nvme15"]  # no staging left
+
+
+class Failing(ReplaySource):
+    def fetch(self, request: PageRequest, timeout: float) -> bytes:
+        if request.code == 0x02:
+            raise SourceError("helper went away")
+        return super().fetch(request, timeout)
+
+
+def test_a_failed_dump_leaves_no_partial_controller(seed_tree: Path, tmp_path: Path) -> None:
+    from nodeslo.nvme.cli import dump
+
+    with pytest.raises(SourceError):
+        dump(Failing(str(seed_tree / fx.REPLAY_DIR)), "nvme15", str(tmp_path), 2.0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_replay_without_a_controller_directory_is_a_failed_read(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -108,10 +109,14 @@ def dump(source: PageSource, controller: str, directory: str, timeout: float) ->
     """Read every whitelisted page of one controller into directory/controller/.
 
     Returns {file name: "ok" | reason}. A page the controller does not implement is
-    left out, which is how the replay source learns it is unsupported.
+    left out, which is how the replay source learns it is unsupported. The pages are
+    staged in a hidden directory that is renamed into place once complete, so a replay
+    reading the same directory never takes a page still being written for a missing one.
     """
     out_dir = os.path.join(directory, controller)
-    os.makedirs(out_dir, exist_ok=True)
+    staging = os.path.join(directory, f"{replay.STAGING_PREFIX}{controller}")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
     results: dict[str, str] = {}
 
     def read(request: requests.PageRequest) -> bytes | None:
@@ -121,21 +126,25 @@ def dump(source: PageSource, controller: str, directory: str, timeout: float) ->
         except Unsupported as exc:
             results[name] = f"not supported: {exc}"
             return None
-        path = os.path.join(out_dir, name)
-        with open(path + ".tmp", "wb") as f:
+        with open(os.path.join(staging, name), "wb") as f:
             f.write(data)
-        os.replace(path + ".tmp", path)
         results[name] = "ok"
         return data
 
-    ctrl = read(requests.identify_controller(controller))
-    uuid_index = 0
-    if ctrl is not None and identify.decode_controller(ctrl).uuid_list_supported:
-        uuids = read(requests.identify_uuid_list(controller))
-        if uuids is not None:
-            uuid_index = identify.ocp_uuid_index(identify.decode_uuid_list(uuids))
-    read(requests.ocp_log(controller, uuid_index))
-    read(requests.smart_log(controller))
+    try:
+        ctrl = read(requests.identify_controller(controller))
+        uuid_index = 0
+        if ctrl is not None and identify.decode_controller(ctrl).uuid_list_supported:
+            uuids = read(requests.identify_uuid_list(controller))
+            if uuids is not None:
+                uuid_index = identify.ocp_uuid_index(identify.decode_uuid_list(uuids))
+        read(requests.ocp_log(controller, uuid_index))
+        read(requests.smart_log(controller))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)  # an older capture of the same controller
+    os.rename(staging, out_dir)
     return results
 
 

@@ -4,6 +4,8 @@ DIR/<controller>/log-02.bin, log-c0.bin, identify-ctrl.bin and identify-uuid.bin
 `nodeslo nvme dump` writes them. A missing file is a page the controller does not
 implement, which is how a dump records a drive without OCP support; a missing
 controller directory is a failed read (nothing captured yet), retried next round.
+A dump stages a controller in a hidden directory and renames it into place when
+complete; hidden directories are not controllers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ FILES: dict[tuple[int, int], str] = {
     (OPCODE_IDENTIFY, identify.CNS_UUID_LIST): "identify-uuid.bin",
 }
 assert FILES.keys() == ALLOWED.keys()
+STAGING_PREFIX = ".partial-"
 
 
 def file_name(request: PageRequest) -> str:
@@ -44,7 +47,11 @@ class ReplaySource:
             names = os.listdir(self.directory)
         except OSError:
             return []
-        return sorted(n for n in names if os.path.isdir(os.path.join(self.directory, n)))
+        return sorted(
+            n
+            for n in names
+            if not n.startswith(".") and os.path.isdir(os.path.join(self.directory, n))
+        )
 
     def fetch(self, request: PageRequest, timeout: float) -> bytes:
         command_for(request)  # the same whitelist as the device path
