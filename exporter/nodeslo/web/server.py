@@ -43,9 +43,10 @@ from io import BufferedIOBase
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import choose_encoder, generate_latest
 
 from nodeslo.web.auth import BasicAuth, RateLimiter
+from nodeslo.web.exposition import TextRenderer
 from nodeslo.web.webconfig import RateLimit, TLSSettings, WebConfigSource
 
 log = logging.getLogger("nodeslo.web")
@@ -138,6 +139,7 @@ class WebApp:
 
     def __post_init__(self) -> None:
         self._encoders: dict[str, Any] = {}
+        self._text = TextRenderer()
         self.coalescer = Coalescer(self._render)
         self._limiter: RateLimiter | None = None
         self._limiter_lock = threading.Lock()
@@ -149,6 +151,9 @@ class WebApp:
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept or "")
+        if encoder is generate_latest:
+            # The plain text format: the same bytes, from the renderer that caches.
+            encoder = self._text
         self._encoders.setdefault(content_type, encoder)
         return self.coalescer.get(content_type), content_type
 

@@ -1,0 +1,135 @@
+"""The Prometheus text format (0.0.4), rendered with what does not change cached.
+
+Byte for byte what `prometheus_client.exposition.generate_latest(registry)` writes (the
+default "underscores" name escaping): tests/test_exposition.py checks it on random
+families, escapes and special floats included. It is faster because a scrape's series
+are the same from one scrape to the next: the `name{label="value",...} ` prefix of a
+series is escaped, sorted and formatted once and looked up afterwards, and so are the
+HELP/TYPE headers; only values are formatted on each scrape.
+
+Other formats (OpenMetrics, other name escapings) keep prometheus_client's encoders.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import (
+    UNDERSCORES,
+    escape_label_name,
+    escape_metric_name,
+)
+from prometheus_client.utils import floatToGoString
+
+# Go's float spelling, exactly as prometheus_client writes it (untyped upstream).
+_go_float = cast(Callable[[float], str], floatToGoString)
+
+# Series prefixes kept between scrapes; past this many (label values that change every
+# scrape would otherwise grow it without end) the cache starts again from empty.
+MAX_CACHED_SERIES = 50_000
+
+# prometheus_client's munging of OpenMetrics types into the 0.0.4 text format.
+_TEXT_TYPE = {
+    "info": "gauge",
+    "stateset": "gauge",
+    "gaugehistogram": "histogram",
+    "unknown": "untyped",
+}
+_NAME_SUFFIX = {"counter": "_total", "info": "_info"}
+# Samples that prometheus_client moves out of their family into a gauge of their own.
+_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _escape_label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _header(name: str, mtype: str, documentation: str) -> str:
+    escaped = escape_metric_name(name, UNDERSCORES)
+    return f"# HELP {escaped} {_escape_help(documentation)}\n# TYPE {escaped} {mtype}\n"
+
+
+class TextRenderer:
+    """Renders a registry's families in the text format; keeps its caches across scrapes.
+
+    Safe to call from several threads: a cache entry is a pure function of its key, so
+    a lost race only computes an entry twice.
+    """
+
+    def __init__(self, max_cached_series: int = MAX_CACHED_SERIES) -> None:
+        self._max = max_cached_series
+        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._headers: dict[tuple[str, str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, registry: Any) -> bytes:
+        return self.render(registry.collect())
+
+    def render(self, families: Iterable[Metric]) -> bytes:
+        output: list[str] = []
+        append = output.append
+        prefixes = self._prefixes
+        if len(prefixes) > self._max:
+            with self._lock:
+                prefixes.clear()
+        for family in families:
+            name = family.name
+            mtype = family.type
+            try:
+                key = (name, mtype, family.documentation)
+                header = self._headers.get(key)
+                if header is None:
+                    header = _header(
+                        name + _NAME_SUFFIX.get(mtype, ""),
+                        _TEXT_TYPE.get(mtype, mtype),
+                        family.documentation,
+                    )
+                    self._headers[key] = header
+                append(header)
+                moved: dict[str, list[str]] | None = None
+                for sample in family.samples:
+                    sname = sample.name
+                    labels = sample.labels
+                    pkey = (sname, tuple(labels.items()))
+                    prefix = prefixes.get(pkey)
+                    if prefix is None:
+                        prefix = prefixes[pkey] = _prefix(sname, labels)
+                    line = prefix + _go_float(sample.value)
+                    if sample.timestamp is not None:
+                        line += f" {int(float(sample.timestamp) * 1000):d}"
+                    line += "\n"
+                    if sname != name and sname.startswith(name):
+                        suffix = sname[len(name) :]
+                        if suffix in _OM_SUFFIXES:
+                            if moved is None:
+                                moved = {}
+                            moved.setdefault(suffix, []).append(line)
+                            continue
+                    append(line)
+            except Exception as exc:
+                # As prometheus_client does: say which family could not be rendered.
+                exc.args = (exc.args or ("",)) + (family,)
+                raise
+            if moved:
+                for suffix, lines in sorted(moved.items()):
+                    append(_header(name + suffix, "gauge", family.documentation))
+                    output.extend(lines)
+        return "".join(output).encode("utf-8")
+
+
+def _prefix(name: str, labels: dict[str, str]) -> str:
+    escaped = escape_metric_name(name, UNDERSCORES)
+    if not labels:
+        return escaped + " "
+    pairs = ",".join(
+        f'{escape_label_name(k, UNDERSCORES)}="{_escape_label_value(v)}"'
+        for k, v in sorted(labels.items())
+    )
+    return f"{escaped}{{{pairs}}} "
