@@ -5,6 +5,7 @@ Benchmarks print figures; they are not tests and assert nothing about speed.
 
 from __future__ import annotations
 
+import gzip
 import os
 import platform
 import statistics
@@ -37,6 +38,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_with_children(pid: int) -> float:
+    """utime + stime + cutime + cstime: the process and its reaped children."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (of any of its threads)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as handle:
         return int(handle.read().split()[1]) * PAGE
@@ -57,6 +73,7 @@ class ScrapeStats:
     rss_bytes: int
     body_bytes: int
     series: int
+    wire_bytes: int = 0  # as sent: gzip-compressed when the request asked for it
 
     @property
     def p50(self) -> float:
@@ -71,22 +88,43 @@ class ScrapeStats:
         return self.cpu_seconds / len(self.latencies)
 
 
-def scrape_once(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as response:
-        return bytes(response.read())
+# What Prometheus 2.42 sends with a scrape: OpenMetrics preferred, gzip accepted.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
 
 
-def scrape_many(url: str, pid: int, count: int) -> ScrapeStats:
-    body = scrape_once(url)  # warm-up: caches filled, first-scrape work excluded
+def scrape_wire(url: str, headers: dict[str, str] | None = None) -> tuple[bytes, int]:
+    """(body, bytes on the wire): the body decompressed if it came gzipped."""
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        wire = bytes(response.read())
+        gzipped = response.headers.get("Content-Encoding") == "gzip"
+    return (gzip.decompress(wire) if gzipped else wire), len(wire)
+
+
+def scrape_once(url: str, headers: dict[str, str] | None = None) -> bytes:
+    return scrape_wire(url, headers)[0]
+
+
+def series_count(body: bytes) -> int:
+    return sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+
+
+def scrape_many(
+    url: str, pid: int, count: int, headers: dict[str, str] | None = None
+) -> ScrapeStats:
+    body, wire = scrape_wire(url, headers)  # warm-up: caches filled, first-scrape work excluded
     cpu_before = cpu_seconds(pid)
     latencies = []
     for _ in range(count):
         start = time.perf_counter()
-        body = scrape_once(url)
+        body, wire = scrape_wire(url, headers)
         latencies.append(time.perf_counter() - start)
     cpu = cpu_seconds(pid) - cpu_before
-    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    return ScrapeStats(latencies, cpu, rss_bytes(pid), len(body), series)
+    return ScrapeStats(latencies, cpu, rss_bytes(pid), len(body), series_count(body), wire)
 
 
 def machine() -> str:

@@ -37,21 +37,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from _common import CLK_TCK, machine
+from _common import children, cpu_with_children, machine
 from support import daemon as d
 from support.exposition import value
-
-
-def cpu_with_children(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
-    return out
 
 
 def write_bytes(pid: int) -> int:

@@ -1,4 +1,4 @@
-"""The cached text renderer writes exactly what prometheus_client's generate_latest writes."""
+"""The cached renderers write exactly what prometheus_client's encoders write."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
-from nodeslo.web.exposition import TextRenderer
+from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
 
 TYPES = (
     "counter",
@@ -24,7 +25,7 @@ TYPES = (
 )
 # Characters that need escaping somewhere in the format, and some that need none.
 TEXT = st.text(alphabet=st.sampled_from('ab_:.Z9 \\"\n\t{}=,#é€😀'), max_size=12)
-NAMES = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True)
+NAMES = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_:]{0,10}", fullmatch=True)
 # Label names outside the legacy character set are escaped to underscores.
 LABEL_NAMES = NAMES | st.from_regex(r"[a-z][a-z.\-é]{0,6}", fullmatch=True)
 VALUES = (
@@ -102,3 +103,43 @@ def test_a_bad_family_names_itself_in_the_error() -> None:
         assert exc.args[-1] is family
     else:
         raise AssertionError("a non-string label value must fail as in prometheus_client")
+
+
+@st.composite
+def om_families(draw: Any) -> Metric:
+    """Families as OpenMetrics carries them: units, value-less samples, exemplars."""
+    unit = draw(st.sampled_from(["", "seconds", "bytes"]))
+    name = draw(NAMES) + (f"_{unit}" if unit else "")
+    mtype = draw(st.sampled_from(TYPES))
+    family = Metric(name, draw(TEXT), mtype, unit)
+    label_names = draw(st.lists(LABEL_NAMES, max_size=3, unique=True))
+    suffix = st.sampled_from(["", "_total", "_created", "_bucket", "_count"])
+    for _ in range(draw(st.integers(0, 5))):
+        labels = {k: draw(TEXT) for k in label_names}
+        sample_name = name + draw(suffix)
+        value = draw(st.none() | VALUES)
+        exemplar = None
+        if mtype == "counter" and sample_name.endswith("_total") and draw(st.booleans()):
+            exemplar = Exemplar({"trace_id": draw(TEXT)}, draw(VALUES), draw(TIMESTAMPS))
+        family.add_sample(sample_name, labels, value, draw(TIMESTAMPS), exemplar)
+    return family
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(om_families(), max_size=6))
+def test_random_families_render_byte_identical_in_openmetrics(metrics: list[Metric]) -> None:
+    registry = Families(metrics)
+    renderer = OpenMetricsRenderer()
+    for _ in range(2):  # the second time from the caches
+        assert renderer(registry) == openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+
+
+def test_openmetrics_counter_with_created_and_exemplar() -> None:
+    counter = CounterMetricFamily("req", "requests", labels=["code"], created=None)
+    counter.add_metric(["200"], 7, created=1700000000.25)
+    plain = GaugeMetricFamily("up", "up", value=1)
+    registry = Families([counter, plain])
+    ours = OpenMetricsRenderer()(registry)
+    assert ours == openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+    assert ours.endswith(b"up 1.0\n# EOF\n")
+    assert b'req_created{code="200"} 1.70000000025e+09\n' in ours

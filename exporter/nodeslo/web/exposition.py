@@ -1,13 +1,17 @@
-"""The Prometheus text format (0.0.4), rendered with what does not change cached.
+"""The exposition formats, rendered with what does not change cached.
 
-Byte for byte what `prometheus_client.exposition.generate_latest(registry)` writes (the
-default "underscores" name escaping): tests/test_exposition.py checks it on random
-families, escapes and special floats included. It is faster because a scrape's series
-are the same from one scrape to the next: the `name{label="value",...} ` prefix of a
-series is escaped, sorted and formatted once and looked up afterwards, and so are the
-HELP/TYPE headers; only values are formatted on each scrape.
+`TextRenderer` writes byte for byte what `prometheus_client.exposition.generate_latest`
+writes (text format 0.0.4), `OpenMetricsRenderer` what
+`prometheus_client.openmetrics.exposition.generate_latest` writes (OpenMetrics 1.0, what
+Prometheus asks for first), both with the default "underscores" name escaping:
+tests/test_exposition.py checks it on random families, escapes and special floats
+included. They are faster because a scrape's series are the same from one scrape to the
+next: the `name{label="value",...} ` prefix of a series is escaped, sorted and formatted
+once and looked up afterwards, and so are the HELP/TYPE headers; only values are
+formatted on each scrape. A family with exemplars or native histograms (nodeslo has
+none) is left to prometheus_client whole.
 
-Other formats (OpenMetrics, other name escapings) keep prometheus_client's encoders.
+Other name escapings keep prometheus_client's encoders.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics import exposition as om
 from prometheus_client.openmetrics.exposition import (
     UNDERSCORES,
     escape_label_name,
@@ -126,6 +131,104 @@ class TextRenderer:
 
 def _prefix(name: str, labels: dict[str, str]) -> str:
     escaped = escape_metric_name(name, UNDERSCORES)
+    if not labels:
+        return escaped + " "
+    pairs = ",".join(
+        f'{escape_label_name(k, UNDERSCORES)}="{_escape_label_value(v)}"'
+        for k, v in sorted(labels.items())
+    )
+    return f"{escaped}{{{pairs}}} "
+
+
+class _Delegated(Exception):
+    """A family this renderer leaves to prometheus_client."""
+
+
+class _One:
+    def __init__(self, family: Metric) -> None:
+        self.family = family
+
+    def collect(self) -> list[Metric]:
+        return [self.family]
+
+
+class OpenMetricsRenderer:
+    """Renders a registry's families as OpenMetrics; keeps its caches across scrapes."""
+
+    def __init__(self, version: str = "1.0.0", max_cached_series: int = MAX_CACHED_SERIES) -> None:
+        self.version = version
+        self._max = max_cached_series
+        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._headers: dict[tuple[str, str, str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, registry: Any) -> bytes:
+        return self.render(registry.collect())
+
+    def render(self, families: Iterable[Metric]) -> bytes:
+        output: list[str] = []
+        prefixes = self._prefixes
+        if len(prefixes) > self._max:
+            with self._lock:
+                prefixes.clear()
+        for family in families:
+            lines: list[str] = []
+            append = lines.append
+            try:
+                key = (family.name, family.type, family.documentation, family.unit)
+                header = self._headers.get(key)
+                if header is None:
+                    header = self._headers[key] = _om_header(*key)
+                append(header)
+                for sample in family.samples:
+                    if sample.exemplar or sample.native_histogram:
+                        raise _Delegated
+                    labels = sample.labels
+                    pkey = (sample.name, tuple(labels.items()))
+                    prefix = prefixes.get(pkey)
+                    if prefix is None:
+                        prefix = prefixes[pkey] = _om_prefix(sample.name, labels)
+                    value = sample.value
+                    line = prefix if value is None else prefix + _go_float(value)
+                    if sample.timestamp is not None:
+                        line += f" {sample.timestamp}"
+                    append(line + "\n")
+            except _Delegated:
+                text: bytes = om.generate_latest(  # type: ignore[no-untyped-call]
+                    _One(family), escaping=UNDERSCORES, version=self.version
+                )
+                output.append(text.decode("utf-8").removesuffix("# EOF\n"))
+                continue
+            except Exception as exc:
+                exc.args = (exc.args or ("",)) + (family,)
+                raise
+            output.extend(lines)
+        output.append("# EOF\n")
+        return "".join(output).encode("utf-8")
+
+
+def _om_header(name: str, mtype: str, documentation: str, unit: str) -> str:
+    escaped = escape_metric_name(name, UNDERSCORES)
+    help_text = _escape_label_value(documentation)
+    header = f"# HELP {escaped} {help_text}\n# TYPE {escaped} {mtype}\n"
+    if unit:
+        header += f"# UNIT {escaped} {unit}\n"
+    return header
+
+
+def _om_name(name: str) -> str:
+    # prometheus_client escapes OpenMetrics sample names with the label-name rules
+    # (a colon becomes an underscore); the same here, so the bytes stay the same.
+    return "".join(
+        c
+        if ("a" <= c <= "z" or "A" <= c <= "Z" or c == "_" or ("0" <= c <= "9" and i > 0))
+        else "_"
+        for i, c in enumerate(name)
+    )
+
+
+def _om_prefix(name: str, labels: dict[str, str]) -> str:
+    escaped = _om_name(name)
     if not labels:
         return escaped + " "
     pairs = ",".join(

@@ -44,9 +44,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from nodeslo.web.auth import BasicAuth, RateLimiter
-from nodeslo.web.exposition import TextRenderer
+from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
 from nodeslo.web.webconfig import RateLimit, TLSSettings, WebConfigSource
 
 log = logging.getLogger("nodeslo.web")
@@ -58,6 +59,8 @@ IDLE_TIMEOUT_SECONDS = 30.0
 IO_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_CONNECTIONS = 64
 MAX_REQUEST_LINE = 8192
+# Content types served by a caching renderer; others by prometheus_client's encoders.
+MAX_CACHED_RENDERERS = 4
 MAX_HEAD_BYTES = 64 * 1024
 # Between warnings that the connection limit forces idle connections closed.
 PRESSURE_LOG_SECONDS = 60.0
@@ -139,7 +142,6 @@ class WebApp:
 
     def __post_init__(self) -> None:
         self._encoders: dict[str, Any] = {}
-        self._text = TextRenderer()
         self.coalescer = Coalescer(self._render)
         self._limiter: RateLimiter | None = None
         self._limiter_lock = threading.Lock()
@@ -151,10 +153,11 @@ class WebApp:
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept or "")
-        if encoder is generate_latest:
-            # The plain text format: the same bytes, from the renderer that caches.
-            encoder = self._text
-        self._encoders.setdefault(content_type, encoder)
+        if content_type not in self._encoders:
+            # Each Accept variant (versions, escapings) is a content type of its own; a
+            # client inventing versions must not make us hold a renderer's cache for each.
+            cached = len(self._encoders) < MAX_CACHED_RENDERERS
+            self._encoders[content_type] = (cached and _cached_renderer(encoder)) or encoder
         return self.coalescer.get(content_type), content_type
 
     def limiter(self, settings: RateLimit) -> RateLimiter:
@@ -168,6 +171,20 @@ class WebApp:
             ):
                 current = self._limiter = RateLimiter(settings.interval_seconds, settings.burst)
             return current
+
+
+def _cached_renderer(encoder: Any) -> Callable[[Any], bytes] | None:
+    """The renderer that writes the same bytes as prometheus_client's `encoder`, faster;
+    None for a name escaping other than the default (left to prometheus_client)."""
+    if encoder is generate_latest:
+        return TextRenderer()
+    keywords = getattr(encoder, "keywords", {})
+    if (
+        getattr(encoder, "func", None) is openmetrics.generate_latest
+        and keywords.get("escaping") == openmetrics.UNDERSCORES
+    ):
+        return OpenMetricsRenderer(version=keywords.get("version", "1.0.0"))
+    return None
 
 
 @dataclass(eq=False)
