@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -106,6 +106,32 @@ class Webhook:
         )
 
 
+@contextlib.contextmanager
+def serving(exposition: Path) -> Iterator[str]:
+    """A scrape target that serves one captured exposition (e.g. from a QEMU guest,
+    which has no network) at /metrics; yields its host:port."""
+    body = exposition.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class Stack:
     def __init__(
         self, workdir: Path, prometheus_port: int, alertmanager_port: int, webhook: Webhook
@@ -129,6 +155,16 @@ class Stack:
             alerts: list[dict[str, Any]] = json.loads(r.read())["data"]["alerts"]
         return alerts
 
+    def alertmanager_alerts(self, **labels: str) -> list[dict[str, Any]]:
+        """Alertmanager's view (API v2): each alert with status.state and inhibitedBy."""
+        query = urllib.parse.urlencode(
+            [("filter", f'{k}="{v}"') for k, v in labels.items()], doseq=True
+        )
+        url = f"{self.alertmanager_url}/api/v2/alerts?{query}"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            alerts: list[dict[str, Any]] = json.loads(r.read())
+        return alerts
+
     def wait_ready(self, url: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -146,13 +182,15 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"{url} not ready after {timeout}s")
 
-    def wait_scraped(self, job: str = "nodeslo", timeout: float = 30.0) -> None:
+    def wait_scraped(
+        self, job: str = "nodeslo", timeout: float = 60.0, min_targets: int = 1
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.query(f'up{{job="{job}"}} == 1'):
+            if len(self.query(f'up{{job="{job}"}} == 1')) >= min_targets:
                 return
             time.sleep(0.2)
-        raise AssertionError(f"job {job} never scraped successfully")
+        raise AssertionError(f"job {job}: fewer than {min_targets} targets scraped successfully")
 
 
 def prometheus_config(
@@ -172,7 +210,7 @@ def prometheus_config(
     }
 
 
-def alertmanager_config(webhook_port: int) -> dict[str, Any]:
+def default_alertmanager_config(webhook_port: int) -> dict[str, Any]:
     base = f"http://127.0.0.1:{webhook_port}"
     return {
         "route": {
@@ -198,21 +236,28 @@ def running(
     workdir: Path,
     targets: list[str],
     rule_files: list[str],
+    *,
     interval: str = "1s",
-    alertmanager_config_file: Path | None = None,
+    webhook: Webhook | None = None,
+    alertmanager_config: Callable[[int], Path] | None = None,
 ) -> Iterator[Stack]:
-    """Start webhook receiver, Alertmanager and Prometheus; stop them afterwards."""
+    """Start webhook receiver, Alertmanager and Prometheus; stop them afterwards.
+
+    `alertmanager_config(webhook_port)` may write a config of its own; by default
+    critical goes to the `pager` webhook and everything else to `ticket`."""
     prometheus = tool("prometheus")
     alertmanager = tool("prometheus-alertmanager", "alertmanager")
     assert prometheus and alertmanager, "prometheus and alertmanager must be installed"
-    webhook = Webhook()
+    webhook = webhook or Webhook()
     hook_server = ThreadingHTTPServer(("127.0.0.1", 0), webhook.handler())
     threading.Thread(target=hook_server.serve_forever, daemon=True).start()
     prom_port, am_port = free_port(), free_port()
     stack = Stack(workdir, prom_port, am_port, webhook)
-    am_file = alertmanager_config_file or workdir / "alertmanager.yml"
-    if alertmanager_config_file is None:
-        am_file.write_text(yaml.safe_dump(alertmanager_config(hook_server.server_port)))
+    if alertmanager_config is None:
+        am_file = workdir / "alertmanager.yml"
+        am_file.write_text(yaml.safe_dump(default_alertmanager_config(hook_server.server_port)))
+    else:
+        am_file = alertmanager_config(hook_server.server_port)
     prom_file = workdir / "prometheus.yml"
     prom_file.write_text(
         yaml.safe_dump(prometheus_config(targets, rule_files, f"127.0.0.1:{am_port}", interval))

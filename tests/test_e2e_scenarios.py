@@ -1,0 +1,162 @@
+"""From fault to page, for real: every scenario under tests/scenarios, end to end.
+
+One real Prometheus and one real Alertmanager (the Debian packages) on loopback scrape
+one `nodeslo serve` per scenario, each on its own fixture tree that a scenario player
+changes over time. The rules are what `nodeslo generate` makes of the e2e profile
+(tests/scenarios/profiles/e2e.yaml: the shipped profile with `for:` compressed through
+`alerting.for_scale` and the wake-up SLO removed), loaded unchanged; Alertmanager routes
+critical alerts to the test's `pager` webhook and the rest to `ticket`, with the
+inhibition rules of deploy/alertmanager/alertmanager.yml. All scenarios run at once,
+told apart by their `instance` label, so the whole file costs about two minutes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, missing
+from support import daemon as d
+from support import scenario as sc
+from support import stack as s
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+E2E_PROFILE = sc.SCENARIOS / "profiles" / "e2e.yaml"
+SHIM = Path(__file__).parent / "support" / "shim"
+ALERTMANAGER_EXAMPLE = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+
+
+@dataclass
+class Run:
+    scenario: sc.Scenario
+    player: sc.Player
+    daemon: d.Daemon
+    probe_dir: Path
+
+    @property
+    def instance(self) -> str:
+        return f"127.0.0.1:{self.daemon.port}"
+
+
+@dataclass
+class World:
+    stack: s.Stack
+    runs: dict[str, Run]
+
+
+def _alertmanager_config(path: Path, webhook_port: int) -> Path:
+    """The test's receivers with the example config's inhibition rules."""
+    config = s.default_alertmanager_config(webhook_port)
+    config["inhibit_rules"] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())["inhibit_rules"]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _selected(request: pytest.FixtureRequest) -> list[str]:
+    """The scenarios of the tests this session runs (all of them, or those picked by -k)."""
+    chosen = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    }
+    return [name for name in sc.names() if name in chosen]
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[World]:
+    if not (s.tool("prometheus") and s.tool("prometheus-alertmanager", "alertmanager")):
+        missing("prometheus / prometheus-alertmanager are not installed (Debian packages)")
+    workdir = tmp_path_factory.mktemp("e2e")
+    generated = d.run_cli("generate", f"--profile={E2E_PROFILE}", f"--out={workdir / 'pack'}")
+    assert generated.returncode == 0, generated.stderr
+    rules = workdir / "pack" / "alerts" / "nodeslo.rules.yaml"
+    runs: dict[str, Run] = {}
+    try:
+        for name in _selected(request):
+            scenario = sc.load(name)
+            root = workdir / name
+            # tmpfs: a fast, quiet target, so latency is the shim's doing and nothing else.
+            probe_dir = Path(tempfile.mkdtemp(prefix=f"nodeslo-e2e-{name}-", dir="/dev/shm"))
+            player = sc.Player(scenario, root, workdir / f"{name}.delay")
+            player.prepare()
+            env = {
+                "PYTHONPATH": str(SHIM),
+                "NODESLO_SHIM_IO_DELAY_FILE": str(player.delay_file),
+                "NODESLO_SHIM_IO_PREFIX": str(probe_dir),
+            }
+            daemon = d.start(
+                root,
+                f"--profile={E2E_PROFILE}",
+                f"--collector.nvme.replay-dir={root / 'nvme-replay'}",
+                "--collector.nvme.poll-interval=1s",
+                "--probe.storage",
+                f"--probe.storage.target={probe_dir}",
+                *scenario.flags,
+                env=env,
+            ).wait_listening()
+            player.on_kill = daemon.proc.kill
+            runs[name] = Run(scenario, player, daemon, probe_dir)
+        webhook = s.Webhook()
+        with s.running(
+            workdir,
+            [run.instance for run in runs.values()],
+            [str(rules)],
+            webhook=webhook,
+            alertmanager_config=lambda port: _alertmanager_config(workdir / "am.yml", port),
+        ) as stack:
+            stack.wait_scraped(min_targets=len(runs))
+            for run in runs.values():
+                run.player.start()
+            yield World(stack, runs)
+    finally:
+        for run in runs.values():
+            run.player.stop()
+            run.daemon.stop()
+            shutil.rmtree(run.probe_dir, ignore_errors=True)
+
+
+def _ids() -> list[str]:
+    return sc.names()
+
+
+@pytest.mark.parametrize("name", _ids())
+def test_scenario(world: World, name: str) -> None:
+    run = world.runs[name]
+    scenario = run.scenario
+    assert scenario.expect or scenario.silent, f"{name}: expects nothing"
+    for expectation in scenario.expect:
+        remaining = expectation.within - run.player.elapsed()
+        got = world.stack.webhook.wait_for(
+            max(remaining, 1.0), instance=run.instance, **expectation.matches()
+        )
+        if expectation.receiver:
+            assert got.receiver == expectation.receiver, got
+        assert got.labels.get("cluster") == "e2e", got.labels
+        assert got.annotations.get("runbook_url", "").endswith(f"/{got.labels['alertname']}.md")
+    if scenario.silent or scenario.inhibited:
+        deadline = scenario.duration - run.player.elapsed()
+        if deadline > 0:
+            time.sleep(deadline)
+    for silence in scenario.silent:
+        noise = world.stack.webhook.firing(instance=run.instance, **silence)
+        assert not noise, f"{name}: unexpected notifications: " + ", ".join(
+            f"{n.receiver}:{n.labels.get('alertname')}{n.labels}" for n in noise
+        )
+    for matchers in scenario.inhibited:
+        # Firing in Prometheus, held back by Alertmanager, and never sent.
+        active = world.stack.alertmanager_alerts(instance=run.instance, **matchers)
+        assert active, f"{name}: {matchers} never reached Alertmanager"
+        for alert in active:
+            assert alert["status"]["inhibitedBy"], f"{name}: not inhibited: {alert}"
+        assert not world.stack.webhook.firing(instance=run.instance, **matchers)
+    assert not run.player.errors, run.player.errors
