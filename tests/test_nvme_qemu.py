@@ -21,19 +21,29 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, missing
+from support import daemon as d
+from support import stack as st
 from support.exposition import samples, value
 
 pytestmark = pytest.mark.qemu
 
 GUEST_SCRIPT = Path(__file__).parent / "support" / "nvme_guest.sh"
-# One controller carries critical warning bit 2 (reliability degraded).
-CONTROLLERS = ("serial=GOOD0001", "serial=BAD00002,smart_critical_warning=4", "serial=GOOD0003")
+# One controller carries critical warning bit 2 (reliability degraded); the four
+# namespaces make the RAID10 md0, whose member on that controller is failed.
+CONTROLLERS = (
+    "serial=GOOD0001",
+    "serial=BAD00002,smart_critical_warning=4",
+    "serial=GOOD0003",
+    "serial=GOOD0004",
+)
 TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "nvme": "nvme-cli",
     "busybox": "busybox-static",
     "modprobe": "kmod",
     "cpio": "cpio",
+    "mdadm": "mdadm",
+    "mkfs.ext4": "e2fsprogs",
 }
 
 
@@ -223,3 +233,85 @@ def test_unprivileged_process_cannot_issue_the_ioctl(guest: Path) -> None:
     assert result["uid"] == 65534
     assert result["ioctl_errno"] in (errno.EACCES, errno.EPERM)
     assert result["open_errno"] == errno.EACCES
+
+
+def test_md_over_the_nvme_namespaces_healthy_then_degraded(guest: Path) -> None:
+    """The real md driver: RAID10 over the four namespaces, then `mdadm --fail`."""
+    assert (guest / "md-create.log").read_text().rstrip().endswith("exit 0")
+    assert "[4/4] [UUUU]" in (guest / "mdstat-healthy.txt").read_text()
+    failed_member = (guest / "md-members.txt").read_text().split()[1]
+    assert f"set /dev/{failed_member} faulty" in (guest / "md-fail.log").read_text()
+    # The member failed is the namespace of the drive that reports reliability degraded.
+    live = (guest / "live.prom").read_text()
+    bad_controller = failed_member.rsplit("n", 1)[0]  # nvme1n1 -> nvme1
+    assert value(live, "nodeslo_nvme_critical_warning", controller=bad_controller) == 4
+    mdstat = (guest / "mdstat-failed.txt").read_text()
+    assert "[4/3]" in mdstat and f"{failed_member}[1](F)" in mdstat, mdstat
+
+    healthy = (guest / "md-healthy.prom").read_text()
+    degraded = (guest / "md-degraded.prom").read_text()
+    for text in (healthy, degraded):
+        assert value(text, "nodeslo_md_info", device="md0", level="raid10") == 1
+        assert value(text, "nodeslo_md_active", device="md0") == 1
+        assert value(text, "nodeslo_md_disks_required", device="md0") == 4
+        assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
+    states = {"active": (4, 3), "failed": (0, 1), "down": (0, 1), "spare": (0, 0)}
+    for state, (before, after) in states.items():
+        assert value(healthy, "nodeslo_md_disks", device="md0", state=state) == before, state
+        assert value(degraded, "nodeslo_md_disks", device="md0", state=state) == after, state
+    log = (guest / "md.log").read_text()
+    assert log.rstrip().endswith("exit 0")
+
+
+def test_storage_probe_measures_through_md(guest: Path) -> None:
+    text = (guest / "md-degraded.prom").read_text()
+    target = "/tmp/state/nodeslo"
+    info = value(
+        text,
+        "nodeslo_probe_storage_target_info",
+        target=target,
+        kind="file",
+        mode="direct",
+        device="md0",
+    )
+    assert info == 1
+    assert value(text, "nodeslo_probe_up", probe="storage") == 1
+    for op in ("write_sync", "read"):
+        count = value(text, "nodeslo_probe_io_latency_seconds_count", target=target, op=op)
+        assert count > 0, op
+        assert value(text, "nodeslo_probe_io_errors_total", target=target, op=op) == 0, op
+
+
+def test_real_kernel_faults_page(guest: Path, tmp_path: Path) -> None:
+    """What the guest's daemons exported, scraped by a real Prometheus with the generated
+    rules of the e2e profile: the failed md member and the drive reporting reliability
+    degraded each page through Alertmanager."""
+    prometheus = st.tool("prometheus")
+    alertmanager = st.tool("prometheus-alertmanager", "alertmanager")
+    if not (prometheus and alertmanager):
+        missing("prometheus / prometheus-alertmanager are not installed (Debian packages)")
+    profile = REPO / "tests" / "scenarios" / "profiles" / "e2e.yaml"
+    generated = d.run_cli("generate", f"--profile={profile}", f"--out={tmp_path / 'pack'}")
+    assert generated.returncode == 0, generated.stderr
+    rules = str(tmp_path / "pack" / "alerts" / "nodeslo.rules.yaml")
+    with (
+        st.serving(guest / "md-degraded.prom") as md_target,
+        st.serving(guest / "live.prom") as nvme_target,
+        st.running(tmp_path, [md_target, nvme_target], [rules]) as stack,
+    ):
+        stack.wait_scraped(min_targets=2)
+        raid = stack.webhook.wait_for(60, alertname="RAIDArrayDegraded", instance=md_target)
+        assert (raid.receiver, raid.labels["device"]) == ("pager", "md0")
+        bad = [
+            dict(labels)["controller"]
+            for (m, labels) in samples((guest / "live.prom").read_text())
+            if m == "nodeslo_nvme_info" and dict(labels)["serial"] == "BAD00002"
+        ]
+        nvme = stack.webhook.wait_for(
+            60,
+            alertname="NVMeCriticalWarning",
+            instance=nvme_target,
+            controller=bad[0],
+            flag="reliability",
+        )
+        assert nvme.receiver == "pager"

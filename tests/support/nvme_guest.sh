@@ -10,6 +10,20 @@ cd /tmp
 ls /sys/class/nvme >"$OUT/controllers.txt"
 controllers=$(cat "$OUT/controllers.txt")
 
+# 0. A RAID10 over the controllers' namespaces with the real md driver, and ext4 on it
+#    for the storage probe (step 5). Built before any daemon starts, and ext4's lazy
+#    init done by mkfs, so that the drives are idle while steps 1-4 compare counters.
+mount -t tmpfs tmpfs /run  # mdadm keeps its map there; the host root is read-only
+members=$(for c in $controllers; do ls -d /sys/class/nvme/$c/${c}n*; done | xargs -n1 basename)
+{
+    modprobe raid10 && modprobe ext4 &&
+        mdadm --create /dev/md0 --level=10 --raid-devices=4 --run --assume-clean \
+            $(for m in $members; do echo "/dev/$m"; done) &&
+        mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/md0
+    echo "exit $?"
+} >"$OUT/md-create.log" 2>&1
+echo "$members" >"$OUT/md-members.txt"
+
 # `nodeslo serve` as root, dropping to nobody, logging to $1.
 serve() {
     log=$1; shift
@@ -85,4 +99,32 @@ for _ in $(seq 600); do
     sleep 0.5
 done
 kill "$replay"; wait "$replay"; echo "exit $?" >>"$OUT/replay.log"
+
+# 5. The storage probe on the md array, and the array losing a member to the kernel's
+#    own `mdadm --fail`: a daemon with the redundancy collector and the storage probe.
+mkdir -p /tmp/state && mount /dev/md0 /tmp/state
+# As root, unlike steps 1-4: a probe process is started by exec'ing $PY, which lives
+# under /root on the test machines, out of nobody's reach (the daemon would log
+# "cannot start ...: Permission denied" and report nodeslo_probe_up 0).
+"$PY" -m nodeslo serve --web.listen-address=127.0.0.1:0 --collector.disable-defaults \
+    --collector.redundancy --no-probe.wakeup --probe.storage \
+    --probe.storage.target=/tmp/state/nodeslo --log.format=json >/dev/null 2>"$OUT/md.log" &
+md=$!
+md_port=$(port_of "$OUT/md.log" "$md")
+cat /proc/mdstat >"$OUT/mdstat-healthy.txt"
+# Until the probe has measured both operations through md on the healthy array.
+for _ in $(seq 120); do
+    scrape "$md_port" >"$OUT/md-healthy.prom"
+    [ "$(grep -c '^nodeslo_probe_io_latency_seconds_count{.*} [1-9]' "$OUT/md-healthy.prom")" -eq 2 ] && break
+    sleep 0.5
+done
+failed=$(echo "$members" | sed -n 2p)  # the second controller's: BAD00002, reliability degraded
+mdadm /dev/md0 --fail "/dev/$failed" >"$OUT/md-fail.log" 2>&1
+cat /proc/mdstat >"$OUT/mdstat-failed.txt"
+for _ in $(seq 120); do
+    scrape "$md_port" >"$OUT/md-degraded.prom"
+    grep -q '^nodeslo_md_disks{device="md0",state="failed"} 1.0$' "$OUT/md-degraded.prom" && break
+    sleep 0.5
+done
+kill "$md"; wait "$md"; echo "exit $?" >>"$OUT/md.log"
 echo done >"$OUT/done"
