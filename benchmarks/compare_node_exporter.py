@@ -329,11 +329,14 @@ def idle(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
             pids = [pid, *probes]
             cpu0 = {p: cpu_with_children(p) for p in pids}
             start = time.monotonic()
-            scrapes = 0
-            while time.monotonic() - start < args.idle_seconds:
-                scrape_once(url, headers)
-                scrapes += 1
-                time.sleep(max(0.0, start + scrapes * args.idle_interval - time.monotonic()))
+            end, next_scrape, scrapes = start + args.idle_seconds, start, 0
+            while (now := time.monotonic()) < end:
+                if now >= next_scrape:
+                    scrape_once(url, headers)
+                    scrapes += 1
+                    next_scrape += args.idle_interval
+                else:
+                    time.sleep(min(next_scrape, end) - now)
             elapsed = time.monotonic() - start
             cpu = {p: (cpu_with_children(p) - cpu0[p]) / elapsed for p in pids}
             rss = {p: rss_bytes(p) for p in pids}
