@@ -128,7 +128,7 @@ def test_inhibition_in_a_real_alertmanager(alertmanager_binaries: None, tmp_path
     config["receivers"] = [{"name": r["name"]} for r in config["receivers"]]
     copy = tmp_path / "alertmanager.yml"
     copy.write_text(yaml.safe_dump(config))
-    with s.running(tmp_path, [], [], alertmanager_config_file=copy) as stack:
+    with s.running(tmp_path, [], [], alertmanager_config=lambda _port: copy) as stack:
         body = json.dumps([_alert(**labels) for labels, _ in CASES]).encode()
         request = urllib.request.Request(
             f"{stack.alertmanager_url}/api/v2/alerts",
