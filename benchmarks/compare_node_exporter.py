@@ -23,8 +23,10 @@ all      nodeslo with every collector on (probes off: they measure the real host
 cpuidle  the C-state collector alone on 64..512 CPUs; baseline: the smallest tree.
 idle     nodeslo as shipped (default collectors, default probes; the storage probe on a
          temporary directory), scraped every --idle-interval seconds for --idle-seconds:
-         CPU % of one core of the daemon and its probe processes (their reaped children,
-         the cyclictest bursts, included) and RSS, for each of --scaling-cpus.
+         CPU % of one core and RSS of the daemon process, then of the daemon with its
+         children (the probe processes, with their reaped children: the cyclictest
+         bursts; the NVMe helper) and their summed PSS (RSS would count the pages the
+         helper, a fork, shares with the daemon twice), for each of --scaling-cpus.
 
 Scrapes send what Prometheus 2.42 sends (OpenMetrics preferred, gzip accepted), so each
 exporter answers in the format and encoding a real scrape gets (node_exporter: text
@@ -325,8 +327,8 @@ def idle(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
                     break
                 time.sleep(0.5)
             time.sleep(2)
-            probes = children(pid)
-            pids = [pid, *probes]
+            kinds = {c: child_kind(c) for c in children(pid)}
+            pids = [pid, *kinds]
             cpu0 = {p: cpu_with_children(p) for p in pids}
             start = time.monotonic()
             end, next_scrape, scrapes = start + args.idle_seconds, start, 0
@@ -340,17 +342,40 @@ def idle(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
             elapsed = time.monotonic() - start
             cpu = {p: (cpu_with_children(p) - cpu0[p]) / elapsed for p in pids}
             rss = {p: rss_bytes(p) for p in pids}
+            pss = {p: pss_bytes(p) for p in pids}
             failed = failed_collectors(scrape_once(url))
         shutil.rmtree(tree)
         shutil.rmtree(probe_dir, ignore_errors=True)
-        total = sum(cpu.values())
-        print(
-            f"  {cpus:>3} CPUs: CPU {total * 100:5.2f} % of one core (daemon "
-            f"{cpu[pid] * 100:.2f} %, probes {sum(cpu[p] for p in probes) * 100:.2f} %)  "
-            f"RSS daemon {rss[pid] / 2**20:5.1f} MiB, probes "
-            f"{sum(rss[p] for p in probes) / 2**20:5.1f} MiB  ({scrapes} scrapes; "
-            f"collectors failed: {', '.join(failed) or 'none'})"
+        parts = ", ".join(
+            f"{kinds[p]} {cpu[p] * 100:.2f} % {rss[p] / 2**20:.1f} MiB" for p in sorted(kinds)
         )
+        print(
+            f"  {cpus:>3} CPUs: daemon CPU {cpu[pid] * 100:5.2f} % of one core, RSS "
+            f"{rss[pid] / 2**20:5.1f} MiB | with its children CPU "
+            f"{sum(cpu.values()) * 100:5.2f} %, "
+            f"PSS {sum(pss.values()) / 2**20:5.1f} MiB ({parts}) | {scrapes} scrapes; "
+            f"collectors failed: {', '.join(failed) or 'none'}"
+        )
+
+
+def child_kind(pid: int) -> str:
+    """storage / wakeup (the probe processes) or helper (the NVMe helper, a fork of the
+    daemon before it dropped privileges)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        cmdline = handle.read()
+    for kind in ("storage", "wakeup"):
+        if f"nodeslo.probes.{kind}".encode() in cmdline:
+            return kind
+    return "helper"
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: pages shared with the daemon (a fork) counted once overall."""
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def cpu_list(text: str) -> list[int]:

@@ -41,7 +41,7 @@ def test_compare_node_exporter_harness_runs_every_mode() -> None:
     }
     assert series["nodeslo"] > 0 and series["node_exporter"] > 0, out
     assert "nodeslo all" in out and "8 CPUs" in out
-    assert re.search(r"8 CPUs: CPU +\d+\.\d\d % of one core", out), out
+    assert re.search(r"8 CPUs: daemon CPU +\d+\.\d\d % of one core", out), out
 
 
 def test_unknown_mode_is_refused() -> None:
