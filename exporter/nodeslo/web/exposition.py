@@ -84,6 +84,7 @@ class TextRenderer:
         if len(prefixes) > self._max:
             with self._lock:
                 prefixes.clear()
+                self._headers.clear()
         for family in families:
             name = family.name
             mtype = family.type
@@ -171,6 +172,7 @@ class OpenMetricsRenderer:
         if len(prefixes) > self._max:
             with self._lock:
                 prefixes.clear()
+                self._headers.clear()
         for family in families:
             lines: list[str] = []
             append = lines.append
