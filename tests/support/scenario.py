@@ -4,9 +4,10 @@ A scenario names a fixture variant and a compression factor (`speed`: fixture se
 per wall-clock second). The player re-renders the tree every `tick` with the uptime
 advanced, so every counter grows at `speed` times its rate; at each step's time it
 switches fixture faults on or off (a member failing, a critical-warning NVMe page, a
-throttling CPU ...), changes the storage probe's injected I/O delay, or kills the
-exporter. The expected alerts and the silences a scenario requires live in the same
-file; tests/test_e2e_scenarios.py runs them against a real Prometheus + Alertmanager.
+throttling CPU ...), makes the CPU temperatures climb (`heat`: °C added, reached over
+`over`), changes the storage probe's injected I/O delay, or kills the exporter. The
+expected alerts and the silences a scenario requires live in the same file;
+tests/test_e2e_scenarios.py runs them against a real Prometheus + Alertmanager.
 
     description: md0 loses a member
     variant: seed-spec-tuned
@@ -45,6 +46,8 @@ class Step:
     faults: frozenset[str] = frozenset()
     clear: frozenset[str] = frozenset()
     io_delay_us: float | None = None
+    heat_celsius: float | None = None  # reached linearly over `over` seconds from `at`
+    over: float = 0.0
     kill: bool = False
 
 
@@ -90,7 +93,17 @@ class Scenario:
             base,
             uptime_seconds=base.uptime_seconds + self.speed * elapsed,
             faults=frozenset(faults),
+            heat_celsius=self.heat_at(elapsed, base.heat_celsius),
         )
+
+    def heat_at(self, elapsed: float, heat: float) -> float:
+        """Each heat step climbs from the previous level to its own, linearly."""
+        for step in self.steps:
+            if step.heat_celsius is None or step.at > elapsed:
+                continue
+            done = 1.0 if step.over <= 0 else min(1.0, (elapsed - step.at) / step.over)
+            heat += (step.heat_celsius - heat) * done
+        return heat
 
     def io_delay_at(self, elapsed: float) -> float:
         delay = 0.0
@@ -116,6 +129,8 @@ def load(name: str) -> Scenario:
             faults=frozenset(s.get("faults", ())),
             clear=frozenset(s.get("clear", ())),
             io_delay_us=_seconds(s["io_delay"]) * 1e6 if "io_delay" in s else None,
+            heat_celsius=float(s["heat"]) if "heat" in s else None,
+            over=_seconds(s.get("over", "0s")),
             kill=s.get("kill") == "exporter",
         )
         for s in raw.get("steps", [])
