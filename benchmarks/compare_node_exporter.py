@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -183,6 +184,12 @@ def failed_collectors(body: bytes) -> list[str]:
     return [m.group(1).decode() for m in _SUCCESS.finditer(body) if float(m.group(2)) != 1.0]
 
 
+def div(a: float, b: float) -> float:
+    """A ratio; NaN when the baseline is 0 (CPU time comes in 10 ms ticks: a few quick
+    scrapes may not reach one)."""
+    return a / b if b else math.nan
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:7.2f}"
 
@@ -243,26 +250,27 @@ def compare(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
             runs["nodeslo"].append(a)
             runs["node_exporter"].append(b)
             print(
-                f"  round {round_}: p50 {ms(a.p50)} vs {ms(b.p50)} ms = {a.p50 / b.p50:.2f}x   "
+                f"  round {round_}: p50 {ms(a.p50)} vs {ms(b.p50)} ms = {div(a.p50, b.p50):.2f}x   "
                 f"cpu/scrape {ms(a.cpu_per_scrape)} vs {ms(b.cpu_per_scrape)} ms = "
-                f"{a.cpu_per_scrape / b.cpu_per_scrape:.2f}x"
+                f"{div(a.cpu_per_scrape, b.cpu_per_scrape):.2f}x"
             )
         ns, ne = merged(runs["nodeslo"]), merged(runs["node_exporter"])
         print(row("nodeslo", ns))
         print(row("node_exporter", ne))
         round_p50 = [
-            a.p50 / b.p50 for a, b in zip(runs["nodeslo"], runs["node_exporter"], strict=True)
+            div(a.p50, b.p50) for a, b in zip(runs["nodeslo"], runs["node_exporter"], strict=True)
         ]
         round_cpu = [
-            a.cpu_per_scrape / b.cpu_per_scrape
+            div(a.cpu_per_scrape, b.cpu_per_scrape)
             for a, b in zip(runs["nodeslo"], runs["node_exporter"], strict=True)
         ]
         print(
-            f"  ratio nodeslo : node_exporter  p50 {ns.p50 / ne.p50:.2f}x (rounds "
-            f"{min(round_p50):.2f}-{max(round_p50):.2f})  p99 {ns.p99 / ne.p99:.2f}x  "
-            f"cpu/scrape {ns.cpu_per_scrape / ne.cpu_per_scrape:.2f}x (rounds "
-            f"{min(round_cpu):.2f}-{max(round_cpu):.2f})  series {ns.series / ne.series:.2f}x  "
-            f"bytes {ns.body_bytes / ne.body_bytes:.2f}x  RSS {ns.rss_bytes / ne.rss_bytes:.2f}x"
+            f"  ratio nodeslo : node_exporter  p50 {div(ns.p50, ne.p50):.2f}x (rounds "
+            f"{min(round_p50):.2f}-{max(round_p50):.2f})  p99 {div(ns.p99, ne.p99):.2f}x  "
+            f"cpu/scrape {div(ns.cpu_per_scrape, ne.cpu_per_scrape):.2f}x (rounds "
+            f"{min(round_cpu):.2f}-{max(round_cpu):.2f})  series {div(ns.series, ne.series):.2f}x  "
+            f"bytes {div(ns.body_bytes, ne.body_bytes):.2f}x  "
+            f"RSS {div(ns.rss_bytes, ne.rss_bytes):.2f}x"
         )
         for name, url in (("nodeslo", ns_url), ("node_exporter", ne_url)):
             failed = failed_collectors(scrape_once(url))
@@ -275,7 +283,7 @@ def compare(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
             pair = concurrent_cost(url, pid, pairs, headers)
             print(
                 f"  {name}: two simultaneous scrapes cost {ms(pair)} ms CPU = "
-                f"{pair / single.cpu_per_scrape:.2f}x one scrape ({pairs} pairs)"
+                f"{div(pair, single.cpu_per_scrape):.2f}x one scrape ({pairs} pairs)"
             )
     shutil.rmtree(tree)
 
@@ -304,7 +312,8 @@ def cpuidle_scaling(args: argparse.Namespace, headers: dict[str, str] | None) ->
         shutil.rmtree(tree)
         base = base or stats
         print(
-            row(f"{cpus} CPUs", stats) + f"  cpu x{stats.cpu_per_scrape / base.cpu_per_scrape:.2f}"
+            row(f"{cpus} CPUs", stats)
+            + f"  cpu x{div(stats.cpu_per_scrape, base.cpu_per_scrape):.2f}"
         )
 
 

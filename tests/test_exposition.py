@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,6 +12,10 @@ from prometheus_client.core import CounterMetricFamily, Exemplar, GaugeMetricFam
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from nodeslo.cli import build_parser
+from nodeslo.collectors import COLLECTORS
+from nodeslo.daemon import Daemon
+from nodeslo.pack.profile import load_profile
 from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
 
 TYPES = (
@@ -143,3 +148,26 @@ def test_openmetrics_counter_with_created_and_exemplar() -> None:
     assert ours == openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
     assert ours.endswith(b"up 1.0\n# EOF\n")
     assert b'req_created{code="200"} 1.70000000025e+09\n' in ours
+
+
+def test_every_collector_on_the_seed_tree_renders_identically(seed_tree: Path) -> None:
+    """The daemon's real families (every collector, self metrics, process metrics)."""
+    argv = [
+        "serve",
+        f"--path.sysfs={seed_tree}/sys",
+        f"--path.procfs={seed_tree}/proc",
+        f"--path.rootfs={seed_tree}",
+        f"--path.udev.data={seed_tree}/run/udev/data",
+        "--no-probe.storage",
+        "--no-probe.wakeup",
+        *[f"--collector.{name}" for name in COLLECTORS],
+    ]
+    args = build_parser().parse_args(argv)
+    daemon = Daemon(args, load_profile(args.profile))
+    text, om = TextRenderer(), OpenMetricsRenderer()
+    for _ in range(2):  # the second scrape from the caches
+        # One collection for both encoders: process metrics change between collections.
+        registry = Families(list(daemon.registry.collect()))
+        assert text(registry) == generate_latest(registry)  # type: ignore[arg-type]
+        assert om(registry) == openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+    assert b"nodeslo_cpuidle_residency_seconds_total" in text(registry)
