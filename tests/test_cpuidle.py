@@ -70,8 +70,8 @@ def scrape_with(collector: CpuidleCollector) -> str:
     return generate_latest(registry).decode()
 
 
-def make(roots: Roots, per_cpu: bool = False) -> CpuidleCollector:
-    options = argparse.Namespace(cpuidle_per_cpu=per_cpu)
+def make(roots: Roots, per_cpu: bool = False, mispredictions: bool = True) -> CpuidleCollector:
+    options = argparse.Namespace(cpuidle_per_cpu=per_cpu, cpuidle_mispredictions=mispredictions)
     return CpuidleCollector(CollectorContext(roots=roots, options=options))
 
 
@@ -300,3 +300,16 @@ def _remove(path: Path) -> None:
     for child in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         child.unlink() if child.is_file() else child.rmdir()
     path.rmdir()
+
+
+def test_mispredictions_are_not_read_by_default(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Without --collector.cpuidle.mispredictions, above/below are never opened: a
+    garbage value there is neither exported nor logged."""
+    roots = small_tree(tmp_path, **{"cpu0/cpuidle/state1/above": "garbage"})
+    options = argparse.Namespace(cpuidle_per_cpu=False)
+    text = scrape_with(CpuidleCollector(CollectorContext(roots=roots, options=options)))
+    assert "nodeslo_cpuidle_mispredictions_total" not in {n for n, _ in samples(text)}
+    assert value(text, "nodeslo_cpuidle_entries_total", state="C6") == 601
+    assert not [r for r in caplog.records if "above" in r.getMessage()]
+    flagged = scrape_with(make(roots, mispredictions=True))
+    assert value(flagged, "nodeslo_cpuidle_mispredictions_total", state="C1", direction="above")

@@ -43,6 +43,8 @@ CASES = [
 ]
 # Per-case flags beyond the collectors; "{tree}" is the fixture tree's path.
 EXTRA_FLAGS: dict[str, tuple[str, ...]] = {
+    "seed-spec-cpu": ("--collector.cpuidle.mispredictions",),
+    "seed-spec-amd-cpu": ("--collector.cpuidle.mispredictions",),
     "seed-spec-nvme": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
     "nvme-failing": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
 }
