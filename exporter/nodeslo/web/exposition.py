@@ -61,8 +61,8 @@ def _header(name: str, mtype: str, documentation: str) -> str:
     return f"# HELP {escaped} {_escape_help(documentation)}\n# TYPE {escaped} {mtype}\n"
 
 
-class TextRenderer:
-    """Renders a registry's families in the text format; keeps its caches across scrapes.
+class _CachingRenderer:
+    """The caches a renderer keeps across scrapes: series prefixes and family headers.
 
     Safe to call from several threads: a cache entry is a pure function of its key, so
     a lost race only computes an entry twice.
@@ -71,20 +71,31 @@ class TextRenderer:
     def __init__(self, max_cached_series: int = MAX_CACHED_SERIES) -> None:
         self._max = max_cached_series
         self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._headers: dict[tuple[str, str, str], str] = {}
+        self._headers: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
 
     def __call__(self, registry: Any) -> bytes:
         return self.render(registry.collect())
 
     def render(self, families: Iterable[Metric]) -> bytes:
+        raise NotImplementedError
+
+    def _fresh_prefixes(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], str]:
+        """The prefix cache, emptied first (headers too) once it outgrew its bound."""
+        if len(self._prefixes) > self._max:
+            with self._lock:
+                self._prefixes.clear()
+                self._headers.clear()
+        return self._prefixes
+
+
+class TextRenderer(_CachingRenderer):
+    """Renders a registry's families in the text format."""
+
+    def render(self, families: Iterable[Metric]) -> bytes:
         output: list[str] = []
         append = output.append
-        prefixes = self._prefixes
-        if len(prefixes) > self._max:
-            with self._lock:
-                prefixes.clear()
-                self._headers.clear()
+        prefixes = self._fresh_prefixes()
         for family in families:
             name = family.name
             mtype = family.type
@@ -153,26 +164,16 @@ class _One:
         return [self.family]
 
 
-class OpenMetricsRenderer:
-    """Renders a registry's families as OpenMetrics; keeps its caches across scrapes."""
+class OpenMetricsRenderer(_CachingRenderer):
+    """Renders a registry's families as OpenMetrics."""
 
     def __init__(self, version: str = "1.0.0", max_cached_series: int = MAX_CACHED_SERIES) -> None:
+        super().__init__(max_cached_series)
         self.version = version
-        self._max = max_cached_series
-        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._headers: dict[tuple[str, str, str, str], str] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, registry: Any) -> bytes:
-        return self.render(registry.collect())
 
     def render(self, families: Iterable[Metric]) -> bytes:
         output: list[str] = []
-        prefixes = self._prefixes
-        if len(prefixes) > self._max:
-            with self._lock:
-                prefixes.clear()
-                self._headers.clear()
+        prefixes = self._fresh_prefixes()
         for family in families:
             lines: list[str] = []
             append = lines.append
