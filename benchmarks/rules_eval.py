@@ -49,8 +49,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _common import REPO, fixture_tree, machine
 from nodeslo.pack import rules
-from nodeslo.pack.profile import LatencySLI, Profile, TimeSLI, load_profile
 from nodeslo.probes.histogram import latency_bounds, le_label
+from nodeslo.profile import LatencySLI, Profile, TimeSLI, load_profile
 from support import daemon as d  # on sys.path through _common
 from support.stack import free_port, tool
 

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import REPO
 from nodeslo.pack import catalog, rules
-from nodeslo.pack.profile import load_profile
+from nodeslo.profile import load_profile
 
 RULE_FILE = REPO / rules.RULES_PATH
 TESTS = sorted((REPO / "alerts" / "tests").glob("*.yaml"))

@@ -30,7 +30,7 @@ from nodeslo.cli import build_parser
 from nodeslo.collectors.edac import ControllerCounts, DimmCounts, EdacSnapshot
 from nodeslo.collectors.firmware import Microcode
 from nodeslo.collectors.redundancy import ZfsPool, parse_mdstat
-from nodeslo.pack.profile import load_profile
+from nodeslo.profile import load_profile
 from support import daemon as d
 
 GOLDEN = Path(__file__).parent / "golden" / "check"

@@ -28,10 +28,10 @@ import pytest
 import yaml
 
 from conftest import REPO
+from nodeslo.burnrate import TIERS
 from nodeslo.pack import dashboards, generate, kubernetes, rules
-from nodeslo.pack.burnrate import TIERS
 from nodeslo.pack.dashboards import common, model
-from nodeslo.pack.profile import Profile, load_profile
+from nodeslo.profile import Profile, load_profile
 from support import daemon as d
 from support import grafana as g
 

@@ -46,7 +46,7 @@ from fixtures.make_fixtures import AREAS, build, variant
 from fixtures.spec import ServerSpec
 from fixtures.tree import Tree
 from nodeslo.pack import dashboards, rules
-from nodeslo.pack.profile import load_profile
+from nodeslo.profile import load_profile
 from support import daemon as d
 from support import grafana as g
 from support import stack as s

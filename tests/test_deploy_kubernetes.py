@@ -25,7 +25,7 @@ from conftest import REPO, missing
 from nodeslo import cli
 from nodeslo.pack import kubernetes as k8s
 from nodeslo.pack import rules
-from nodeslo.pack.profile import load_profile
+from nodeslo.profile import load_profile
 
 BASE = REPO / "deploy" / "kubernetes"
 # The oldest Kubernetes minor still supported upstream when this was written, and the

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO, missing
 from nodeslo import cli
-from nodeslo.pack.profile import load_profile
+from nodeslo.profile import load_profile
 
 UNITS = REPO / "deploy" / "systemd"
 MAIN = UNITS / "nodeslo.service"

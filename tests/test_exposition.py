@@ -15,7 +15,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from nodeslo.cli import build_parser
 from nodeslo.collectors import COLLECTORS
 from nodeslo.daemon import Daemon
-from nodeslo.pack.profile import load_profile
+from nodeslo.profile import load_profile
 from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
 
 TYPES = (

@@ -16,10 +16,10 @@ from prometheus_client.core import Metric
 
 from nodeslo.cli import build_parser
 from nodeslo.collectors.base import CollectorContext
-from nodeslo.pack.profile import load_profile
 from nodeslo.probes.collector import ProbesCollector, probe_collectors
 from nodeslo.probes.settings import storage_settings, wakeup_settings
 from nodeslo.probes.supervisor import Backoff, ProbeProcess
+from nodeslo.profile import load_profile
 from support import daemon as d
 from support.exposition import samples, value
 
@@ -135,7 +135,7 @@ def test_bad_probe_flags_exit_2_before_anything_starts(flag: str) -> None:
     ],
 )
 def test_bad_probe_profile_keys_name_the_key(tmp_path: Path, section: str, message: str) -> None:
-    from nodeslo.pack.profile import ProfileError
+    from nodeslo.profile import ProfileError
 
     path = tmp_path / "p.yaml"
     path.write_text(f"extends: process-management\nprofile: p\nprobes:\n  {section}\n")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodeslo.pack.profile import (
+from nodeslo.profile import (
     LatencySLI,
     Profile,
     ProfileError,

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from prometheus_client.utils import floatToGoString
 
 from conftest import REPO
+from nodeslo import burnrate
 from nodeslo.cli import main
-from nodeslo.pack import burnrate, catalog, generate, promql, rules, slo
-from nodeslo.pack.profile import Profile, load_profile
+from nodeslo.pack import catalog, generate, promql, rules, slo
+from nodeslo.profile import Profile, load_profile
 
 DAY = 86400.0
 

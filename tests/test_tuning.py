@@ -24,8 +24,8 @@ from nodeslo.collectors.tuning import (
     evaluate_turbo,
     selected_mode,
 )
-from nodeslo.pack.profile import Profile, ProfileError, Tuning, load_profile
 from nodeslo.paths import Roots
+from nodeslo.profile import Profile, ProfileError, Tuning, load_profile
 from nodeslo.sysctl import normalize_value, sysctl_relpath
 from support.exposition import samples, value
 

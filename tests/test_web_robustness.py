@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from nodeslo import cli
 from nodeslo.daemon import Daemon
-from nodeslo.pack.profile import load_profile
+from nodeslo.profile import load_profile
 from nodeslo.web.server import MAX_HEAD_BYTES, MAX_REQUEST_LINE
 from support import daemon as d
 from support import webserver as w

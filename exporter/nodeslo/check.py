@@ -35,8 +35,8 @@ from nodeslo.nvme.direct import DirectSource
 from nodeslo.nvme.poller import Poller
 from nodeslo.nvme.replay import ReplaySource
 from nodeslo.nvme.requests import PageSource
-from nodeslo.pack.profile import Profile, ProfileError, load_profile
 from nodeslo.paths import Roots
+from nodeslo.profile import Profile, ProfileError, load_profile
 from nodeslo.readers import ReadError, read_int
 
 Verdict = Literal["pass", "fail", "skip", "error"]

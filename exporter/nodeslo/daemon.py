@@ -19,9 +19,9 @@ from nodeslo import privileges
 from nodeslo.collectors import COLLECTORS
 from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
 from nodeslo.log import OnceLog
-from nodeslo.pack.profile import Profile, ProfileError, load_profile
 from nodeslo.paths import Roots
 from nodeslo.probes.collector import probe_collectors
+from nodeslo.profile import Profile, ProfileError, load_profile
 from nodeslo.sdnotify import Notifier
 from nodeslo.selfmetrics import ReloadState, SelfCollector
 from nodeslo.web import landing

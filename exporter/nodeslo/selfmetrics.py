@@ -10,7 +10,7 @@ from prometheus_client.core import Metric
 
 from nodeslo import __version__
 from nodeslo.metrics import Desc
-from nodeslo.pack.profile import Profile
+from nodeslo.profile import Profile
 
 BUILD_INFO = Desc(
     "nodeslo_build_info",

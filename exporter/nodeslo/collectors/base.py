@@ -24,8 +24,8 @@ from prometheus_client.core import Metric
 
 from nodeslo.log import OnceLog
 from nodeslo.metrics import Desc, add
-from nodeslo.pack.profile import Profile, load_profile
 from nodeslo.paths import Roots
+from nodeslo.profile import Profile, load_profile
 
 log = logging.getLogger("nodeslo.collector")
 

@@ -46,8 +46,8 @@ from nodeslo.collectors.cpuidle import IdleState, read_idle_driver, read_idle_st
 from nodeslo.collectors.registry import register
 from nodeslo.cpus import CPU_DIR, CpuTopology, Topology, parse_cpu_list
 from nodeslo.metrics import Desc, add
-from nodeslo.pack.profile import Tuning, format_cpu_list
 from nodeslo.paths import Roots
+from nodeslo.profile import Tuning, format_cpu_list
 from nodeslo.readers import MalformedValue, ReadError, read_int, read_text
 from nodeslo.sysctl import normalize_value, sysctl_relpath
 from nodeslo.units import human_seconds

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nodeslo.pack import promql
-from nodeslo.pack.profile import Profile
+from nodeslo.profile import Profile
 from nodeslo.units import human_seconds
 
 CRITICAL = "critical"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodeslo.pack import dashboards, kubernetes, rules
-from nodeslo.pack.profile import Profile, ProfileError, load_profile
+from nodeslo.profile import Profile, ProfileError, load_profile
 
 Output = tuple[str, str]
 Producer = Callable[[Profile], list[Output]]

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from nodeslo.pack.profile import Profile
+from nodeslo.profile import Profile
 
 Output = tuple[str, str]
 Manifest = dict[str, Any]

@@ -16,7 +16,7 @@ import yaml
 
 from nodeslo.pack import catalog, slo
 from nodeslo.pack.catalog import HealthAlert, Recording
-from nodeslo.pack.profile import Profile
+from nodeslo.profile import Profile
 from nodeslo.units import prom_duration
 
 Rule = dict[str, Any]

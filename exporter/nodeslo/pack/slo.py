@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodeslo.burnrate import TIERS, WINDOWS_SECONDS, Tier
 from nodeslo.pack import promql
-from nodeslo.pack.burnrate import TIERS, WINDOWS_SECONDS, Tier
-from nodeslo.pack.profile import SLO, LatencySLI, Profile, TimeSLI
+from nodeslo.profile import SLO, LatencySLI, Profile, TimeSLI
 
 Rule = dict[str, Any]
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from nodeslo.flagtypes import duration, positive_float
-from nodeslo.pack.profile import WAKEUP_ENGINES, WAKEUP_POLICIES, Profile
+from nodeslo.profile import WAKEUP_ENGINES, WAKEUP_POLICIES, Profile
 
 IO_HISTOGRAM = "nodeslo_probe_io_latency_seconds"
 WAKEUP_HISTOGRAM = "nodeslo_probe_wakeup_latency_seconds"

@@ -34,8 +34,8 @@ from prometheus_client.core import Metric
 
 from nodeslo.log import OnceLog
 from nodeslo.metrics import Desc
-from nodeslo.pack import yamlsource
-from nodeslo.pack.yamlsource import Located, SourceError
+from nodeslo.profile import yamlsource
+from nodeslo.profile.yamlsource import Located, SourceError
 
 log = logging.getLogger("nodeslo.web")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from nodeslo.pack.dashboards import fleet, node, slos
 from nodeslo.pack.dashboards.model import Dashboard
-from nodeslo.pack.profile import Profile
+from nodeslo.profile import Profile
 
 DIRECTORY = "dashboards"
 SDK = "grafana_foundation_sdk"

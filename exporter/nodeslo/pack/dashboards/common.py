@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nodeslo.pack import catalog, promql, rules
 from nodeslo.pack.dashboards import model as m
-from nodeslo.pack.profile import SLO, LatencySLI, Profile
+from nodeslo.profile import SLO, LatencySLI, Profile
 
 TAG = "nodeslo"
 FLEET_UID = "nodeslo-fleet"

@@ -8,12 +8,12 @@ and wear-out horizon, the firmware components compared and how hosts are grouped
 
 from __future__ import annotations
 
+from nodeslo.burnrate import TIERS
 from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
-from nodeslo.pack.burnrate import TIERS
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import model as m
-from nodeslo.pack.profile import Profile
+from nodeslo.profile import Profile
 
 # A count that is "any" at all: one alert, one other firmware version.
 ANY = 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 from nodeslo.pack import catalog, promql
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import model as m
-from nodeslo.pack.profile import SLO, LatencySLI, Profile, TimeSLI
+from nodeslo.profile import SLO, LatencySLI, Profile, TimeSLI
 from nodeslo.units import human_seconds
 
 # An integer count that is "any" at all: one event, one CPU, one missing member.

@@ -8,12 +8,12 @@ tickets, and the budget remaining over the period against zero.
 
 from __future__ import annotations
 
+from nodeslo.burnrate import TIERS, Tier
 from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
-from nodeslo.pack.burnrate import TIERS, Tier
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import model as m
-from nodeslo.pack.profile import SLO, LatencySLI, Profile
+from nodeslo.profile import SLO, LatencySLI, Profile
 from nodeslo.units import human_seconds
 
 

@@ -1,0 +1,66 @@
+"""The profile: the one source of truth for SLOs, health thresholds, tuning and capacity.
+
+Used by the daemon, the collectors, the probes, `nodeslo check` and the pack alike
+(`pack/` depends on this package, never the other way round):
+
+- `model.py`: the frozen dataclasses every reader uses;
+- `validate.py`: YAML tree -> Profile, errors naming file, key and line;
+- `loader.py`: shipped profiles, `extends:` chains, the digest;
+- `yamlsource.py`: YAML with each value's file and line.
+"""
+
+from nodeslo.profile.loader import load_profile, shipped_profile_path
+from nodeslo.profile.model import (
+    DEFAULT_PROFILE,
+    GOVERNORS,
+    SLO,
+    THP_MODES,
+    WAKEUP_ENGINES,
+    WAKEUP_POLICIES,
+    Alerting,
+    Capacity,
+    CPUHealth,
+    FirmwareHealth,
+    Health,
+    LatencySLI,
+    MemoryHealth,
+    NVMeHealth,
+    PowerHealth,
+    Probes,
+    Profile,
+    ProfileError,
+    StorageProbe,
+    TimeSLI,
+    Tuning,
+    WakeupProbe,
+)
+from nodeslo.profile.validate import build, format_cpu_list
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "GOVERNORS",
+    "SLO",
+    "THP_MODES",
+    "WAKEUP_ENGINES",
+    "WAKEUP_POLICIES",
+    "Alerting",
+    "CPUHealth",
+    "Capacity",
+    "FirmwareHealth",
+    "Health",
+    "LatencySLI",
+    "MemoryHealth",
+    "NVMeHealth",
+    "PowerHealth",
+    "Probes",
+    "Profile",
+    "ProfileError",
+    "StorageProbe",
+    "TimeSLI",
+    "Tuning",
+    "WakeupProbe",
+    "build",
+    "format_cpu_list",
+    "load_profile",
+    "shipped_profile_path",
+]

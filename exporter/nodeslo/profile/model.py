@@ -1,0 +1,222 @@
+"""The profile's model: frozen dataclasses for SLOs, health thresholds, tuning, capacity.
+
+A profile is validated once, at the edge (`validate.py`), into these objects; the rule
+and dashboard generators, the collectors, the probes and `nodeslo check` read them and
+never the YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nodeslo.profile.yamlsource import SourceError
+
+DEFAULT_PROFILE = "process-management"
+WAKEUP_POLICIES = ("other", "fifo")
+WAKEUP_ENGINES = ("auto", "python", "cyclictest")
+THP_MODES = ("always", "madvise", "never")
+GOVERNORS = ("performance", "powersave", "schedutil", "ondemand", "conservative", "userspace")
+
+
+class ProfileError(SourceError):
+    """A profile that cannot be used; the message names file, key and line."""
+
+
+@dataclass(frozen=True)
+class LatencySLI:
+    """Good events = histogram observations at or below the threshold bucket.
+
+    `errors` is an optional counter of events that failed outright (a probe I/O that
+    returned an error and so was never observed in the histogram): they count as bad
+    events and as events.
+    """
+
+    histogram: str
+    threshold_seconds: float
+    matchers: tuple[tuple[str, str], ...] = ()
+    by: tuple[str, ...] = ()
+    errors: str | None = None
+
+
+@dataclass(frozen=True)
+class TimeSLI:
+    """Bad time over available time: rate(bad_seconds) / capacity (seconds per second)."""
+
+    bad_seconds: str
+    capacity: str
+    matchers: tuple[tuple[str, str], ...] = ()
+    by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SLO:
+    name: str
+    description: str
+    objective: float  # ratio, e.g. 0.99
+    sli: LatencySLI | TimeSLI
+    # The probe that produces the SLI's events, if any: its absence is alerted on its own.
+    probe: str | None = None
+
+    @property
+    def error_budget(self) -> float:
+        return 1.0 - self.objective
+
+
+@dataclass(frozen=True)
+class NVMeHealth:
+    wear_warning_ratio: float = 0.8
+    wearout_lookback_seconds: float = 7 * 86400
+    wearout_horizon_seconds: float = 30 * 86400
+    write_amplification_max: float = 3.0
+    write_amplification_window_seconds: float = 86400
+    media_errors_window_seconds: float = 3600
+    latency_outlier_factor: float = 3.0
+    latency_outlier_window_seconds: float = 6 * 3600
+    latency_outlier_min_iops: float = 100.0
+    smart_stale_after_seconds: float = 300
+    temperature_for_seconds: float = 300
+    # Below this many host bytes written over the window, the WAF is too noisy to judge.
+    write_amplification_min_written_bytes: int = 10 * 1024**3
+
+
+@dataclass(frozen=True)
+class CPUHealth:
+    throttling_window_seconds: float = 600
+    # Temperatures alert against each sensor's own max / crit, as the firmware sets them.
+    temperature_for_seconds: float = 300
+
+
+@dataclass(frozen=True)
+class MemoryHealth:
+    uncorrectable_errors_window_seconds: float = 3600
+    correctable_errors_max: float = 10
+    correctable_errors_window_seconds: float = 86400
+    numa_remote_ratio_max: float = 0.05
+    numa_window_seconds: float = 3600
+    # An idle host's few allocations say nothing about placement: judge only above this.
+    numa_min_pages_per_second: float = 1000.0
+
+
+@dataclass(frozen=True)
+class PowerHealth:
+    psu_capacity_watts: float = 2200
+    psu_count: int = 2
+    # hwmon chip that reports the whole system's input power (ACPI power meter).
+    meter_chip_name: str = "power_meter"
+
+    @property
+    def redundant_capacity_watts(self) -> float:
+        """The load the PSUs carry with one of them failed: above it, redundancy is lost."""
+        return self.psu_capacity_watts * (self.psu_count - 1)
+
+
+@dataclass(frozen=True)
+class FirmwareHealth:
+    # A rollout in progress is skew too: only alert when it lasts this long.
+    skew_for_seconds: float = 86400
+    # nodeslo_firmware_info components compared across hosts (NVMe drives always are).
+    host_components: tuple[str, ...] = ("bios", "microcode")
+    # nodeslo_firmware_info labels that make hosts comparable (besides the component):
+    # a BIOS version means something only within one (vendor, product model).
+    host_group_by: tuple[str, ...] = ("vendor", "model")
+
+
+@dataclass(frozen=True)
+class Health:
+    nvme: NVMeHealth = field(default_factory=NVMeHealth)
+    cpu: CPUHealth = field(default_factory=CPUHealth)
+    memory: MemoryHealth = field(default_factory=MemoryHealth)
+    power: PowerHealth = field(default_factory=PowerHealth)
+    firmware: FirmwareHealth = field(default_factory=FirmwareHealth)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Expected kernel settings; None means "not checked"."""
+
+    max_cstate_exit_latency_seconds: float | None = None
+    governor: str | None = None
+    turbo: bool | None = None
+    transparent_hugepage: str | None = None
+    isolated_cpus: str | None = None
+    nohz_full: str | None = None
+    sysctl: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Capacity:
+    iops: float | None = None
+    dispatches_per_second: float | None = None
+    memory_bandwidth_bytes_per_second: float | None = None
+    memory_bandwidth_target_ratio: float | None = None
+    threads: int | None = None
+    all_core_frequency_hertz: float | None = None
+    peak_power_watts: float | None = None
+
+
+@dataclass(frozen=True)
+class StorageProbe:
+    targets: tuple[str, ...] = ()
+    rate: float = 10.0
+    file_size_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WakeupProbe:
+    enabled: bool = True
+    interval_seconds: float = 0.01
+    policy: str = "other"
+    engine: str = "auto"
+
+
+@dataclass(frozen=True)
+class Probes:
+    storage: StorageProbe = field(default_factory=StorageProbe)
+    wakeup: WakeupProbe = field(default_factory=WakeupProbe)
+
+
+@dataclass(frozen=True)
+class Alerting:
+    runbook_base_url: str = "https://github.com/nodeslo/nodeslo/blob/main/alerts/runbooks"
+    # Multiplies every `for:` duration. Only for compressed end-to-end tests.
+    for_scale: float = 1.0
+    # Added to every alert (e.g. team: infra).
+    labels: tuple[tuple[str, str], ...] = ()
+    # Selects the exporter's scrape targets in `up` (exporter down, probe absent).
+    exporter_selector: str = 'job="nodeslo"'
+    # The labels that identify one server; every aggregation keeps them, so a
+    # `cluster` label (Thanos/Mimir external label or target label) is carried through.
+    instance_labels: tuple[str, ...] = ("cluster", "instance")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    period_seconds: float
+    slos: tuple[SLO, ...]
+    health: Health
+    tuning: Tuning
+    capacity: Capacity
+    probes: Probes
+    alerting: Alerting
+    source: str
+    sha256: str
+
+    def slo(self, name: str) -> SLO:
+        for slo in self.slos:
+            if slo.name == name:
+                return slo
+        raise KeyError(name)
+
+    def histogram_thresholds(self, histogram: str) -> tuple[float, ...]:
+        """Every latency SLO threshold on one histogram: its buckets must hold them exactly."""
+        return tuple(
+            sorted(
+                {
+                    s.sli.threshold_seconds
+                    for s in self.slos
+                    if isinstance(s.sli, LatencySLI) and s.sli.histogram == histogram
+                }
+            )
+        )
