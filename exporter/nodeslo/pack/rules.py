@@ -25,7 +25,7 @@ Group = dict[str, Any]
 RULES_PATH = "alerts/nodeslo.rules.yaml"
 GROUP_PREFIX = "nodeslo-"
 # Health groups, in file order; SLO groups (one per SLO, profile order) come first.
-HEALTH_GROUPS = ("nvme", "cpu", "memory", "redundancy", "platform", "exporter")
+HEALTH_GROUPS = catalog.GROUPS
 # Evaluated once an hour: recordings that long windows read through range functions.
 HOURLY_GROUP = "hourly"
 

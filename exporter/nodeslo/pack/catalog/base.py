@@ -1,0 +1,105 @@
+"""What every catalogue area shares: the alert and recording records, templates, helpers.
+
+Templates use `${name}` placeholders (PromQL and Go templates use neither `${` nor `}`
+in that combination) filled from the parameters each area module renders from the
+profile: every threshold comes from the profile, never from a literal in a template.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nodeslo.pack import promql
+from nodeslo.profile import Profile
+
+CRITICAL = "critical"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Recording:
+    group: str
+    record: str
+    expr: str
+    source: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HealthAlert:
+    name: str
+    group: str
+    severity: str
+    expr: str
+    # Seconds, or the name of a duration in `durations(profile)`; 0 means no `for`.
+    for_: float | str
+    summary: str
+    description: str
+    threshold: str  # for the README's table and the runbook
+    source: tuple[str, ...]
+    labels: tuple[tuple[str, str], ...] = ()
+    when: Callable[[Profile], bool] | None = None
+
+
+def percent(ratio: float) -> str:
+    return f"{ratio * 100:g}%"
+
+
+def template_filter(labels: tuple[str, ...]) -> tuple[str, str]:
+    """(`a=%q, b=%q, `, `$labels.a $labels.b `) to rebuild a selector inside a template."""
+    return (
+        "".join(f"{name}=%q, " for name in labels),
+        "".join(f"$labels.{name} " for name in labels),
+    )
+
+
+def parameters(profile: Profile) -> dict[str, str]:
+    """The `${name}`s every area may use: instance and fleet grouping, the `up` selector."""
+    instance = profile.alerting.instance_labels
+    fleet = tuple(name for name in instance if name != "instance")
+    instance_sel, instance_args = template_filter(instance)
+    fleet_sel, fleet_args = template_filter(fleet)
+    return {
+        "by": promql.by(instance),
+        "fleet_": "".join(f"{name}, " for name in fleet),
+        "up": f"up{{{profile.alerting.exporter_selector}}}",
+        "instance_sel_": instance_sel,
+        "instance_args_": instance_args,
+        "fleet_sel_": fleet_sel,
+        "fleet_args_": fleet_args,
+    }
+
+
+def bytes_text(size: int) -> str:
+    for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
+
+
+_PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
+
+
+def fill(template: str, params: dict[str, str]) -> str:
+    """Replace `${name}`; an unknown name is a bug in this module, not user input."""
+
+    def value(match: re.Match[str]) -> str:
+        return params[match.group(1)]
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def lookup(metric: str, extra: str, args: str, pipe: str) -> str:
+    """A Go-template snippet that prints another series of the same instance.
+
+    `extra` holds that series' own `name=%q` matchers, `args` the `$labels.name `
+    values they take. Prints nothing when the series is absent, not a template error.
+    """
+    return (
+        f'{{{{ with printf "{metric}{{${{instance_sel_}}{extra}}}" '
+        f"${{instance_args_}}{args}| query }}}}{{{{ . | first | value | {pipe} }}}}{{{{ end }}}}"
+    )
+
+
+ON = "on {{ $labels.instance }}"

@@ -1,0 +1,351 @@
+"""NVMe drives: SMART health, wear, temperatures, latency against their peers."""
+
+from __future__ import annotations
+
+from nodeslo.pack import promql
+from nodeslo.pack.catalog.base import (
+    CRITICAL,
+    ON,
+    WARNING,
+    HealthAlert,
+    Recording,
+    bytes_text,
+    lookup,
+    percent,
+)
+from nodeslo.profile import Profile
+
+# NVMe critical-warning flags with an alert of their own (spare, temperature).
+FLAGS_ALERTED_ELSEWHERE = "spare|temperature"
+# Whole NVMe namespaces in /proc/diskstats, and the controller they hang off.
+NVME_NAMESPACE = "nvme[0-9]+n[0-9]+"
+NVME_CONTROLLER_OF_NAMESPACE = "(nvme[0-9]+)n[0-9]+"
+
+_CONTROLLER = "controller=%q"
+
+
+def parameters(profile: Profile) -> dict[str, str]:
+    h = profile.health.nvme
+    n, d = promql.number, promql.duration
+    return {
+        "flags_elsewhere": FLAGS_ALERTED_ELSEWHERE,
+        "nvme_namespace": NVME_NAMESPACE,
+        "nvme_controller_of_namespace": NVME_CONTROLLER_OF_NAMESPACE,
+        "wear_warning": n(h.wear_warning_ratio),
+        "wear_warning_text": percent(h.wear_warning_ratio),
+        "wearout_lookback": d(h.wearout_lookback_seconds),
+        "wearout_horizon": d(h.wearout_horizon_seconds),
+        "wearout_horizon_seconds": n(h.wearout_horizon_seconds),
+        # Whole hours: the hourly recording has one point per hour.
+        "wearout_min_history": d(max(3600, h.wearout_lookback_seconds // 7200 * 3600)),
+        "waf_max": n(h.write_amplification_max),
+        "waf_window": d(h.write_amplification_window_seconds),
+        "waf_min_written": n(h.write_amplification_min_written_bytes),
+        "waf_min_written_text": bytes_text(h.write_amplification_min_written_bytes),
+        "media_errors_window": d(h.media_errors_window_seconds),
+        "outlier_factor": n(h.latency_outlier_factor),
+        "outlier_window": d(h.latency_outlier_window_seconds),
+        "outlier_min_iops": n(h.latency_outlier_min_iops),
+        "outlier_min_ios": n(h.latency_outlier_min_iops * h.latency_outlier_window_seconds),
+        "smart_stale_after": n(h.smart_stale_after_seconds),
+        "smart_stale_after_text": d(h.smart_stale_after_seconds),
+    }
+
+
+def durations(profile: Profile) -> dict[str, float]:
+    return {"nvme_temperature_for": profile.health.nvme.temperature_for_seconds}
+
+
+RECORDINGS = (
+    Recording(
+        group="nvme",
+        record="instance_controller:nodeslo_nvme_write_amplification:ratio${waf_window}",
+        # NAND bytes written per host byte written, once the host wrote enough for the
+        # ratio to mean something. SMART counters are the drive's lifetime totals and
+        # never reset while it is in place, so the difference to a window ago is the
+        # exact increase at the cost of two lookups (a range would read every scrape of
+        # the day); a replaced drive gives a negative difference, which is dropped.
+        expr="""
+(
+  nodeslo_nvme_media_written_bytes_total
+  - nodeslo_nvme_media_written_bytes_total offset ${waf_window}
+)
+/
+(
+  (
+    nodeslo_nvme_data_written_bytes_total
+    - nodeslo_nvme_data_written_bytes_total offset ${waf_window}
+  ) > ${waf_min_written}
+)
+""",
+        source=("nodeslo_nvme_media_written_bytes_total", "nodeslo_nvme_data_written_bytes_total"),
+    ),
+    Recording(
+        group="nvme",
+        record="instance_device:nodeslo_disk_io_latency_seconds:mean${outlier_window}",
+        # Average time per I/O of each NVMe namespace under load over the window, with
+        # its drive's model (nvme0n1 belongs to controller nvme0) so it can be compared
+        # with its peers. Differences to a window ago, not ranges: a reboot resets the
+        # counters, the difference turns negative and fails the load guard, so a host
+        # is judged again a window after it rebooted.
+        expr="""
+label_replace(
+  (
+    (
+      nodeslo_disk_read_time_seconds_total{device=~"${nvme_namespace}"}
+      - nodeslo_disk_read_time_seconds_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+    )
+    + (
+      nodeslo_disk_write_time_seconds_total{device=~"${nvme_namespace}"}
+      - nodeslo_disk_write_time_seconds_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+    )
+  )
+  /
+  (
+    (
+      (
+        nodeslo_disk_reads_completed_total{device=~"${nvme_namespace}"}
+        - nodeslo_disk_reads_completed_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+      )
+      + (
+        nodeslo_disk_writes_completed_total{device=~"${nvme_namespace}"}
+        - nodeslo_disk_writes_completed_total{device=~"${nvme_namespace}"} offset ${outlier_window}
+      )
+    ) > ${outlier_min_ios}
+  ),
+  "controller", "$1", "device", "${nvme_controller_of_namespace}"
+)
+* on (${by}, controller) group_left (model) nodeslo_nvme_info
+""",
+        source=(
+            "nodeslo_disk_read_time_seconds_total",
+            "nodeslo_disk_write_time_seconds_total",
+            "nodeslo_disk_reads_completed_total",
+            "nodeslo_disk_writes_completed_total",
+            "nodeslo_nvme_info",
+        ),
+    ),
+    Recording(
+        group="hourly",
+        record="instance_controller:nodeslo_nvme_percentage_used_ratio:hourly",
+        # Wear moves by whole percents over weeks: one point an hour is plenty for the
+        # 7-day projection and costs 168 samples instead of every scrape of a week.
+        expr="nodeslo_nvme_percentage_used_ratio",
+        source=("nodeslo_nvme_percentage_used_ratio",),
+    ),
+)
+
+ALERTS = (
+    HealthAlert(
+        name="NVMeCriticalWarning",
+        group="nvme",
+        severity=CRITICAL,
+        expr='nodeslo_nvme_critical_warning_flag{flag!~"${flags_elsewhere}"} == 1',
+        for_=60,
+        summary="NVMe {{ $labels.controller }} " + ON + " reports critical warning "
+        "{{ $labels.flag }}",
+        description="The drive's SMART log sets the critical warning flag {{ $labels.flag }} "
+        "(reliability: NVM subsystem reliability degraded; read_only: media forced "
+        "read-only; volatile_backup: volatile memory backup failed; pmr_read_only: "
+        "persistent memory region read-only). Threshold: any of these flags set. "
+        "The drive itself says it is failing: plan its replacement now.",
+        threshold="reliability, read_only, volatile_backup or pmr_read_only flag set",
+        source=("nodeslo_nvme_critical_warning_flag",),
+    ),
+    HealthAlert(
+        name="NVMeSpareBelowThreshold",
+        group="nvme",
+        severity=CRITICAL,
+        expr="nodeslo_nvme_available_spare_ratio < nodeslo_nvme_available_spare_threshold_ratio",
+        for_=60,
+        summary="NVMe {{ $labels.controller }} " + ON + " has used up its spare blocks",
+        description="Available spare is {{ $value | humanizePercentage }}, below the "
+        "threshold of "
+        + lookup(
+            "nodeslo_nvme_available_spare_threshold_ratio",
+            _CONTROLLER,
+            "$labels.controller ",
+            "humanizePercentage",
+        )
+        + " the drive's firmware sets. The drive can no longer remap failing blocks.",
+        threshold="available spare below the drive's own threshold",
+        source=(
+            "nodeslo_nvme_available_spare_ratio",
+            "nodeslo_nvme_available_spare_threshold_ratio",
+        ),
+    ),
+    HealthAlert(
+        name="NVMeControllerNotLive",
+        group="nvme",
+        severity=CRITICAL,
+        expr="nodeslo_nvme_state_live == 0",
+        for_=120,
+        summary="NVMe {{ $labels.controller }} " + ON + " is not live",
+        description="The kernel reports controller {{ $labels.controller }} in a state other "
+        "than live (resetting, connecting, deleting or dead) for 2m "
+        "(nodeslo_nvme_state_live = {{ $value }}, threshold: 0). I/O to its namespaces "
+        "stalls or fails.",
+        threshold="controller state not `live` for 2m",
+        source=("nodeslo_nvme_state_live",),
+    ),
+    HealthAlert(
+        name="NVMeWearHigh",
+        group="nvme",
+        severity=WARNING,
+        expr="nodeslo_nvme_percentage_used_ratio >= ${wear_warning}",
+        for_=900,
+        summary="NVMe {{ $labels.controller }} " + ON + " has used "
+        "{{ $value | humanizePercentage }} of its rated endurance",
+        description="Percentage used is {{ $value | humanizePercentage }}, at or above the "
+        "profile's ${wear_warning_text}. Schedule the replacement for the next maintenance "
+        "window.",
+        threshold="percentage used ≥ ${wear_warning_text}",
+        source=("nodeslo_nvme_percentage_used_ratio",),
+    ),
+    HealthAlert(
+        name="NVMeWearOutPredicted",
+        group="nvme",
+        severity=WARNING,
+        # From the hourly recording, once its history reaches back half the lookback (a
+        # single lookup, not a count of every point): a fresh series is not extrapolated
+        # from a single step.
+        expr="""
+predict_linear(
+  instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}],
+  ${wearout_horizon_seconds}
+) >= 1
+and
+last_over_time(
+  instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[1h] offset ${wearout_min_history}
+)
+""",
+        for_=3600,
+        summary="NVMe {{ $labels.controller }} " + ON + " will wear out within ${wearout_horizon}",
+        description="At the wear rate of the last ${wearout_lookback} the drive reaches "
+        "{{ $value | humanizePercentage }} of its rated endurance in ${wearout_horizon} "
+        "(threshold: 100% within ${wearout_horizon}). Replace it before then.",
+        threshold="linear projection over ${wearout_lookback} reaches 100% within "
+        "${wearout_horizon}",
+        source=("nodeslo_nvme_percentage_used_ratio",),
+    ),
+    HealthAlert(
+        name="NVMeMediaErrorsIncreasing",
+        group="nvme",
+        severity=WARNING,
+        expr="increase(nodeslo_nvme_media_errors_total[${media_errors_window}]) > 0",
+        for_=0,
+        summary="NVMe {{ $labels.controller }} " + ON + " reports new media errors",
+        description='{{ $value | printf "%.0f" }} new media and data integrity errors in the '
+        "last ${media_errors_window} (threshold: any). The drive returned data it could "
+        "not correct.",
+        threshold="any increase over ${media_errors_window}",
+        source=("nodeslo_nvme_media_errors_total",),
+    ),
+    HealthAlert(
+        name="NVMeWriteAmplificationHigh",
+        group="nvme",
+        severity=WARNING,
+        expr="instance_controller:nodeslo_nvme_write_amplification:ratio${waf_window} > ${waf_max}",
+        for_=3600,
+        summary="NVMe {{ $labels.controller }} " + ON + " amplifies writes "
+        '{{ $value | printf "%.2f" }}x',
+        description='Over the last ${waf_window} the NAND wrote {{ $value | printf "%.2f" }} '
+        "bytes per byte the host wrote (threshold ${waf_max}; judged once the host wrote "
+        "more than ${waf_min_written_text}). High write amplification wears the drive "
+        "out early and makes its latency erratic.",
+        threshold="media bytes / host bytes written > ${waf_max} over ${waf_window}",
+        source=("nodeslo_nvme_media_written_bytes_total", "nodeslo_nvme_data_written_bytes_total"),
+    ),
+    HealthAlert(
+        name="NVMeTemperatureHigh",
+        group="nvme",
+        severity=WARNING,
+        expr="""
+nodeslo_nvme_temperature_celsius{sensor="composite"}
+>= on (${by}, controller) group_left ()
+(nodeslo_nvme_temperature_threshold_celsius{level="warning"} > 0)
+""",
+        for_="nvme_temperature_for",
+        summary="NVMe {{ $labels.controller }} " + ON + " runs hot",
+        description="Composite temperature is {{ $value }}°C, at or above the drive's warning "
+        "threshold (WCTEMP) of "
+        + lookup(
+            "nodeslo_nvme_temperature_threshold_celsius",
+            _CONTROLLER + ", level=%q",
+            '$labels.controller "warning" ',
+            "humanize",
+        )
+        + "°C. The drive throttles itself above it.",
+        threshold="composite temperature ≥ WCTEMP",
+        source=("nodeslo_nvme_temperature_celsius", "nodeslo_nvme_temperature_threshold_celsius"),
+    ),
+    HealthAlert(
+        name="NVMeTemperatureCritical",
+        group="nvme",
+        severity=CRITICAL,
+        expr="""
+nodeslo_nvme_temperature_celsius{sensor="composite"}
+>= on (${by}, controller) group_left ()
+(nodeslo_nvme_temperature_threshold_celsius{level="critical"} > 0)
+""",
+        for_=60,
+        summary="NVMe {{ $labels.controller }} " + ON + " is critically hot",
+        description="Composite temperature is {{ $value }}°C, at or above the drive's "
+        "critical threshold (CCTEMP) of "
+        + lookup(
+            "nodeslo_nvme_temperature_threshold_celsius",
+            _CONTROLLER + ", level=%q",
+            '$labels.controller "critical" ',
+            "humanize",
+        )
+        + "°C. The drive may shut down to protect itself.",
+        threshold="composite temperature ≥ CCTEMP",
+        source=("nodeslo_nvme_temperature_celsius", "nodeslo_nvme_temperature_threshold_celsius"),
+    ),
+    HealthAlert(
+        name="NVMeSmartStale",
+        group="nvme",
+        severity=WARNING,
+        expr="time() - nodeslo_nvme_smart_last_success_timestamp_seconds > ${smart_stale_after}",
+        for_=300,
+        summary="SMART data of NVMe {{ $labels.controller }} " + ON + " is stale",
+        description="The last successful SMART read was {{ $value | humanizeDuration }} ago "
+        "(threshold ${smart_stale_after_text}): the drive's wear, spare and critical "
+        "warnings are not being watched.",
+        threshold="last successful SMART read older than ${smart_stale_after_text}",
+        source=("nodeslo_nvme_smart_last_success_timestamp_seconds",),
+    ),
+    HealthAlert(
+        name="NVMeLatencyOutlier",
+        group="nvme",
+        severity=WARNING,
+        expr="""
+instance_device:nodeslo_disk_io_latency_seconds:mean${outlier_window}
+> on (${fleet_}model) group_left ()
+(
+  ${outlier_factor}
+  * quantile by (${fleet_}model) (
+    0.5, instance_device:nodeslo_disk_io_latency_seconds:mean${outlier_window}
+  )
+)
+""",
+        for_=3600,
+        summary="NVMe {{ $labels.device }} " + ON + " is slower than its peers",
+        description="Average I/O latency over ${outlier_window} is "
+        "{{ $value | humanizeDuration }}, more than ${outlier_factor} times the median of "
+        "{{ $labels.model }} drives under load (≥ ${outlier_min_iops} IOPS): "
+        '{{ with printf "quantile(0.5, instance_device:nodeslo_disk_io_latency_seconds:'
+        'mean${outlier_window}{${fleet_sel_}model=%q})" ${fleet_args_}$labels.model | query }}'
+        "{{ . | first | value | humanizeDuration }}{{ end }}. A drive that slows down "
+        "under the same load as its peers is failing.",
+        threshold="mean latency over ${outlier_window} > ${outlier_factor} x the median of "
+        "the same model under load",
+        source=(
+            "nodeslo_disk_read_time_seconds_total",
+            "nodeslo_disk_write_time_seconds_total",
+            "nodeslo_disk_reads_completed_total",
+            "nodeslo_disk_writes_completed_total",
+            "nodeslo_nvme_info",
+        ),
+    ),
+)
