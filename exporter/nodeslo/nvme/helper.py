@@ -19,21 +19,17 @@ Wire format, little-endian, fixed sizes:
 
 Each controller has at most one command in flight: a request for a controller whose
 previous command has not returned is answered EBUSY at once, so a hung drive holds
-one thread, not one per poll.
+one thread, not one per poll. The request loop, the fork and the listening socket are
+the shared helper framework's (`nodeslo.privsep`); this module is NVMe's whitelist
+and wire format on it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import os
-import signal
 import socket
 import struct
-import threading
-import time
-from dataclasses import dataclass
 
 from nodeslo import privileges
 from nodeslo.log import OnceLog
@@ -42,34 +38,55 @@ from nodeslo.nvme.requests import (
     MAX_DATA,
     CommandTimeout,
     PageRequest,
+    PageSource,
     Refused,
     SourceError,
     Unsupported,
     command_for,
 )
+from nodeslo.privsep import server
+from nodeslo.privsep.server import (
+    MAX_CONNECTIONS,
+    MAX_IN_FLIGHT,
+    MAX_REASON,
+    MAX_TIMEOUT_MS,
+    RESPONSE,
+    Refusal,
+    Response,
+    listen,
+    pack_response,
+    serve_socket,
+)
+
+__all__ = [
+    "DEFAULT_SOCKET",
+    "HELPER_CAPABILITIES",
+    "MAX_CONNECTIONS",
+    "MAX_IN_FLIGHT",
+    "MAX_REASON",
+    "MAX_RESPONSE",
+    "MAX_TIMEOUT_MS",
+    "REQUEST",
+    "HelperServer",
+    "NvmeService",
+    "Response",
+    "fork_helper",
+    "listen",
+    "pack_request",
+    "pack_response",
+    "serve_socket",
+    "unpack_request",
+    "unpack_response",
+]
 
 log = logging.getLogger("nodeslo.nvme.helper")
 
 REQUEST = struct.Struct("<IBBBB16sI")
-RESPONSE = struct.Struct("<IiHHI")
 MAX_RESPONSE = RESPONSE.size + MAX_DATA
-# The longest a command may run; a client asking for more gets this.
-MAX_TIMEOUT_MS = 120_000
-MAX_CONNECTIONS = 8
-MAX_IN_FLIGHT = 64
-MAX_REASON = 256
 DEFAULT_SOCKET = "/run/nodeslo/nvme-helper.sock"
 # What the helper keeps: Get Log Page needs CAP_SYS_ADMIN; /dev/nvmeN is root's 0600
 # and the helper stays uid 0 to open it, so no DAC override is needed either.
 HELPER_CAPABILITIES = frozenset({privileges.CAP_SYS_ADMIN})
-
-
-@dataclass(frozen=True)
-class Response:
-    request_id: int
-    error: int  # errno, 0 when the command completed
-    nvme_status: int
-    data: bytes
 
 
 def pack_request(request_id: int, request: PageRequest, timeout_ms: int) -> bytes:
@@ -94,87 +111,38 @@ def unpack_request(message: bytes) -> tuple[int, PageRequest, int]:
     return request_id, PageRequest(controller, opcode, code, uuid_index), timeout_ms
 
 
-def pack_response(response: Response) -> bytes:
-    return (
-        RESPONSE.pack(
-            response.request_id, response.error, response.nvme_status, 0, len(response.data)
-        )
-        + response.data
-    )
-
-
 def unpack_response(message: bytes) -> Response:
-    if len(message) < RESPONSE.size or len(message) > MAX_RESPONSE:
-        raise SourceError(f"helper answered {len(message)} bytes: not a response")
-    request_id, error, status, _, length = RESPONSE.unpack_from(message)
-    data = message[RESPONSE.size :]
-    if len(data) != length:
-        raise SourceError(f"helper response {request_id}: {len(data)} data bytes, said {length}")
-    return Response(request_id, error, status, data)
+    try:
+        return server.unpack_response(message, MAX_DATA)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
 
 
-class HelperServer:
-    """Answers requests on connected sockets; one thread per command in flight."""
+class NvmeService:
+    """Page requests for controllers that exist under sysfs, on the NVMe whitelist."""
 
-    def __init__(self, source: DirectSource) -> None:
+    name = "nvme"
+    request_size = REQUEST.size
+
+    def __init__(self, source: PageSource) -> None:
         self.source = source
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
         self._errors = OnceLog(log)
 
-    def serve(self, sock: socket.socket) -> None:
-        """Answer requests until the peer closes its end."""
-        send_lock = threading.Lock()
-        while True:
-            try:
-                message = sock.recv(REQUEST.size + 1)
-            except OSError as exc:
-                log.info("helper connection closed", extra={"fields": {"err": str(exc)}})
-                return
-            if not message:
-                return
-            try:
-                request_id, request, timeout_ms = unpack_request(message)
-                command_for(request)
-            except Refused as exc:
-                self._errors.warn(f"refused:{exc}", "refused request", err=str(exc))
-                request_id = REQUEST.unpack(message)[0] if len(message) == REQUEST.size else 0
-                self._reply(sock, send_lock, _failure(request_id, errno.EPERM, exc))
-                continue
-            with self._lock:
-                # One command per controller, and a bound on all of them: names are only
-                # checked against sysfs in the command's thread.
-                busy = request.controller in self._busy or len(self._busy) >= MAX_IN_FLIGHT
-                if not busy:
-                    self._busy.add(request.controller)
-            if busy:
-                busy_error = SourceError(f"{request.controller}: a command is still in flight")
-                self._reply(sock, send_lock, _failure(request_id, errno.EBUSY, busy_error))
-                continue
-            timeout_ms = min(max(timeout_ms, 1), MAX_TIMEOUT_MS)
-            threading.Thread(
-                target=self._run,
-                args=(sock, send_lock, request_id, request, timeout_ms),
-                name=f"nvme-helper-{request.controller}",
-                daemon=True,
-            ).start()
-
-    def _run(
-        self,
-        sock: socket.socket,
-        send_lock: threading.Lock,
-        request_id: int,
-        request: PageRequest,
-        timeout_ms: int,
-    ) -> None:
+    def decode(self, message: bytes) -> tuple[int, PageRequest, int]:
+        request_id = REQUEST.unpack(message)[0] if len(message) == REQUEST.size else 0
         try:
-            response = self._execute(request_id, request, timeout_ms)
-        finally:
-            with self._lock:
-                self._busy.discard(request.controller)
-        self._reply(sock, send_lock, response)
+            request_id, request, timeout_ms = unpack_request(message)
+            command_for(request)
+        except Refused as exc:
+            raise Refusal(str(exc), request_id) from None
+        return request_id, request, timeout_ms
 
-    def _execute(self, request_id: int, request: PageRequest, timeout_ms: int) -> Response:
+    def key(self, request: PageRequest) -> str:
+        # Names are only checked against sysfs in the command's thread; the whitelist
+        # bounds them to nvme0 ... nvme65535.
+        return request.controller
+
+    def execute(self, request_id: int, request: PageRequest, timeout_ms: int) -> Response:
         try:
             data = self.source.fetch(request, timeout_ms / 1000)
         except Unsupported as exc:
@@ -188,95 +156,24 @@ class HelperServer:
             return _failure(request_id, errno.EIO, exc)
         return Response(request_id, 0, 0, data)
 
-    def _reply(self, sock: socket.socket, lock: threading.Lock, response: Response) -> None:
-        # OSError: the peer went away; serve() sees EOF next.
-        with lock, contextlib.suppress(OSError):
-            sock.send(pack_response(response))
+
+class HelperServer(server.HelperServer[PageRequest]):
+    """The NVMe helper: the shared request loop over NVMe's whitelist and `source`."""
+
+    def __init__(self, source: PageSource) -> None:
+        super().__init__(NvmeService(source))
 
 
 def _failure(request_id: int, error: int, exc: SourceError) -> Response:
-    reason = str(exc).encode("utf-8", "replace")[:MAX_REASON]
-    return Response(request_id, error, exc.nvme_status, reason)
+    return server.failure(request_id, error, str(exc), exc.nvme_status)
 
 
 def fork_helper(sysfs: str, dev_dir: str = "/dev") -> socket.socket:
-    """Fork the privileged helper; return the daemon's end of the socketpair.
+    """Fork the privileged NVMe helper; return the daemon's end of the socketpair.
 
     Called as root before any thread exists. The child keeps only CAP_SYS_ADMIN, closes
     every other file descriptor, and exits when the daemon's end closes.
     """
-    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid:
-        child_end.close()
-        log.debug("nvme helper started", extra={"fields": {"pid": pid}})
-        return parent_end
-    status = 1
-    try:
-        parent_end.close()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the daemon: it exits on EOF
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        privileges.set_parent_death_signal(signal.SIGTERM)
-        os.closerange(3, child_end.fileno())
-        os.closerange(child_end.fileno() + 1, privileges.max_fd())
-        privileges.limit_capabilities(HELPER_CAPABILITIES)
-        HelperServer(DirectSource(sysfs, dev_dir)).serve(child_end)
-        status = 0
-    except BaseException:
-        log.exception("nvme helper failed")
-    finally:
-        os._exit(status)
-
-
-def listen(path: str, mode: int, group: str | None) -> socket.socket:
-    """A listening SOCK_SEQPACKET socket at `path` (a stale one is replaced)."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):  # a stale socket of an earlier run
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    if group is not None:
-        os.chown(path, -1, privileges.group_id(group))
-    os.chmod(path, mode)
-    sock.listen(MAX_CONNECTIONS)
-    return sock
-
-
-def serve_socket(listener: socket.socket, server: HelperServer, allowed_uids: set[int]) -> None:
-    """Accept daemon connections forever; peers outside `allowed_uids` are turned away."""
-    active = threading.BoundedSemaphore(MAX_CONNECTIONS)
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except OSError as exc:
-            if exc.errno in (errno.EBADF, errno.EINVAL):  # the listener was closed
-                return
-            log.warning("accept failed", extra={"fields": {"err": str(exc)}})
-            time.sleep(0.1)  # EMFILE and the like: do not spin
-            continue
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", creds)
-        if allowed_uids and uid not in allowed_uids:
-            log.warning("connection refused", extra={"fields": {"pid": pid, "uid": uid}})
-            conn.close()
-            continue
-        if not active.acquire(blocking=False):
-            log.warning("too many connections", extra={"fields": {"pid": pid, "uid": uid}})
-            conn.close()
-            continue
-        log.info("daemon connected", extra={"fields": {"pid": pid, "uid": uid}})
-
-        def handle(conn: socket.socket = conn) -> None:
-            try:
-                server.serve(conn)
-            finally:
-                conn.close()
-                active.release()
-
-        threading.Thread(target=handle, name="nvme-helper-conn", daemon=True).start()
+    return server.fork_helper(
+        "nvme", lambda: HelperServer(DirectSource(sysfs, dev_dir)), HELPER_CAPABILITIES
+    )
