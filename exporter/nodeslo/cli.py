@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from nodeslo import __version__
 from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
+from nodeslo.ipmi import cli as bmc_cli
 from nodeslo.nvme import cli as nvme_cli
 from nodeslo.pack import generate as pack_generate
 from nodeslo.probes import settings as probe_flags
@@ -211,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_check_parser(commands)
     nvme_cli.add_parsers(commands)
+    bmc_cli.add_parsers(commands)
     pack_generate.add_parser(commands)
     return parser
 

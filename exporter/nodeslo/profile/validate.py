@@ -21,6 +21,7 @@ from nodeslo.profile.model import (
     WAKEUP_ENGINES,
     WAKEUP_POLICIES,
     Alerting,
+    BMCHealth,
     Capacity,
     CPUHealth,
     FirmwareHealth,
@@ -292,7 +293,7 @@ def _component_names(node: Node) -> tuple[str, ...]:
 def _health(node: Node | None) -> Health:
     if node is None:
         return Health()
-    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware"))
+    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware", "bmc"))
     nvme = _section(
         parts.get("nvme"),
         NVMeHealth,
@@ -341,6 +342,7 @@ def _health(node: Node | None) -> Health:
             "psu_capacity_watts": ("psu_capacity_watts", _pos),
             "psu_count": ("psu_count", lambda n: n.integer(minimum=1)),
             "meter_chip_name": ("meter_chip_name", lambda n: n.string()),
+            "bmc_input_power_sensors": ("bmc_input_power_sensors", _regex),
         },
     )
     firmware = _section(
@@ -352,7 +354,38 @@ def _health(node: Node | None) -> Health:
             "host_group_by": ("host_group_by", lambda n: n.label_names()),
         },
     )
-    return Health(nvme=nvme, cpu=cpu, memory=memory, power=power, firmware=firmware)
+    bmc = _section(
+        parts.get("bmc"),
+        BMCHealth,
+        {
+            "poll_interval": ("poll_interval_seconds", _dur),
+            "fan_min_rpm": ("fan_min_rpm", lambda n: n.number(minimum=0)),
+            "inlet_warning_celsius": ("inlet_warning_celsius", lambda n: n.number()),
+            "inlet_critical_celsius": ("inlet_critical_celsius", lambda n: n.number()),
+            "inlet_sensors": ("inlet_sensors", _regex),
+            "ignore_sensors": ("ignore_sensors", lambda n: "" if n.value == "" else _regex(n)),
+            "unreachable_for": ("unreachable_for_seconds", _window),
+            "absent_lookback": ("absent_lookback_seconds", _window),
+        },
+    )
+    if bmc.inlet_critical_celsius < bmc.inlet_warning_celsius:
+        keys = parts["bmc"].mapping()
+        where = keys.get("inlet_critical_celsius") or keys["inlet_warning_celsius"]
+        raise where.error(
+            f"inlet_critical_celsius ({bmc.inlet_critical_celsius:g}) must be at least "
+            f"inlet_warning_celsius ({bmc.inlet_warning_celsius:g})"
+        )
+    return Health(nvme=nvme, cpu=cpu, memory=memory, power=power, firmware=firmware, bmc=bmc)
+
+
+def _regex(n: Node) -> str:
+    """A regex for a PromQL =~ matcher: checked here, quoted where it is used."""
+    text = n.string()
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise n.error(f"invalid regular expression: {exc}") from None
+    return text
 
 
 def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:
