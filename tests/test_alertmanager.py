@@ -39,7 +39,7 @@ def test_amtool_check_config(amtool: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    assert "4 inhibit rules" in result.stdout
+    assert "7 inhibit rules" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -106,6 +106,25 @@ CASES: list[tuple[dict[str, str], bool]] = [
     ({"alertname": "NVMeTemperatureHigh", **HOST, "controller": "nvme4",
       "severity": "warning"}, True),
     ({"alertname": "NVMeTemperatureHigh", **HOST, "controller": "nvme5",
+      "severity": "warning"}, False),
+    # A failed PSU pages alone: the redundancy loss it causes is part of that page...
+    ({"alertname": "PowerSupplyFailed", **HOST, "sensor": "PSU2 Status",
+      "state": "failure_detected", "severity": "critical"}, False),
+    ({"alertname": "PowerRedundancyLost", **HOST, "cause": "healthy_psus",
+      "severity": "critical"}, True),
+    # ...on that server only; elsewhere lost redundancy covers its warnings.
+    ({"alertname": "PowerRedundancyLost", "instance": "pm2:10131", "cluster": "eu1",
+      "cause": "redundancy_sensor", "sensor": "PS Redundancy", "severity": "critical"}, False),
+    ({"alertname": "PowerRedundancyLost", "instance": "pm2:10131", "cluster": "eu1",
+      "cause": "power_draw", "severity": "warning"}, True),
+    ({"alertname": "PowerRedundancyLost", "instance": "pm4:10131", "cluster": "eu1",
+      "cause": "power_draw", "severity": "warning"}, False),
+    # Critical inlet air covers the warning of the same sensor only.
+    ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Inlet Temp", "cause": "threshold",
+      "severity": "critical"}, False),
+    ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Inlet Temp", "cause": "threshold",
+      "severity": "warning"}, True),
+    ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Ambient", "cause": "threshold",
       "severity": "warning"}, False),
 ]  # fmt: skip
 

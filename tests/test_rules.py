@@ -165,11 +165,12 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-cpu",
         "nodeslo-memory",
         "nodeslo-redundancy",
+        "nodeslo-bmc",
         "nodeslo-platform",
         "nodeslo-exporter",
         "nodeslo-hourly",
     ]
-    assert [g.get("interval") for g in groups] == [None] * 10 + ["1h"]
+    assert [g.get("interval") for g in groups] == [None] * 11 + ["1h"]
 
 
 def test_generation_is_deterministic(profile: Profile) -> None:

@@ -1,12 +1,10 @@
-"""Redundancy: md RAID, ZFS pools, power supplies."""
+"""Redundancy: md RAID and ZFS pools (power supplies are the BMC's: `bmc.py`)."""
 
 from __future__ import annotations
 
-from nodeslo.pack import promql
 from nodeslo.pack.catalog.base import (
     CRITICAL,
     ON,
-    WARNING,
     HealthAlert,
     Recording,
 )
@@ -14,14 +12,7 @@ from nodeslo.profile import Profile
 
 
 def parameters(profile: Profile) -> dict[str, str]:
-    h = profile.health.power
-    n = promql.number
-    return {
-        "power_meter": promql.quote(h.meter_chip_name),
-        "power_max": n(h.redundant_capacity_watts),
-        "psu_count": str(h.psu_count),
-        "psu_capacity": n(h.psu_capacity_watts),
-    }
+    return {}
 
 
 RECORDINGS: tuple[Recording, ...] = ()
@@ -50,19 +41,5 @@ ALERTS = (
         "(threshold: anything but ONLINE). Its redundancy is reduced or gone.",
         threshold="pool state other than ONLINE",
         source=("nodeslo_zfs_pool_state",),
-    ),
-    HealthAlert(
-        name="PowerRedundancyLost",
-        group="redundancy",
-        severity=WARNING,
-        expr="sum by (${by}) (nodeslo_hwmon_power_watts{chip_name=${power_meter}}) > ${power_max}",
-        for_=900,
-        summary="Power draw " + ON + " exceeds what one PSU fewer can carry",
-        description="The system draws {{ $value | humanize }}W, more than the ${power_max}W "
-        "its ${psu_count} PSUs of ${psu_capacity}W can supply with one of them failed "
-        "(threshold ${power_max}W): if a PSU fails now, the others cannot carry the load.",
-        threshold="system input power > (PSUs - 1) x PSU capacity (${power_max} W)",
-        source=("nodeslo_hwmon_power_watts",),
-        when=lambda p: p.health.power.psu_count >= 2,
     ),
 )
