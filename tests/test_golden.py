@@ -40,6 +40,11 @@ CASES = [
     ("seed-spec-amd-cpu", "seed-spec-amd", ("cpuidle", "cpufreq", "thermal", "power")),
     ("seed-spec-nvme", "seed-spec", ("nvme",)),
     ("nvme-failing", "nvme-failing", ("nvme",)),
+    ("seed-spec-bmc", "seed-spec", ("bmc",)),
+    ("bmc-faults", "bmc-faults", ("bmc",)),
+    # No recording and no BMC in the tree: only bmc_up{reason="absent"} 0.
+    ("bmc-absent", "seed-spec", ("bmc",)),
+    ("bmc-no-driver", "bmc-no-driver", ("bmc",)),
 ]
 # Per-case flags beyond the collectors; "{tree}" is the fixture tree's path.
 EXTRA_FLAGS: dict[str, tuple[str, ...]] = {
@@ -47,6 +52,8 @@ EXTRA_FLAGS: dict[str, tuple[str, ...]] = {
     "seed-spec-amd-cpu": ("--collector.cpuidle.mispredictions",),
     "seed-spec-nvme": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
     "nvme-failing": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
+    "seed-spec-bmc": ("--collector.bmc.replay={tree}/bmc-replay.json",),
+    "bmc-faults": ("--collector.bmc.replay={tree}/bmc-replay.json",),
 }
 
 

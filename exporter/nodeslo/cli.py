@@ -192,6 +192,14 @@ def add_check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="read NVMe SMART pages from DIR/<controller>/log-02.bin (as `nodeslo nvme dump` "
         "writes them) instead of the devices (read directly only as root on /sys)",
     )
+    paths.add_argument(
+        "--collector.bmc.replay",
+        dest="bmc_replay",
+        default=None,
+        metavar="FILE",
+        help="answer as the BMC from a recording (as `nodeslo bmc dump` writes it) instead "
+        "of /dev/ipmi0 (read directly only as root on /sys)",
+    )
     add_profile_flag(parser)
     parser.set_defaults(func=_check)
 

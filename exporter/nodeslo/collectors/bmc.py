@@ -231,7 +231,9 @@ class BmcCollector(Collector):
     def start(self) -> None:
         if self.transport is not None:
             log.info("bmc: transport", extra={"fields": {"transport": self.transport_name}})
-        self.poller.start()
+        # The first round within one command timeout, as the NVMe poller does: a replay
+        # or a quick BMC is in the first scrape; a slow SDR walk goes on in the background.
+        self.poller.start(wait=self.poller.timeout)
 
     def profile_changed(self) -> None:
         interval = self._interval()

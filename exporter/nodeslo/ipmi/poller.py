@@ -129,6 +129,7 @@ class Poller:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._first_round = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- the scrape's side ---------------------------------------------------------------
@@ -139,13 +140,15 @@ class Poller:
 
     # -- the poller's side ---------------------------------------------------------------
 
-    def start(self) -> None:
-        """Decide at once whether there is a BMC to ask; then poll in the background."""
+    def start(self, wait: float = 0.0) -> None:
+        """Decide at once whether there is a BMC to ask; then poll in the background,
+        waiting up to `wait` seconds for the first round so the first scrape has it."""
         reason = self._unavailable()
         if reason is not None:
             self._down(reason, None)
         self._thread = threading.Thread(target=self._loop, name="bmc-poller", daemon=True)
         self._thread.start()
+        self._first_round.wait(wait)
 
     def close(self) -> None:
         self._stop.set()
@@ -167,6 +170,7 @@ class Poller:
             except Exception as exc:  # a decoder bug must not end the poller
                 log.exception("bmc: poll round failed", extra={"fields": {"collector": "bmc"}})
                 self._down(ERROR, f"{type(exc).__name__}: {exc}")
+            self._first_round.set()
             delay = max(0.0, self.interval - (time.monotonic() - started))
             self._wake.wait(delay)
             self._wake.clear()
@@ -299,15 +303,13 @@ class Poller:
         cache.sdr_key = key
         cache.thresholds = {}
         cache.thresholds_read_at = None
-        log.info(
+        self.errors.log(
+            logging.INFO,
+            "bmc:sdr",
             "bmc: sensor data records read",
-            extra={
-                "fields": {
-                    "collector": "bmc",
-                    "records": walk.records,
-                    "sensors": len(cache.sensors),
-                }
-            },
+            collector="bmc",
+            records=walk.records,
+            sensors=len(cache.sensors),
         )
 
     def _read_thresholds(self, bmc: Bmc) -> None:
