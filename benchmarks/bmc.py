@@ -124,6 +124,7 @@ def slow_helper(path: str, latency: float) -> socket.socket:
 
 def scrape(scrapes: int, latency: float) -> None:
     tree = fixture_tree("seed-spec")
+    (tree / "sys" / "class" / "ipmi" / "ipmi0").mkdir(parents=True)  # a host with a BMC
     work = Path(tempfile.mkdtemp(prefix="nodeslo-bench-bmc-"))
     listener = slow_helper(str(work / "bmc.sock"), latency)
     base = ("--collector.bmc.poll-interval=1s",)
@@ -146,7 +147,7 @@ def scrape(scrapes: int, latency: float) -> None:
             d.running(tree, *list(variants.values())[2]) as c,
         ):
             daemons = dict(zip(variants, (a, b, c), strict=True))
-            time.sleep(3)  # a few poll rounds
+            time.sleep(8)  # the slow BMC's first round (its SDR walk), then a few rounds
             for _ in range(4):  # alternate, so load from elsewhere falls on all three
                 for name, daemon in daemons.items():
                     s = scrape_many(daemon.url + "/metrics", daemon.proc.pid, scrapes // 4)
