@@ -280,9 +280,8 @@ def guest(sel_entries: int) -> None:
             f"guest (QEMU TCG, KCS to ipmi_sim; {result['sensors']} sensors, "
             f"{result['sel_entries']} SEL entries):"
         )
-        print(
-            f"  first poll (SDR walk, thresholds, readings, SEL backlog) {result['first_poll']:.2f} s"
-        )
+        first = result["first_poll"]
+        print(f"  first poll (SDR walk, thresholds, readings, SEL backlog) {first:.2f} s")
         print(
             f"  poll round, SDR cached {cached:.2f} s   ipmitool sdr elist {sdr_tool:.2f} s "
             f"(baseline)   {cached / sdr_tool:.2f}x"
