@@ -115,21 +115,21 @@ class PowerHealth:
 
 @dataclass(frozen=True)
 class BMCHealth:
-    poll_interval_seconds: float = 30
+    poll_interval_seconds: float = 30.0
     # Fans whose BMC sets no lower critical threshold count as failed at or below this.
-    fan_min_rpm: float = 500
+    fan_min_rpm: float = 500.0
     # Inlet air: a warning at the sensor's upper non-critical threshold or at this,
     # whichever comes first (ASHRAE's recommended envelope ends at 27 °C)...
-    inlet_warning_celsius: float = 27
+    inlet_warning_celsius: float = 27.0
     # ...critical at its upper critical threshold, or at this where it has none.
-    inlet_critical_celsius: float = 35
+    inlet_critical_celsius: float = 35.0
     # Temperature sensors that measure inlet air besides those of entity air_inlet.
     inlet_sensors: str = "(?i).*(inlet|ambient).*"
     # Sensors BMCSensorCritical leaves alone (a known-faulty sensor, a vendor quirk).
     ignore_sensors: str = ""
-    unreachable_for_seconds: float = 600
+    unreachable_for_seconds: float = 600.0
     # A BMC or sensor seen within this long that is gone now is missing, not healthy.
-    absent_lookback_seconds: float = 86400
+    absent_lookback_seconds: float = 86400.0
 
 
 @dataclass(frozen=True)
