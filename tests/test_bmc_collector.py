@@ -491,3 +491,47 @@ def _ppid(pid: int) -> int:
         return int(_status(pid).get("PPid", "0"))
     except OSError:
         return 0
+
+
+# -- the profile's health.bmc --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "complaint"),
+    [
+        ("health:\n  bmc:\n    inlet_sensors: '(unclosed'\n", "health.bmc.inlet_sensors: invalid"),
+        (
+            "health:\n  bmc:\n    inlet_warning_celsius: 40\n",
+            "inlet_critical_celsius (35) must be at least inlet_warning_celsius (40)",
+        ),
+        ("health:\n  bmc:\n    fan_min_rpm: -1\n", "health.bmc.fan_min_rpm: must be at least 0"),
+        ("health:\n  bmc:\n    poll_interval: soon\n", "health.bmc.poll_interval"),
+        ("health:\n  bmc:\n    psu_count: 2\n", "unknown key"),
+        ("health:\n  power:\n    bmc_input_power_sensors: '['\n", "invalid regular expression"),
+    ],
+)
+def test_bad_bmc_profile_keys_name_file_key_and_line(
+    tmp_path: Path, yaml_text: str, complaint: str
+) -> None:
+    from nodeslo.profile import ProfileError, load_profile
+
+    path = tmp_path / "site.yaml"
+    path.write_text("extends: process-management\nprofile: site\n" + yaml_text)
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path))
+    assert complaint in str(info.value) and "site.yaml:" in str(info.value)
+
+
+def test_a_site_profile_moves_the_bmc_thresholds(tmp_path: Path) -> None:
+    from nodeslo.pack import rules
+    from nodeslo.profile import load_profile
+
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        "extends: process-management\nprofile: site\nhealth:\n  bmc:\n"
+        "    inlet_warning_celsius: 30\n    inlet_critical_celsius: 38\n    fan_min_rpm: 800\n"
+        "    ignore_sensors: 'BIOS Progress'\n"
+    )
+    text = rules.rule_file(load_profile(str(path)))[0][1]
+    assert ":value >= 30\n" in text and ">= 38\n" in text and "<= 800\n" in text
+    assert 'sensor!~"BIOS Progress"' in text

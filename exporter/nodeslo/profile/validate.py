@@ -370,7 +370,10 @@ def _health(node: Node | None) -> Health:
     )
     if bmc.inlet_critical_celsius < bmc.inlet_warning_celsius:
         keys = parts["bmc"].mapping()
-        where = keys.get("inlet_critical_celsius") or keys["inlet_warning_celsius"]
+        given = [keys[k] for k in ("inlet_warning_celsius", "inlet_critical_celsius") if k in keys]
+        # Name the key of the file being loaded, not the one it inherited.
+        here = [k for k in given if k.located.file == parts["bmc"].located.file]
+        where = (here or given)[-1]
         raise where.error(
             f"inlet_critical_celsius ({bmc.inlet_critical_celsius:g}) must be at least "
             f"inlet_warning_celsius ({bmc.inlet_warning_celsius:g})"
