@@ -188,12 +188,12 @@ class Bmc:
                     raise
                 record_id, restarted = sel.FIRST_ENTRY, True  # cleared or wrapped
             if record_id == sel.LAST_ENTRY:
-                return SelBatch((), last_id, False, True)
+                return SelBatch((), last_id, True)
         entries: list[sel.SelEntry] = []
         last = None if restarted else last_id
         while record_id != sel.LAST_ENTRY:
             if len(entries) >= SEL_BATCH:
-                return SelBatch(tuple(entries), last, restarted, False)
+                return SelBatch(tuple(entries), last, False)
             try:
                 next_id, data = self._sel_entry(reservation, record_id)
             except CompletionCode as exc:
@@ -206,12 +206,11 @@ class Bmc:
             if next_id == record_id:
                 break
             record_id = next_id
-        return SelBatch(tuple(entries), last, restarted, True)
+        return SelBatch(tuple(entries), last, True)
 
 
 @dataclass(frozen=True)
 class SelBatch:
     entries: tuple[sel.SelEntry, ...]
     last_id: int | None  # the last record read (where the next read continues)
-    restarted: bool  # the entry after which to read was gone: read from the start
     complete: bool  # the end of the log was reached

@@ -26,7 +26,6 @@ DEVICE_ID = Layout(
     ),
 )
 # Additional device support (byte 5): what the controller implements.
-SUPPORTS_SENSORS = 0x01
 SUPPORTS_SDR_REPOSITORY = 0x02
 SUPPORTS_SEL = 0x04
 

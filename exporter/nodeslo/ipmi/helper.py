@@ -31,7 +31,6 @@ import struct
 from nodeslo.ipmi.ioctl import DeviceTransport
 from nodeslo.ipmi.requests import (
     MAX_REQUEST_DATA,
-    MAX_RESPONSE,
     IpmiError,
     NoDevice,
     Refused,
@@ -42,13 +41,12 @@ from nodeslo.ipmi.requests import (
 )
 from nodeslo.log import OnceLog
 from nodeslo.privsep import server
-from nodeslo.privsep.server import RESPONSE, Refusal, Response, failure
+from nodeslo.privsep.server import Refusal, Response, failure
 
 log = logging.getLogger("nodeslo.ipmi.helper")
 
 REQUEST = struct.Struct("<IBBBB8sI")
 assert REQUEST.size == 20 and MAX_REQUEST_DATA <= 8
-MAX_HELPER_RESPONSE = RESPONSE.size + MAX_RESPONSE
 DEFAULT_SOCKET = "/run/nodeslo/bmc-helper.sock"
 # No capability: uid 0 opens the root-only node; nothing else is privileged.
 HELPER_CAPABILITIES: frozenset[int] = frozenset()

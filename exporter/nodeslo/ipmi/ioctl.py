@@ -194,6 +194,3 @@ def _receive(fd: int) -> tuple[int, int, int, int, bytes] | None:
     recv_type, _, _, msgid, netfn, cmd, length, _ = IPMI_RECV.unpack(recv)
     return recv_type, msgid, netfn, cmd, data.raw[: min(length, MAX_RESPONSE)]
 
-
-def device_present(sysfs: str = "/sys", device: str = "ipmi0") -> bool:
-    return os.path.isdir(os.path.join(sysfs, "class", "ipmi", device))

@@ -51,7 +51,6 @@ NO_DRIVER = "no_driver"
 NO_HELPER = "no_helper"
 TIMEOUT = "timeout"
 ERROR = "error"
-REASONS = (ABSENT, NO_DRIVER, NO_HELPER, TIMEOUT, ERROR)
 
 THRESHOLD_REFRESH_SECONDS = 3600.0
 # Timeouts a round tolerates (a sensor the BMC cannot read right now) before it ends.

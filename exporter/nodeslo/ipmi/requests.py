@@ -50,16 +50,10 @@ MAX_REQUEST_DATA = max(length for _, length in ALLOWED.values())
 MAX_RESPONSE = 272
 
 # Completion codes (table 5-2) the client acts on.
-CC_OK = 0x00
-CC_NODE_BUSY = 0xC0
 CC_INVALID_COMMAND = 0xC1
-CC_TIMEOUT = 0xC3
 CC_RESERVATION_CANCELLED = 0xC5
 CC_CANNOT_RETURN_BYTES = 0xCA
 CC_NOT_PRESENT = 0xCB
-CC_SDR_UPDATE_MODE = 0xD0
-CC_INITIALIZING = 0xD2
-CC_UNSPECIFIED = 0xFF
 
 _GET_RECORD = struct.Struct("<HHBB")  # reservation ID, record ID, offset, bytes to read
 

@@ -28,7 +28,6 @@ HEADER = Layout(
 )
 FULL_SENSOR = 0x01
 COMPACT_SENSOR = 0x02
-EVENT_ONLY = 0x03
 
 # The sensor key and body both record types share (IPMI v2.0 tables 43-1 and 43-2,
 # zero-based offsets within the record, header included).

@@ -40,10 +40,6 @@ class SelInfo:
     erase_timestamp: int
     operations: int
 
-    @property
-    def overflow(self) -> bool:
-        return bool(self.operations & 0x80)
-
 
 INFO.check_matches(SelInfo)
 

@@ -37,7 +37,6 @@ MAX_REASON = 256
 MAX_TIMEOUT_MS = 120_000
 
 R = TypeVar("R")
-R_contra = TypeVar("R_contra", contravariant=True)
 
 
 class Refusal(Exception):
