@@ -187,6 +187,8 @@ def test_each_recording_is_read_after_it_is_written(groups: list[dict[str, Any]]
         "instance_slo:nodeslo_sli_errors:rate1h",
         "instance_slo:nodeslo_sli_events:rate1h",
         "instance_controller:nodeslo_nvme_percentage_used_ratio:hourly",
+        "instance_sensor:nodeslo_bmc_sensor_severity:max1h",
+        "instance:nodeslo_bmc_up:max1h",
     }
     for group in groups:
         seen: set[str] = set()
@@ -393,7 +395,12 @@ def test_thresholds_come_from_the_profile(tmp_path: Path) -> None:
     assert by_name["NVMeWriteAmplificationHigh"]["expr"].endswith("> 2.5")
     assert by_name["NUMARemoteAccessHigh"]["expr"].endswith("> 0.1")
     assert by_name["MemoryCorrectableErrorsHigh"]["expr"].endswith("> 4")
-    assert by_name["PowerRedundancyLost"]["expr"].endswith("> 3200")
+    (draw,) = [
+        a
+        for a in alerts(rules.rule_groups(profile))
+        if a["alert"] == "PowerRedundancyLost" and a["labels"]["cause"] == "power_draw"
+    ]
+    assert draw["expr"].endswith("> 3200")
 
 
 def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
@@ -409,8 +416,13 @@ def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
     names = [a.name for a in rules.health_alerts(profile)]
     for gone in ("CPUGovernorNotPerformance", "CPUTurboDisabled", "DeepCStatesEnabled"):
         assert gone not in names
-    assert "PowerRedundancyLost" not in names
-    absent = [a for a in rules.health_alerts(profile) if "unless on" in a.expr]
+    power_draw = [a for a in rules.health_alerts(profile) if ("cause", "power_draw") in a.labels]
+    assert power_draw == []  # one PSU: no "one PSU fewer" to compare the draw with
+    absent = [
+        a
+        for a in rules.health_alerts(profile)
+        if a.name == "NodeSLOProbeDown" and "unless on" in a.expr
+    ]
     assert [dict(a.labels)["probe"] for a in absent] == ["storage"]
 
 
@@ -430,6 +442,7 @@ CONTRACT_EXTRAS = {
     "nodeslo_firmware_microcode_revisions",  # firmware collector
     "nodeslo_firmware_microcode_outdated",  # firmware collector
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics
+    "nodeslo_bmc_sensor_threshold",  # the BMC row's "thresholds per sensor" (bmc collector)
 }
 
 

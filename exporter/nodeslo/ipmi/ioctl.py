@@ -193,4 +193,3 @@ def _receive(fd: int) -> tuple[int, int, int, int, bytes] | None:
             raise
     recv_type, _, _, msgid, netfn, cmd, length, _ = IPMI_RECV.unpack(recv)
     return recv_type, msgid, netfn, cmd, data.raw[: min(length, MAX_RESPONSE)]
-

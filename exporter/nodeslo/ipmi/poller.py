@@ -85,17 +85,15 @@ class Snapshot:
     # until the log's backlog was read to its end, so the counter never leaps.
     sel_events: tuple[tuple[SelKey, int], ...] | None
     round_seconds: float | None
-    sdr_records: int | None
 
 
-EMPTY = Snapshot(False, "", None, None, None, (), None, None, None, None)
+EMPTY = Snapshot(False, "", None, None, None, (), None, None, None)
 
 
 @dataclass
 class _Cache:
     device: DeviceId | None = None
     sdr_key: tuple[int, int, int] | None = None
-    sdr_records: int | None = None
     sensors: tuple[sdr.SensorRecord, ...] = ()
     thresholds: dict[tuple[int, int], tuple[tuple[str, float], ...]] = field(default_factory=dict)
     thresholds_read_at: float | None = None
@@ -225,7 +223,6 @@ class Poller:
                 self._snapshot.sel,
                 self._snapshot.sel_events,
                 self._snapshot.round_seconds,
-                self._snapshot.sdr_records,
             )
 
     def _read(self, started: float) -> Snapshot:
@@ -264,7 +261,6 @@ class Poller:
             sel_info,
             events,
             time.monotonic() - started,
-            cache.sdr_records,
         )
 
     def _load_repository(self, bmc: Bmc, key: tuple[int, int, int]) -> None:
@@ -298,7 +294,6 @@ class Poller:
                     linearization=f"{conversion.linearization:#04x}",
                 )
         cache.sensors = tuple(s for s in walk.sensors if s.on_bmc)
-        cache.sdr_records = walk.records
         cache.sdr_key = key
         cache.thresholds = {}
         cache.thresholds_read_at = None

@@ -317,7 +317,7 @@ unless """
         "${bmc_lookback} and has no reading for it now (unavailable or gone from the "
         "SDR): a removed or dead fan, or a fan whose tachometer failed.",
         threshold="fan reported within ${bmc_lookback}, no reading now",
-        source=("nodeslo_bmc_sensor_severity",),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up"),
     ),
     HealthAlert(
         name="InletTemperatureHigh",
@@ -375,7 +375,7 @@ or
         description="The BMC reported the inlet sensor {{ $labels.sensor }} within "
         "${bmc_lookback} and has no reading for it now: the inlet air is not watched.",
         threshold="inlet sensor reported within ${bmc_lookback}, no reading now",
-        source=("nodeslo_bmc_sensor_severity",),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up"),
     ),
     HealthAlert(
         name="BMCSensorCritical",
@@ -395,7 +395,7 @@ unless """
         "BMC itself judges it critical. nodeslo_bmc_sensor_state / _value show what it "
         "reads.",
         threshold="a sensor without its own alert at critical or worse",
-        source=("nodeslo_bmc_sensor_severity",),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_sensor_value"),
     ),
     HealthAlert(
         name="BMCSensorCritical",
@@ -415,7 +415,7 @@ unless {_SENSOR_ON} nodeslo_bmc_sensor_severity
         "${bmc_lookback} and the BMC has no reading for it now: what failed may have "
         "taken its sensor with it.",
         threshold="critical within ${bmc_lookback}, no reading now",
-        source=("nodeslo_bmc_sensor_severity",),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up"),
     ),
     HealthAlert(
         name="BMCUnreachable",
