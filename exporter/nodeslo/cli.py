@@ -201,6 +201,37 @@ def _check(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def add_probe_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "probe",
+        help="run a probe outside the daemon (the wake-up probe with CAP_SYS_NICE)",
+        description="Run a probe in a process of its own that reports to `nodeslo serve`.",
+    )
+    probes = parser.add_subparsers(dest="probe", metavar="PROBE", required=True)
+    wakeup = probes.add_parser(
+        "wakeup",
+        help="the wake-up latency probe, reporting to --probe.wakeup.socket",
+        description="Connect to the daemon's --probe.wakeup.socket, receive the probe's "
+        "settings, measure wake-up latency (cyclictest keeps this process's capabilities: "
+        "CAP_SYS_NICE from its unit or container) and report; reconnect whenever either "
+        "side goes.",
+    )
+    wakeup.add_argument(
+        "--connect",
+        required=True,
+        metavar="PATH",
+        help="the daemon's socket (its --probe.wakeup.socket)",
+    )
+    add_log_flags(wakeup)
+    wakeup.set_defaults(func=_probe_wakeup)
+
+
+def _probe_wakeup(args: argparse.Namespace) -> int:
+    from nodeslo.probes.relay import Relay
+
+    return Relay(args.connect).run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nodeslo",
@@ -212,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_parser(commands)
     nvme_cli.add_parsers(commands)
     pack_generate.add_parser(commands)
+    add_probe_parser(commands)
     return parser
 
 

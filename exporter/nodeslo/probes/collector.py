@@ -21,6 +21,7 @@ from nodeslo.metrics import Desc, add
 from nodeslo.probes import storage, wakeup
 from nodeslo.probes.histogram import LatencyHistogram, add_histogram, latency_bounds
 from nodeslo.probes.protocol import Message
+from nodeslo.probes.remote import RemoteProbe, RemoteProbeError
 from nodeslo.probes.settings import (
     StorageSettings,
     WakeupSettings,
@@ -71,6 +72,14 @@ WAKEUP_LATENCY = Desc(
     "How late a periodic absolute-deadline timer sleep woke up (CLOCK_MONOTONIC, 1 ns slack).",
     ("engine", "policy"),
 )
+WAKEUP_ENGINE = Desc(
+    "nodeslo_probe_wakeup_engine_info",
+    "gauge",
+    "Always 1: the engine the wake-up probe measures with (cyclictest, or python: "
+    "+~25 us bias) and its policy, next to the engine the profile or flag requested "
+    "(auto = cyclictest when installed). requested!=python with engine=python is a fallback.",
+    ("requested", "engine", "policy"),
+)
 WAKEUP_INTERVAL = Desc(
     "nodeslo_probe_wakeup_interval_seconds",
     "gauge",
@@ -92,7 +101,7 @@ class _Probe:
         self.ctx = ctx
         self._backoff = backoff
         self._lock = threading.Lock()
-        self._process: ProbeProcess | None = None
+        self._process: ProbeProcess | RemoteProbe | None = None
         self._started = False
 
     def _run(self, enabled: bool, command: list[str]) -> None:
@@ -111,7 +120,7 @@ class _Probe:
                 errors=self.ctx.errors,
             )
             self._process.start()
-        else:
+        elif isinstance(self._process, ProbeProcess):
             self._process.replace(command)
 
     def _on_message(self, message: Message) -> None:
@@ -289,10 +298,36 @@ class WakeupProbe(_Probe):
         self.settings: WakeupSettings | None = None
         self._histograms: dict[tuple[str, str], LatencyHistogram] = {}
         self._bounds: tuple[float, ...] = ()
+        self._engine: tuple[str, str, str] | None = None
 
     @property
     def enabled(self) -> bool:
         return self.settings is not None and self.settings.enabled
+
+    def _run_remote(self, enabled: bool, path: str, config: str) -> None:
+        """The probe process connects to `path` (its own unit or container, holding
+        CAP_SYS_NICE for cyclictest) instead of being started here."""
+        if not enabled:
+            self._run(False, [])
+            return
+        if isinstance(self._process, RemoteProbe):
+            self._process.replace(config)
+            return
+        remote = RemoteProbe(
+            self.probe,
+            path,
+            config,
+            self._on_message,
+            report_timeout=self.report_timeout,
+            errors=self.ctx.errors,
+        )
+        try:
+            remote.start()
+        except RemoteProbeError as exc:
+            # The daemon serves on; the probe is down (nodeslo_probe_up 0) and says why.
+            log.error("cannot listen for the wake-up probe", extra={"fields": {"err": str(exc)}})
+            return
+        self._process = remote
 
     def apply(self) -> None:
         new = wakeup_settings(self.ctx.profile(), self.ctx.options)
@@ -309,7 +344,12 @@ class WakeupProbe(_Probe):
             policy=new.policy,
             bounds=bounds,
         )
-        self._run(new.enabled, [sys.executable, "-m", "nodeslo.probes.wakeup", config.to_json()])
+        socket_path = self.ctx.option("probe_wakeup_socket")
+        if socket_path:
+            self._run_remote(new.enabled, str(socket_path), config.to_json())
+        else:
+            command = [sys.executable, "-m", "nodeslo.probes.wakeup", config.to_json()]
+            self._run(new.enabled, command)
         self.settings = new
 
     def _on_message(self, message: Message) -> None:
@@ -322,10 +362,11 @@ class WakeupProbe(_Probe):
                     histogram = self._histograms[(engine, policy)] = LatencyHistogram(self._bounds)
                 histogram.add(message["counts"], int(message["sum_ns"]))
         elif kind == "hello":
+            engine, policy = str(message["engine"]), str(message["policy"])
+            requested = str(message.get("requested") or engine)
             with self._lock:
-                self._histograms.setdefault(
-                    (str(message["engine"]), str(message["policy"])), LatencyHistogram(self._bounds)
-                )
+                self._histograms.setdefault((engine, policy), LatencyHistogram(self._bounds))
+                self._engine = (requested, engine, policy)
             log.info(
                 "wake-up probe running",
                 extra={"fields": {"engine": message["engine"], "policy": message["policy"]}},
@@ -338,9 +379,15 @@ class WakeupProbe(_Probe):
         if settings is None or not settings.enabled:
             return
         yield WAKEUP_INTERVAL.single(settings.interval_seconds)
-        latency = WAKEUP_LATENCY.family()
+        latency, in_use = WAKEUP_LATENCY.family(), WAKEUP_ENGINE.family()
+        # The engine in use, while there is one: a probe that stopped reporting measures
+        # with nothing (nodeslo_probe_up says so), not with its last engine.
+        reporting = self._process is not None and self._process.reporting()
         with self._lock:
             snapshots = {k: h.snapshot() for k, h in self._histograms.items()}
+            if self._engine is not None and reporting:
+                add(in_use, list(self._engine), 1)
+        yield in_use
         for (engine, policy), snap in sorted(snapshots.items()):
             add_histogram(latency, [engine, policy], snap)
         yield latency

@@ -3,7 +3,7 @@
 A probe process measures and sends what it measured; the daemon only merges. Each
 message has a type `t`:
 
-- `hello`  {engine, policy}                the wake-up probe's effective engine and policy
+- `hello`  {engine, policy, requested}     the wake-up probe's effective engine and policy
 - `target` {target, kind, mode, device}    what a storage target turned out to be
 - `hist`   {labels, counts, sum_ns}        per-bucket counts since the last `hist`
 - `err`    {target, op, n, msg}            n failed samples of one operation, last reason
@@ -23,6 +23,8 @@ from typing import IO, Any
 from nodeslo.probes.histogram import Snapshot
 
 Message = dict[str, Any]
+
+MAX_LINE_BYTES = 1 << 20
 
 
 class ParentGone(Exception):
@@ -49,6 +51,25 @@ class Reporter:
             return False
         self.send("hist", labels=labels, counts=list(snap.counts), sum_ns=snap.sum_ns)
         return True
+
+
+class LineTooLong(ValueError):
+    """More than MAX_LINE_BYTES without a newline: not a probe talking."""
+
+
+class LineBuffer:
+    """Splits a byte stream into the lines that are complete so far."""
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._pending = b""
+        self._limit = limit
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        if len(self._pending) > self._limit:
+            raise LineTooLong(f"{len(self._pending)} bytes without a newline")
+        return lines
 
 
 def decode(line: bytes) -> Message:

@@ -148,6 +148,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="timer period, 100us..1s (default: profile, 10ms)",
     )
     group.add_argument(
+        "--probe.wakeup.socket",
+        dest="probe_wakeup_socket",
+        type=absolute_path,
+        default=None,
+        metavar="PATH",
+        help="do not start the wake-up probe: listen on PATH for `nodeslo probe wakeup "
+        "--connect PATH`, run where cyclictest may have CAP_SYS_NICE (its own unit or "
+        "container) while this process holds no capability",
+    )
+    group.add_argument(
         "--probe.wakeup.policy",
         dest="probe_wakeup_policy",
         choices=WAKEUP_POLICIES,

@@ -25,13 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nodeslo.log import OnceLog
-from nodeslo.probes.protocol import Message, decode
+from nodeslo.probes.protocol import LineBuffer, LineTooLong, Message, decode
 
 log = logging.getLogger("nodeslo.probe")
 
 MIN_WAIT_SECONDS = 0.05
 KILL_WAIT_SECONDS = 0.5
-MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,7 @@ class ProbeProcess:
     def _pump(self, proc: subprocess.Popen[bytes], started: float) -> str:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        pending = b""
+        lines = LineBuffer()
         while True:
             if self._stop.is_set():
                 return "stopped"
@@ -185,11 +184,11 @@ class ProbeProcess:
             chunk = os.read(fd, 65536)
             if not chunk:
                 return "exited"
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_LINE_BYTES:
+            try:
+                complete = lines.feed(chunk)
+            except LineTooLong:
                 return "report line too long"
-            for line in lines:
+            for line in complete:
                 self._deliver(line)
 
     def _deliver(self, line: bytes) -> None:

@@ -60,6 +60,20 @@ ALERTS = (
         source=("nodeslo_probe_up",),
     ),
     HealthAlert(
+        name="WakeupProbeEngineFallback",
+        group="exporter",
+        severity=WARNING,
+        expr='nodeslo_probe_wakeup_engine_info{requested!="python", engine="python"} == 1',
+        for_=900,
+        summary="nodeslo wake-up probe " + ON + " measures with the python engine",
+        description="The wake-up probe was asked for {{ $labels.requested }} but has measured "
+        "with the python engine for 15m: cyclictest is missing or keeps failing (without "
+        "CAP_SYS_NICE it exits 1). The python engine reads ~25 us late at the median, so "
+        "the wake-up SLO burns on measurement bias, not on the host.",
+        threshold="python engine while cyclictest requested, for 15m",
+        source=("nodeslo_probe_wakeup_engine_info",),
+    ),
+    HealthAlert(
         name="NodeSLOProfileReloadFailed",
         group="exporter",
         severity=WARNING,
