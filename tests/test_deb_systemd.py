@@ -148,7 +148,8 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "-initrd",
         str(initrd),
         "-append",
-        "root=/dev/vda rw console=ttyS0 panic=-1 loglevel=4 systemd.show_status=0",
+        "root=/dev/vda rw console=ttyS0 panic=-1 loglevel=4 systemd.show_status=0 "
+        "systemd.journald.forward_to_console=1",
         "-drive",
         f"file={image},if=virtio,format=raw,snapshot=on",
         "-drive",

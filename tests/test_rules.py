@@ -429,6 +429,7 @@ CONTRACT_EXTRAS = {
     "nodeslo_firmware_microcode_revisions",  # firmware collector
     "nodeslo_firmware_microcode_outdated",  # firmware collector
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics
+    "nodeslo_probe_wakeup_engine_info",  # the wake-up probe's engine (WakeupProbeEngineFallback)
 }
 
 

@@ -112,6 +112,7 @@ def main(share: str) -> int:
     def save() -> None:
         with open(os.path.join(share, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
+        print(f"{time.monotonic():.0f}s: {', '.join(results)}", flush=True)
 
     t0 = time.monotonic()
     debs = sorted(glob.glob(os.path.join(share, "nodeslo_*_all.deb")))
@@ -128,22 +129,18 @@ def main(share: str) -> int:
         u: status(s["MainPID"]) for u, s in results["show"].items() if s["MainPID"] != "0"
     }
     results["user"] = {"nodeslo": pwd.getpwnam("nodeslo").pw_uid}
-    # cyclictest runs in 10 s bursts: wait for a burst's histogram to arrive.
-    results["metrics"] = (
-        wait(
-            lambda: (
-                text
-                if (text := fetch()).find("nodeslo_probe_wakeup_engine_info{") >= 0
-                and metric_lines(
-                    text, 'nodeslo_probe_wakeup_latency_seconds_count{engine="cyclictest"'
-                )
-                else ""
-            ),
-            timeout=90,
-            step=2,
+
+    # cyclictest runs in 10 s bursts: wait for a burst's histogram, and the first NVMe poll.
+    def measured() -> str:
+        text = fetch()
+        counts = metric_lines(
+            text, 'nodeslo_probe_wakeup_latency_seconds_count{engine="cyclictest"'
         )
-        or fetch()
-    )
+        smart = metric_lines(text, "nodeslo_nvme_smart_up{")
+        done = counts and float(counts[0].split()[-1]) > 0 and smart and smart[0].endswith(" 1.0")
+        return text if done else ""
+
+    results["metrics"] = wait(measured, timeout=120, step=2) or fetch()
     results["processes"] = processes_of("nodeslo")
     save()
 

@@ -235,26 +235,25 @@ class RemoteProbe:
             ready = select.select([fd, listener, self._wake_r], [], [], left)[0]
             if self._wake_r in ready:
                 self._drain_pokes()
+            if fd in ready:
+                # First what the current probe said (its last words, or its end).
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return "disconnected", None
+                try:
+                    complete = lines.feed(chunk)
+                except LineTooLong:
+                    return "report line too long", None
+                for line in complete:
+                    self._deliver(line)
             if listener in ready:
                 # A new probe process (the old one restarted by systemd, or a second
                 # one): the newest wins.
                 try:
                     newer, _ = self._listener.accept()
                 except OSError:
-                    newer = None
-                if newer is not None:
-                    return "replaced by a new connection", newer
-            if fd not in ready:
-                continue
-            chunk = conn.recv(65536)
-            if not chunk:
-                return "disconnected", None
-            try:
-                complete = lines.feed(chunk)
-            except LineTooLong:
-                return "report line too long", None
-            for line in complete:
-                self._deliver(line)
+                    continue
+                return "replaced by a new connection", newer
 
     def _deliver(self, line: bytes) -> None:
         try:
