@@ -71,7 +71,8 @@ def fake_probe(script: str) -> Callable[[str], list[str]]:
 
 BEATING = """
 import json, sys, time
-print(json.dumps({"t": "hello", "engine": "python", "policy": "other", "requested": "auto"}), flush=True)
+hello = {"t": "hello", "engine": "python", "policy": "other", "requested": "auto"}
+print(json.dumps(hello), flush=True)
 while True:
     print(json.dumps({"t": "beat", "config": config}), flush=True)
     time.sleep(0.05)
@@ -97,7 +98,7 @@ def test_reports_flow_and_a_reload_sends_new_settings_without_a_restart(tmp_path
     try:
         assert oct(os.stat(tmp_path / "w.sock").st_mode & 0o777) == "0o660"
         with RelayThread(tmp_path / "w.sock", fake_probe(BEATING)) as relay:
-            wait_for(lambda: probe.reporting())
+            wait_for(probe.reporting)
             assert probe.pid == os.getpid()  # the relay, a thread of this process here
             assert messages[0]["t"] == "hello"
             probe.replace('{"n": 2}')
