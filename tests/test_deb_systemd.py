@@ -265,7 +265,7 @@ def test_the_wakeup_probe_runs_cyclictest_as_nodeslo_with_cap_sys_nice_only(
     # Only the probe's processes hold a capability among nodeslo's.
     for proc in guest["processes"]:
         if caps(proc, "CapEff"):
-            assert re.search(r"probe wakeup|nodeslo\.probes\.wakeup|cyclictest", proc["cmdline"]), (
+            assert re.search(r"nodeslo\.probes\.(relay|wakeup)|cyclictest", proc["cmdline"]), (
                 proc
             )
 

@@ -8,6 +8,7 @@ exits 2, before anything starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -227,9 +228,19 @@ def add_probe_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _probe_wakeup(args: argparse.Namespace) -> int:
-    from nodeslo.probes.relay import Relay
-
-    return Relay(args.connect).run()
+    """Become the relay, lean: this process has imported every collector and the
+    generator; exec keeps the PID (systemd's MainPID) and the ambient capability."""
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "nodeslo.probes.relay",
+            f"--connect={args.connect}",
+            f"--log.level={args.log_level}",
+            f"--log.format={args.log_format}",
+        ],
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
