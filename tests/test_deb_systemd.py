@@ -265,9 +265,7 @@ def test_the_wakeup_probe_runs_cyclictest_as_nodeslo_with_cap_sys_nice_only(
     # Only the probe's processes hold a capability among nodeslo's.
     for proc in guest["processes"]:
         if caps(proc, "CapEff"):
-            assert re.search(r"nodeslo\.probes\.(relay|wakeup)|cyclictest", proc["cmdline"]), (
-                proc
-            )
+            assert re.search(r"nodeslo\.probes\.(relay|wakeup)|cyclictest", proc["cmdline"]), proc
 
 
 def test_the_metrics_endpoint_serves_every_collector(guest: dict[str, Any], promtool: str) -> None:
