@@ -6,9 +6,10 @@
 #
 # The image holds systemd, the packages named, and this host's kernel modules (the guest
 # boots this host's kernel and initrd, see boot-rootfs.sh). The mirror is the one this
-# host's apt uses. No root file system is mounted: debootstrap fills a directory and
-# mkfs.ext4 -d copies it into the image. Takes ~3-5 min, mostly downloads; the test caches
-# the result under a name keyed by this script, the package list and the kernel.
+# host's apt uses. No image is mounted: debootstrap fills a directory (apt runs in a
+# chroot of it with /proc mounted) and mkfs.ext4 -d copies it into the image. Takes ~1.5
+# min here, mostly downloads; the test caches the result under a name keyed by this
+# script, the package list and the kernel.
 set -euo pipefail
 out=${1:?usage: debian-rootfs.sh OUT.img PACKAGE...}; shift
 kver=$(ls /lib/modules | sort -V | tail -n 1)
