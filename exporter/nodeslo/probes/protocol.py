@@ -1,5 +1,8 @@
 """The pipe between a probe process and the daemon: one JSON object per line.
 
+The same lines travel over a Unix socket when the probe runs outside the daemon
+(`remote`, `relay`); there the daemon first sends the probe's configuration line.
+
 A probe process measures and sends what it measured; the daemon only merges. Each
 message has a type `t`:
 
