@@ -17,7 +17,12 @@ from prometheus_client.process_collector import ProcessCollector
 
 from nodeslo import privileges
 from nodeslo.collectors import COLLECTORS
-from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
+from nodeslo.collectors.base import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Collector,
+    CollectorContext,
+    CollectorSet,
+)
 from nodeslo.log import OnceLog
 from nodeslo.paths import Roots
 from nodeslo.probes.collector import probe_collectors
@@ -70,7 +75,8 @@ class Daemon:
         self.disabled = [n for n in COLLECTORS if n not in names]
         collectors: list[Collector] = [COLLECTORS[name](ctx) for name in names]
         collectors += probe_collectors(ctx)  # --probe.* flags, not --collector.*
-        self.collectors = CollectorSet(collectors, self.errors)
+        timeout = getattr(args, "collector_timeout", DEFAULT_TIMEOUT_SECONDS)
+        self.collectors = CollectorSet(collectors, self.errors, timeout)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SelfCollector(lambda: self.profile, self.reload_state))
         self.registry.register(self.collectors)

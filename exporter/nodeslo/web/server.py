@@ -43,11 +43,10 @@ from io import BufferedIOBase
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.openmetrics import exposition as openmetrics
 
 from nodeslo.web.auth import BasicAuth, RateLimiter
 from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
+from nodeslo.web.negotiate import FORMATS, accepts_gzip, choose_format
 from nodeslo.web.webconfig import RateLimit, TLSSettings, WebConfigSource
 
 log = logging.getLogger("nodeslo.web")
@@ -59,8 +58,6 @@ IDLE_TIMEOUT_SECONDS = 30.0
 IO_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_CONNECTIONS = 64
 MAX_REQUEST_LINE = 8192
-# Content types served by a caching renderer; others by prometheus_client's encoders.
-MAX_CACHED_RENDERERS = 4
 MAX_HEAD_BYTES = 64 * 1024
 # Between warnings that the connection limit forces idle connections closed.
 PRESSURE_LOG_SECONDS = 60.0
@@ -141,23 +138,18 @@ class WebApp:
     auth: BasicAuth = field(default_factory=BasicAuth)
 
     def __post_init__(self) -> None:
-        self._encoders: dict[str, Any] = {}
+        # One renderer per format family, whatever clients ask: the set is fixed.
+        text, openmetrics = TextRenderer(), OpenMetricsRenderer()
+        self._renderers = {f.content_type: openmetrics if f.openmetrics else text for f in FORMATS}
         self.coalescer = Coalescer(self._render)
         self._limiter: RateLimiter | None = None
         self._limiter_lock = threading.Lock()
 
     def _render(self, content_type: str) -> bytes:
-        encoder = self._encoders[content_type]
-        data: bytes = encoder(self.registry)
-        return data
+        return self._renderers[content_type](self.registry)
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept or "")
-        if content_type not in self._encoders:
-            # Each Accept variant (versions, escapings) is a content type of its own; a
-            # client inventing versions must not make us hold a renderer's cache for each.
-            cached = len(self._encoders) < MAX_CACHED_RENDERERS
-            self._encoders[content_type] = (cached and _cached_renderer(encoder)) or encoder
+        content_type = choose_format(accept).content_type
         return self.coalescer.get(content_type), content_type
 
     def limiter(self, settings: RateLimit) -> RateLimiter:
@@ -171,20 +163,6 @@ class WebApp:
             ):
                 current = self._limiter = RateLimiter(settings.interval_seconds, settings.burst)
             return current
-
-
-def _cached_renderer(encoder: Any) -> Callable[[Any], bytes] | None:
-    """The renderer that writes the same bytes as prometheus_client's `encoder`, faster;
-    None for a name escaping other than the default (left to prometheus_client)."""
-    if encoder is generate_latest:
-        return TextRenderer()
-    keywords = getattr(encoder, "keywords", {})
-    if (
-        getattr(encoder, "func", None) is openmetrics.generate_latest
-        and keywords.get("escaping") == openmetrics.UNDERSCORES
-    ):
-        return OpenMetricsRenderer(version=keywords.get("version", "1.0.0"))
-    return None
 
 
 @dataclass(eq=False)
@@ -320,6 +298,10 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile = _HeadReader(self.rfile)  # type: ignore[assignment]
         self._extra_headers: tuple[tuple[str, str], ...] = ()
 
+    def version_string(self) -> str:
+        # http.server appends "Python/3.x.y": no need to tell clients what to attack.
+        return self.server_version
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format % args, extra={"fields": {"client": self.client_address[0]}})
 
@@ -375,8 +357,7 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def _send(self, status: int, body: bytes, content_type: str, head: bool = False) -> None:
-        gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
-        if gzip_ok and len(body) > 1024:
+        if len(body) > 1024 and accepts_gzip(self.headers.get("Accept-Encoding")):
             body = gzip.compress(body, compresslevel=1)
             encoding = "gzip"
         else:
