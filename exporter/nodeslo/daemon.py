@@ -221,7 +221,7 @@ class Daemon:
         self.notifier.notify("STOPPING=1")
         assert self.server is not None
         self.server.shutdown()
-        self.server.server_close()
+        self.server.drain()
         thread.join(timeout=1.0)
         self.collectors.close()
         return 0

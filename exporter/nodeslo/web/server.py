@@ -6,14 +6,20 @@ collection instead of reading every sysfs file twice.
 The server is built to stay reachable for scrapes whatever other clients do:
 
 - at most `max_connections` connections (one thread each) are open at once; when a
-  new one arrives at the limit, a connection waiting for a request head is closed to
-  make room: first the longest-waiting of those that never completed one (a slowloris
-  dribbling bytes, a stalled TLS handshake), else the longest-idle keep-alive. A
-  scrape's head arrives in one packet, so it is never the one closed; only when every
-  slot is busy serving is the newcomer refused (503 on plain HTTP);
+  new one arrives at the limit, one is closed to make room, in this order (`Connections.
+  victim`): a client that stopped reading its response (a write stalled for
+  WRITE_STALL_SECONDS), a slow request head (bytes dribbling, or nothing sent for
+  FRESH_GRACE_SECONDS), the longest-idle keep-alive, and last the oldest connection
+  that has sent nothing yet. A connection whose request head waits in the kernel for
+  its thread is never closed (peeked), so under a flood a scrape that arrived is
+  served; only when every slot is busy is the newcomer refused (503 on plain HTTP);
 - a connection must complete each request head within IDLE_TIMEOUT_SECONDS of being
-  ready for it, however slowly the bytes trickle; each blocking socket operation times
-  out after IO_TIMEOUT_SECONDS (a client that never reads its response);
+  ready for it, however slowly the bytes trickle; each blocking read times out after
+  IO_TIMEOUT_SECONDS, and a whole response must be written within
+  WRITE_TIMEOUT_SECONDS (a client that never reads it);
+- an HTTP/0.9 request line (no version) is answered 400 at once, its headers unread;
+- on shutdown, idle connections are closed and scrapes in flight finish (up to
+  DRAIN_TIMEOUT_SECONDS) before the rest is closed;
 - a request line over MAX_REQUEST_LINE bytes gets 414, a head over MAX_HEAD_BYTES or
   with more than 100 headers 431, a malformed one 400, another method 405.
 
@@ -54,8 +60,17 @@ log = logging.getLogger("nodeslo.web")
 # A connection must complete a request head this long after it became ready for one:
 # idle keep-alives and slowloris clients must not pin a handler thread for ever.
 IDLE_TIMEOUT_SECONDS = 30.0
-# Any one blocking read or write (a client that stops reading its response).
+# Any one blocking read.
 IO_TIMEOUT_SECONDS = 30.0
+# A whole response (a client that stops reading it).
+WRITE_TIMEOUT_SECONDS = 10.0
+# A write blocked this long marks a client that does not read: the first to close.
+WRITE_STALL_SECONDS = 1.0
+# A real client sends its request head right after connecting; a connection that has
+# sent nothing for this long is treated as a slow one.
+FRESH_GRACE_SECONDS = 1.0
+# SIGTERM: how long scrapes in flight may take to finish (systemd's TimeoutStopSec=10s).
+DRAIN_TIMEOUT_SECONDS = 5.0
 DEFAULT_MAX_CONNECTIONS = 64
 MAX_REQUEST_LINE = 8192
 MAX_HEAD_BYTES = 64 * 1024
@@ -170,8 +185,20 @@ class Connection:
     # A dup of the client socket: shutdown() on it ends the connection from any thread,
     # whatever the handler did with its own descriptor (an SSL wrap detaches it).
     control: socket.socket
+    opened: float  # monotonic
     waiting_since: float | None  # monotonic; None while a request is being served
     requests: int = 0  # requests whose head arrived on this connection
+    receiving: bool = False  # the next head's first bytes arrived (read by the handler)
+    writing_since: float | None = None  # a response write is in progress since
+
+    def pending(self) -> bool:
+        """Bytes wait in the kernel that its handler has not read yet."""
+        try:
+            return bool(self.control.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return False
 
 
 class Connections:
@@ -195,17 +222,14 @@ class Connections:
         now = time.monotonic()
         with self._lock:
             if len(self._open) >= self.limit:
-                waiting = [c for c in self._open if c.waiting_since is not None]
-                if not waiting:
+                victim = self.victim(now)
+                if victim is None:
                     self.refused += 1
                     return None
-                # Connections that never completed a request head go first (slowloris
-                # never does); then the longest-idle keep-alive.
-                victim = min(waiting, key=lambda c: (c.requests > 0, c.waiting_since or 0.0))
                 self._drop(victim)
                 self.evicted += 1
                 self._pressure_unlogged += 1
-            conn = Connection(sock.dup(), now)
+            conn = Connection(sock.dup(), now, now)
             self._open.add(conn)
             log_pressure = (
                 self._pressure_unlogged and now - self._pressure_logged >= PRESSURE_LOG_SECONDS
@@ -220,12 +244,49 @@ class Connections:
             )
         return conn
 
+    def victim(self, now: float) -> Connection | None:
+        """The connection to close for a newcomer (see the module docstring); None
+        when every one is serving or has a request waiting to be read."""
+        best: tuple[int, float] | None = None
+        chosen = None
+        for conn in self._open:
+            rank = self._rank(conn, now)
+            if rank is not None and (best is None or rank < best):
+                best, chosen = rank, conn
+        return chosen
+
+    @staticmethod
+    def _rank(conn: Connection, now: float) -> tuple[int, float] | None:
+        writing = conn.writing_since
+        if writing is not None:
+            return (0, writing) if now - writing >= WRITE_STALL_SECONDS else None
+        waiting = conn.waiting_since
+        if waiting is None:
+            return None  # serving a request
+        if conn.receiving:
+            return (1, waiting)  # a head trickling in: slowloris
+        if conn.pending():
+            return None  # a request head waits for its thread: a scrape, keep it
+        if conn.requests:
+            return (2, waiting)  # idle keep-alive
+        if now - conn.opened >= FRESH_GRACE_SECONDS:
+            return (1, waiting)  # connected and silent
+        return (3, waiting)  # just connected, its head may be on the way
+
     def waiting(self, conn: Connection) -> None:
+        conn.receiving = False
         conn.waiting_since = time.monotonic()
+
+    def receiving(self, conn: Connection) -> None:
+        conn.receiving = True
 
     def busy(self, conn: Connection) -> None:
         conn.waiting_since = None
+        conn.receiving = False
         conn.requests += 1
+
+    def writing(self, conn: Connection, active: bool) -> None:
+        conn.writing_since = time.monotonic() if active else None
 
     def release(self, conn: Connection) -> None:
         with self._lock:
@@ -249,6 +310,19 @@ class Connections:
         with self._lock:
             for conn in list(self._open):
                 self._drop(conn)
+
+    def drain(self, timeout: float) -> int:
+        """Close idle connections; wait up to `timeout` for the others' requests to
+        finish. The number still busy at the end (closed by close_all)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                for conn in [c for c in self._open if c.waiting_since is not None]:
+                    self._drop(conn)
+                busy = len(self._open)
+            if not busy or time.monotonic() >= deadline:
+                return busy
+            time.sleep(0.02)
 
     def _drop(self, conn: Connection) -> None:
         self._open.discard(conn)
@@ -276,6 +350,10 @@ class _HeadReader:
 
     def read(self, size: int = -1) -> bytes:
         return self._raw.read(size)
+
+    def peek(self) -> bytes:
+        """Block until the next bytes arrive (b"" at EOF); consume nothing."""
+        return self._raw.peek(1)  # type: ignore[attr-defined,no-any-return]
 
     def close(self) -> None:
         self._raw.close()
@@ -311,6 +389,10 @@ class Handler(BaseHTTPRequestHandler):
         connections.waiting(conn)
         self.rfile.budget = MAX_HEAD_BYTES  # type: ignore[attr-defined]
         try:
+            if not self.rfile.peek():  # type: ignore[attr-defined]
+                self.close_connection = True
+                return
+            connections.receiving(conn)
             self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
             if len(self.raw_requestline) > MAX_REQUEST_LINE:
                 self.requestline = self.request_version = self.command = ""
@@ -318,6 +400,13 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if not self.raw_requestline:
                 self.close_connection = True
+                return
+            if len(self.raw_requestline.split()) == 2:
+                # HTTP/0.9 has no headers: answer now instead of waiting for them.
+                self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
+                self.request_version = self.command = ""
+                self.close_connection = True
+                self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
                 return
             if not self.parse_request():
                 return  # parse_request answered 400, 431 or 505 itself
@@ -371,9 +460,19 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        conn: Connection = _local.connection
+        connections = self.server.connections
+        # The whole response within WRITE_TIMEOUT_SECONDS (sendall's timeout is total);
+        # a write that stalls marks a client that does not read, first to be closed.
+        self.connection.settimeout(WRITE_TIMEOUT_SECONDS)
+        connections.writing(conn, True)
+        try:
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+        finally:
+            connections.writing(conn, False)
+            self.connection.settimeout(IO_TIMEOUT_SECONDS)
 
     def _text(self, status: int, text: str, head: bool = False) -> None:
         self._send(status, text.encode(), "text/plain; charset=utf-8", head)
@@ -557,6 +656,15 @@ class Server(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.connections.close_all()
+
+    def drain(self, timeout: float = DRAIN_TIMEOUT_SECONDS) -> None:
+        """After shutdown(): refuse new connections, let requests in flight finish (up
+        to `timeout`), then close everything."""
+        self.socket.close()
+        busy = self.connections.drain(timeout)
+        if busy:
+            log.warning("closing requests still in flight", extra={"fields": {"count": busy}})
+        self.server_close()
 
 
 def make_server(
