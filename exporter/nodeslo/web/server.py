@@ -51,6 +51,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from nodeslo.web.auth import BasicAuth, RateLimiter
+from nodeslo.web.clienthello import MAX_HELLO
 from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
 from nodeslo.web.negotiate import FORMATS, accepts_gzip, choose_format
 from nodeslo.web.webconfig import RateLimit, TLSSettings, WebConfigSource
@@ -635,8 +636,12 @@ class Server(ThreadingHTTPServer):
                 sock.recv(MAX_HEAD_BYTES, socket.MSG_DONTWAIT)
                 sock.sendall(_PLAIN_ON_TLS)
             return None
+        context = tls.context
+        if tls.legacy is not None:
+            # A ClientHello arrives in one segment; its versions pick the context.
+            context = tls.context_for(sock.recv(MAX_HELLO, socket.MSG_PEEK))
         try:
-            tls_sock = tls.context.wrap_socket(sock, server_side=True)
+            tls_sock = context.wrap_socket(sock, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             # Scanners and misconfigured clients: worth a debug line, not an error.
             log.debug(
