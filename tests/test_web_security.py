@@ -458,7 +458,23 @@ def test_cache_is_bounded() -> None:
     users = {"prometheus": HASH.encode()}
     for i in range(20):
         assert not auth.check(users, w.basic("prometheus", f"guess {i}")["Authorization"])
-    assert len(auth._cache) <= 4
+    assert len(auth._bad.entries) <= 4
+
+
+def test_failed_logins_never_push_out_a_good_one_and_are_throttled_per_client() -> None:
+    auth = webauth.BasicAuth(size=4)
+    users = {"prometheus": HASH.encode()}
+    assert auth.check(users, GOOD["Authorization"], "10.0.0.1")
+    for i in range(40):  # ten times the cache size, from one guessing client
+        assert not auth.check(users, w.basic("prometheus", f"guess {i}")["Authorization"], "x")
+    assert auth.bcrypt_calls == 1 + webauth.MAX_FAILURES  # then refused without bcrypt
+    assert auth.throttled == 40 - webauth.MAX_FAILURES
+    # The scraper's login is still cached: no bcrypt, no wait behind the guesses.
+    assert auth.check(users, GOOD["Authorization"], "10.0.0.1")
+    assert auth.bcrypt_calls == 1 + webauth.MAX_FAILURES
+    # Another client is not throttled by the first one's failures.
+    assert not auth.check(users, w.basic("prometheus", "other")["Authorization"], "y")
+    assert auth.bcrypt_calls == 2 + webauth.MAX_FAILURES
 
 
 @pytest.mark.parametrize(

@@ -486,7 +486,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._text(HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n", head)
                 return
             self._extra_headers = config.headers
-            if config.users and not app.auth.check(config.users, self.headers["Authorization"]):
+            authorization = self.headers["Authorization"]
+            if config.users and not app.auth.check(
+                config.users, authorization, self.client_address[0]
+            ):
                 self.send_response(HTTPStatus.UNAUTHORIZED)
                 self.send_header("WWW-Authenticate", 'Basic realm="nodeslo", charset="UTF-8"')
                 body = b"Unauthorized\n"
