@@ -176,6 +176,28 @@ def test_a_request_waiting_to_be_read_is_never_the_one_closed() -> None:
             b.close()
 
 
+def test_at_the_limit_a_pipelining_client_yields_but_an_ordinary_scrape_does_not() -> None:
+    connections = web.Connections(limit=2)
+    pairs = [socket.socketpair() for _ in range(4)]
+    try:
+        scrape = connections.admit(pairs[0][0])
+        pipelining = connections.admit(pairs[1][0])
+        assert scrape is not None and pipelining is not None
+        connections.busy(scrape)
+        connections.busy(pipelining, pipelined=True)  # its next request came with this one
+        newcomer = connections.admit(pairs[2][0])
+        assert newcomer is not None
+        assert pipelining.control.fileno() == -1 and scrape.control.fileno() != -1
+        connections.busy(newcomer)
+        # Only ordinary requests in flight: the newcomer is refused, nobody is cut off.
+        assert connections.admit(pairs[3][0]) is None and connections.refused == 1
+    finally:
+        connections.close_all()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def _keep_alive_flood(port: int, stop: threading.Event, held: list[socket.socket]) -> None:
     """New connections that each make one request, read the answer, and stay idle."""
     while not stop.is_set():

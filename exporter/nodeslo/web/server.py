@@ -9,10 +9,12 @@ The server is built to stay reachable for scrapes whatever other clients do:
   new one arrives at the limit, one is closed to make room, in this order (`Connections.
   victim`): a client that stopped reading its response (a write stalled for
   WRITE_STALL_SECONDS), a slow request head (bytes dribbling, or nothing sent for
-  FRESH_GRACE_SECONDS), the longest-idle keep-alive, and last the oldest connection
-  that has sent nothing yet. A connection whose request head waits in the kernel for
-  its thread is never closed (peeked), so under a flood a scrape that arrived is
-  served; only when every slot is busy is the newcomer refused (503 on plain HTTP);
+  FRESH_GRACE_SECONDS), the longest-idle keep-alive, the oldest connection that has
+  sent nothing yet, and last a connection pipelining (serving a request while its
+  next one waits: no scraper does that) into buffers it may never read. A connection whose request
+  head waits in the kernel for its thread is not closed for being idle (peeked), so
+  under a flood a scrape that arrived is served; only when every slot is busy with
+  ordinary requests is the newcomer refused (503 on plain HTTP);
 - a connection must complete each request head within IDLE_TIMEOUT_SECONDS of being
   ready for it, however slowly the bytes trickle; each blocking read times out after
   IO_TIMEOUT_SECONDS, and a whole response must be written within
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import io
 import ipaddress
 import logging
 import socket
@@ -45,7 +48,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BufferedIOBase
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -191,6 +193,7 @@ class Connection:
     requests: int = 0  # requests whose head arrived on this connection
     receiving: bool = False  # the next head's first bytes arrived (read by the handler)
     writing_since: float | None = None  # a response write is in progress since
+    pipelined: bool = False  # the request being served came with more bytes behind it
 
     def pending(self) -> bool:
         """Bytes wait in the kernel that its handler has not read yet."""
@@ -258,21 +261,25 @@ class Connections:
 
     @staticmethod
     def _rank(conn: Connection, now: float) -> tuple[int, float] | None:
-        writing = conn.writing_since
-        if writing is not None:
-            return (0, writing) if now - writing >= WRITE_STALL_SECONDS else None
-        waiting = conn.waiting_since
-        if waiting is None:
-            return None  # serving a request
-        if conn.receiving:
-            return (1, waiting)  # a head trickling in: slowloris
-        if conn.pending():
+        writing, waiting = conn.writing_since, conn.waiting_since
+        if writing is not None and now - writing >= WRITE_STALL_SECONDS:
+            return (0, writing)  # the client does not read
+        if waiting is not None and writing is None:
+            if conn.receiving:
+                return (1, waiting)  # a head trickling in: slowloris
+            if not conn.pending():
+                if conn.requests:
+                    return (2, waiting)  # idle keep-alive
+                if now - conn.opened >= FRESH_GRACE_SECONDS:
+                    return (1, waiting)  # connected and silent
+                return (3, waiting)  # just connected, its head may be on the way
             return None  # a request head waits for its thread: a scrape, keep it
-        if conn.requests:
-            return (2, waiting)  # idle keep-alive
-        if now - conn.opened >= FRESH_GRACE_SECONDS:
-            return (1, waiting)  # connected and silent
-        return (3, waiting)  # just connected, its head may be on the way
+        # Serving a request while the next one already waits unread: a client that
+        # pipelines (no scraper does) into buffers it may never read. It yields its
+        # slot to a newcomer, the one served most first.
+        if conn.pipelined or conn.pending():
+            return (4, -conn.requests)
+        return None
 
     def waiting(self, conn: Connection) -> None:
         conn.receiving = False
@@ -281,9 +288,10 @@ class Connections:
     def receiving(self, conn: Connection) -> None:
         conn.receiving = True
 
-    def busy(self, conn: Connection) -> None:
+    def busy(self, conn: Connection, pipelined: bool = False) -> None:
         conn.waiting_since = None
         conn.receiving = False
+        conn.pipelined = pipelined
         conn.requests += 1
 
     def writing(self, conn: Connection, active: bool) -> None:
@@ -332,11 +340,26 @@ class Connections:
         conn.control.close()
 
 
-class _HeadReader:
-    """The connection's reader, with a byte budget for the request head."""
+class _CountingIO(socket.SocketIO):
+    """The socket's raw reader, counting what it received."""
 
-    def __init__(self, raw: BufferedIOBase) -> None:
-        self._raw = raw
+    received = 0
+
+    def readinto(self, b: Any) -> int | None:
+        n = super().readinto(b)
+        if n:
+            self.received += n
+        return n
+
+
+class _HeadReader:
+    """The connection's reader, with a byte budget for the request head, and what it
+    holds received but not yet read (a pipelined request, a body)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._counted = _CountingIO(sock, "rb")
+        self._raw = io.BufferedReader(self._counted)
+        self._consumed = 0
         self.budget = MAX_HEAD_BYTES
 
     def readline(self, limit: int = -1) -> bytes:
@@ -344,17 +367,24 @@ class _HeadReader:
             raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
         size = self.budget if limit < 0 else min(limit, self.budget)
         line = self._raw.readline(size)
+        self._consumed += len(line)
         self.budget -= len(line)
         if self.budget <= 0 and not line.endswith(b"\n"):
             raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
         return line
 
     def read(self, size: int = -1) -> bytes:
-        return self._raw.read(size)
+        data = self._raw.read(size)
+        self._consumed += len(data)
+        return data
+
+    def buffered(self) -> int:
+        """Bytes received and not read: more than the request just parsed."""
+        return self._counted.received - self._consumed
 
     def peek(self) -> bytes:
         """Block until the next bytes arrive (b"" at EOF); consume nothing."""
-        return self._raw.peek(1)  # type: ignore[attr-defined,no-any-return]
+        return self._raw.peek(1)
 
     def close(self) -> None:
         self._raw.close()
@@ -375,7 +405,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.rfile = _HeadReader(self.rfile)  # type: ignore[assignment]
+        self.rfile.close()  # replaced by a reader that knows what it holds unread
+        self.rfile = _HeadReader(self.connection)  # type: ignore[assignment]
         self._extra_headers: tuple[tuple[str, str], ...] = ()
 
     def version_string(self) -> str:
@@ -412,7 +443,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if not self.parse_request():
                 return  # parse_request answered 400, 431 or 505 itself
-            connections.busy(conn)
+            connections.busy(conn, pipelined=self.rfile.buffered() > 0)  # type: ignore[attr-defined]
             if self._refused():
                 return
             self._dispatch(head=self.command == "HEAD")
