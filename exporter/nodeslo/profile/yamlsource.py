@@ -45,8 +45,10 @@ class Located:
 
 # What a YAML source may be. A profile is a few KiB; these bounds leave room for the
 # largest sane site file while keeping a hostile one (a 50 MB file, a "billion laughs"
-# alias bomb, a 5,000-deep nesting, a FIFO) to a clear error within a second.
-MAX_BYTES = 1 << 20
+# alias bomb, a 5,000-deep nesting, a FIFO) to a clear error within a second. The size
+# bound also bounds how long LibYAML's parser holds the GIL (it does not release it):
+# 256 KiB compose in well under a second on a loaded machine.
+MAX_BYTES = 256 * 1024
 MAX_DEPTH = 64
 # Alias uses, counted as they are expanded (an alias inside an expanded alias counts
 # again), and values in the expanded tree: together they bound the expansion.
@@ -148,9 +150,9 @@ def read_bounded(path: str, max_bytes: int = MAX_BYTES) -> bytes:
     return data
 
 
-def load(path: str, max_bytes: int = MAX_BYTES) -> Located:
+def load(path: str) -> Located:
     """Parse one YAML file into a Located tree (an empty file is an empty mapping)."""
-    data = read_bounded(path, max_bytes)
+    data = read_bounded(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

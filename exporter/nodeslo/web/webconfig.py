@@ -57,8 +57,6 @@ DEFAULT_MIN_VERSION = "TLS12"
 # static RSA; never offered to a TLS 1.2+ client.
 LEGACY_CIPHERS = "ECDHE+AES+SHA1:!aNULL:!eNULL"
 TLS_1_2 = 0x0303
-# A web config with inline certificates is a few KiB; it is parsed on a request's thread.
-MAX_BYTES = 256 * 1024
 DEFAULT_MAX_VERSION = "TLS13"
 
 # Go's tls.CipherSuites(), the only names the toolkit accepts: IANA name ->
@@ -247,7 +245,7 @@ def load_web_config(path: str) -> WebConfig:
 
 
 def _load_web_config(path: str) -> WebConfig:
-    tree = yamlsource.load(path, MAX_BYTES)
+    tree = yamlsource.load(path)
     top = _mapping(tree, "", _TOP_KEYS)
     base_dir = os.path.dirname(os.path.abspath(path))
     tls, tls_files = _tls(top.get("tls_server_config"), base_dir)
