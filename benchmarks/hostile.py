@@ -70,7 +70,7 @@ def accept(tree: Path) -> None:
         before = rss_bytes(daemon.proc.pid)
         statuses: dict[int, int] = {}
         for i in range(2000):
-            version = f"{i}." + "9" * 200
+            version = f"1.0.{i}" + "9" * 200  # at least 1.0.0: what clients take as valid
             accept_header = f"application/openmetrics-text; version={version}"
             status = _get(daemon.port, headers={"Accept": accept_header})
             statuses[status] = statuses.get(status, 0) + 1

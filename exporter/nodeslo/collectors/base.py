@@ -149,7 +149,9 @@ class _Runner:
         self._queue: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def run(self, timeout: float) -> _Run:
+    def run(self, timeout: float) -> tuple[list[Metric], Exception | None]:
+        """The families of a collection, or why there are none; waits at most until
+        `timeout` after that collection started."""
         with self._lock:
             run = self._current
             if run is None or run.done.is_set():
@@ -162,14 +164,10 @@ class _Runner:
                 self._queue.put(run)
         if not run.done.wait(max(0.0, run.started + timeout - time.monotonic())):
             waited = time.monotonic() - run.started
-            stuck = CollectorTimeout(
+            return [], CollectorTimeout(
                 f"no result within {timeout:g}s (running for {waited:.1f}s: a blocking read?)"
             )
-            failed = _Run()
-            failed.error = stuck
-            failed.started = run.started
-            return failed
-        return run
+        return run.families, run.error
 
     def _loop(self) -> None:
         while (run := self._queue.get()) is not None:
@@ -219,13 +217,12 @@ class CollectorSet:
     def _run(self, collector: Collector) -> tuple[list[Metric], CollectorStatus]:
         start = time.perf_counter()
         key = f"collector:{collector.name}"
-        run = self._runners[collector.name].run(self.timeout)
-        if run.error is None:
-            families, ok, error = run.families, True, ""
+        families, exc = self._runners[collector.name].run(self.timeout)
+        if exc is None:
+            ok, error = True, ""
             if self._errors.clear(key):
                 log.info("collector recovered", extra={"fields": {"collector": collector.name}})
         else:
-            exc = run.error
             families, ok, error = [], False, f"{type(exc).__name__}: {exc}"
             reason = "timeout" if isinstance(exc, CollectorTimeout) else "error"
             self._errors.log(

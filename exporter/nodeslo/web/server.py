@@ -340,16 +340,25 @@ class Connections:
         conn.control.close()
 
 
-class _CountingIO(socket.SocketIO):
+class _CountingIO(io.RawIOBase):
     """The socket's raw reader, counting what it received."""
 
-    received = 0
+    def __init__(self, sock: socket.socket) -> None:
+        self._raw = sock.makefile("rb", buffering=0)
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
 
     def readinto(self, b: Any) -> int | None:
-        n = super().readinto(b)
+        n = self._raw.readinto(b)
         if n:
             self.received += n
         return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _HeadReader:
@@ -357,7 +366,7 @@ class _HeadReader:
     holds received but not yet read (a pipelined request, a body)."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._counted = _CountingIO(sock, "rb")
+        self._counted = _CountingIO(sock)
         self._raw = io.BufferedReader(self._counted)
         self._consumed = 0
         self.budget = MAX_HEAD_BYTES
