@@ -33,6 +33,13 @@ BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
 )
 
 
+SLOW_PROFILE = (
+    "extends: process-management\nprofile: site-a\n"
+    f"a: &a [{', '.join(str(i) for i in range(1990))}]\n"
+    f"b: [{', '.join(['*a'] * 99)}]\n"
+)
+
+
 def _fifo(path: Path) -> None:
     os.mkfifo(path)
 
@@ -179,8 +186,9 @@ def test_the_loader_has_no_shared_constructor() -> None:
 
 
 def test_loading_many_documents_and_rejecting_a_large_one_retains_nothing() -> None:
-    document = "".join(f"k{i}: {{a: [1, 2.5, '2026-01-01'], b: text {i}}}\n" for i in range(3000))
+    document = "".join(f"k{i}: {{a: [1, 2.5, '2026-01-01'], b: text {i}}}\n" for i in range(1200))
     rejected = document * 20  # over MAX_BYTES
+    assert len(document) < MAX_BYTES < len(rejected)
     yamlsource.loads(document)  # warm caches (interned strings, the resolver's tables)
     gc.collect()
     tracemalloc.start()
@@ -194,7 +202,7 @@ def test_loading_many_documents_and_rejecting_a_large_one_retains_nothing() -> N
         after, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # One parsed document is ~2 MiB of Python objects; 30 kept ones would be ~60 MiB.
+    # One parsed document is ~1 MiB of Python objects; 30 kept ones would be ~30 MiB.
     assert after - before < 256 * 1024, after - before
 
 
@@ -221,12 +229,12 @@ def test_watchdog_pings_and_sigterm_are_answered_during_a_large_reload(
 
     threading.Thread(target=receive, daemon=True).start()
     env = {"NOTIFY_SOCKET": notify, "WATCHDOG_USEC": "100000"}
-    # Just under the size bound, the slowest kind to parse: seconds, then refused.
-    large = "".join(f"k{i}: {{a: [1, 2, 3], b: x}}\n" for i in range(MAX_BYTES // 24))
+    # Small, but slow to load: 99 aliases expand to 200,000 values (seconds), then the
+    # validator refuses the unknown keys.
     flags = (f"--profile={profile}", "--collector.disable-defaults", "--collector.scheduler")
     try:
         with d.running(seed_tree, *flags, env=env) as daemon:
-            profile.write_text(large[: large.rindex("\n", 0, MAX_BYTES) + 1])
+            profile.write_text(SLOW_PROFILE)
             daemon.proc.send_signal(signal.SIGHUP)
             daemon.wait_log("profile reload failed", timeout=120)
             assert daemon.scrape()
