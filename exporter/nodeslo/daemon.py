@@ -115,11 +115,6 @@ class Daemon:
         self.server = make_server(self.args.web_listen_address, app, max_connections)
         return self.server
 
-    def reload(self) -> bool:
-        """Load the profile again now, on this thread (tests; the daemon uses a worker)."""
-        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        return self._apply(self._load())
-
     def _load(self) -> Profile | ProfileError:
         try:
             return load_profile(self.args.profile)
@@ -144,14 +139,13 @@ class Daemon:
             daemon=True,
         ).start()
 
-    def _apply(self, result: Profile | ProfileError) -> bool:
+    def _apply(self, result: Profile | ProfileError) -> None:
         if isinstance(result, ProfileError):
             self.reload_state.successful = False
             log.error(
                 "profile reload failed, keeping the old profile",
                 extra={"fields": {"err": str(result), "profile": self.profile.name}},
             )
-            ok = False
         else:
             self.profile = result
             self.reload_state.successful = True
@@ -161,9 +155,7 @@ class Daemon:
                 "profile reloaded",
                 extra={"fields": {"profile": result.name, "sha256": result.sha256[:12]}},
             )
-            ok = True
         self.notifier.notify("READY=1")
-        return ok
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.commands.put(("reload", None) if signum == signal.SIGHUP else ("stop", None))

@@ -53,11 +53,11 @@ TLS_VERSIONS = {
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
 DEFAULT_MIN_VERSION = "TLS12"
+DEFAULT_MAX_VERSION = "TLS13"
 # What TLS 1.0/1.1 clients get without cipher_suites: forward-secret AES-CBC only, no
 # static RSA; never offered to a TLS 1.2+ client.
 LEGACY_CIPHERS = "ECDHE+AES+SHA1:!aNULL:!eNULL"
-TLS_1_2 = 0x0303
-DEFAULT_MAX_VERSION = "TLS13"
+TLS_1_2 = 0x0303  # as a ClientHello spells it
 
 # Go's tls.CipherSuites(), the only names the toolkit accepts: IANA name ->
 # (IANA code point, OpenSSL name). TLS 1.3 suites are not configurable in Go nor in
