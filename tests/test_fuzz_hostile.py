@@ -54,6 +54,7 @@ MUTATIONS: dict[str, Any] = {
     "huge": b"9" * 400 + b"\n",
     "past-u64": b"18446744073709551616\n",
     "negative": b"-12345\n",
+    "wide-range": b"0-99999999999\n",
     "empty": b"",
     "long": b"1" * 100_000,
     "vanished": None,

@@ -26,6 +26,7 @@ from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
 from nodeslo.collectors.cpuidle import CpuidleCollector
 from nodeslo.collectors.redundancy import RedundancyCollector
 from nodeslo.collectors.resctrl import ResctrlCollector
+from nodeslo.cpus import parse_cpu_list
 from nodeslo.daemon import Daemon
 from nodeslo.log import OnceLog
 from nodeslo.paths import Roots
@@ -68,6 +69,12 @@ def test_kernel_numbers_are_64_bit(text: str, unsigned: bool, ok: bool) -> None:
             parse(text)
         with pytest.raises(readers.MalformedValue, match="/x"):
             (readers.parse_u64 if unsigned else readers.parse_int)("/x", text)
+
+
+@pytest.mark.parametrize("text", ["0-99999999999", "4294967296", "0-3,-1", "9" * 400])
+def test_a_cpu_list_reaching_past_any_kernel_is_refused_not_expanded(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_cpu_list(text)
 
 
 # --- one bad value never fails a scrape ------------------------------------------------------
