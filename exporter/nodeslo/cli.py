@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from nodeslo import __version__
 from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
+from nodeslo.collectors.base import DEFAULT_TIMEOUT_SECONDS
+from nodeslo.flagtypes import duration
 from nodeslo.nvme import cli as nvme_cli
 from nodeslo.pack import generate as pack_generate
 from nodeslo.probes import settings as probe_flags
@@ -147,6 +149,15 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         dest="collector_disable_defaults",
         action="store_true",
         help="run only the collectors enabled explicitly",
+    )
+    collectors.add_argument(
+        "--collector.timeout",
+        dest="collector_timeout",
+        type=duration,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="DURATION",
+        help="how long a scrape waits for one collector; one that overruns (a blocking "
+        "read) is reported failed and skipped until it returns (default: 4s)",
     )
     for name, cls in sorted(COLLECTORS.items()):
         state = "on" if cls.default_enabled else "off"

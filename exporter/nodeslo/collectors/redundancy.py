@@ -29,7 +29,7 @@ from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
-from nodeslo.readers import ReadError, list_dir, read_all, read_text
+from nodeslo.readers import ReadError, list_dir, read_all, read_text, to_u64
 
 MD_DISKS = Desc(
     "nodeslo_md_disks",
@@ -179,24 +179,24 @@ def _parse_array(device: str, state: str, rest: str, body: list[str]) -> MdArray
     for line in body:
         if " blocks" in line or line.strip().endswith("blocks"):
             has_blocks = True
-        status = _STATUS.search(line)
-        if status and in_sync is None:
-            raid_disks, working, in_sync = (
-                int(status.group(1)),
-                int(status.group(2)),
-                status.group(3),
-            )
-            if len(in_sync) != raid_disks or in_sync.count("U") != working:
-                problems.append(f"status [{raid_disks}/{working}] [{in_sync}] is inconsistent")
-        sync = _PROGRESS.search(line)
-        if sync and action is None:
-            action = sync.group(1)
-            if sync.group(5):  # DELAYED / PENDING: queued behind another array
-                progress = 0.0
-            elif sync.group(3) and int(sync.group(4)) > 0:
-                progress = min(1.0, int(sync.group(3)) / int(sync.group(4)))
-            else:
-                progress = float(sync.group(2)) / 100
+        try:
+            status = _STATUS.search(line)
+            if status and in_sync is None:
+                disks, working = to_u64(status.group(1)), to_u64(status.group(2))
+                raid_disks, in_sync = disks, status.group(3)
+                if len(in_sync) != raid_disks or in_sync.count("U") != working:
+                    problems.append(f"status [{raid_disks}/{working}] [{in_sync}] is inconsistent")
+            sync = _PROGRESS.search(line)
+            if sync and action is None:
+                action = sync.group(1)
+                if sync.group(5):  # DELAYED / PENDING: queued behind another array
+                    progress = 0.0
+                elif sync.group(3) and to_u64(sync.group(4)) > 0:
+                    progress = min(1.0, to_u64(sync.group(3)) / to_u64(sync.group(4)))
+                else:
+                    progress = min(1.0, float(sync.group(2)) / 100)
+        except ValueError as exc:  # a number no kernel prints: this line is left out
+            problems.append(f"{line.strip()[:60]!r}: {exc}")
     if active and not has_blocks:
         problems.append("missing status line")
     elif active and in_sync is None and level in REDUNDANT:
