@@ -8,8 +8,9 @@ callbacks merged.
 A child that exits, crashes, or stays silent longer than `report_timeout` (hung,
 SIGSTOPped) is killed and started again after a backoff that doubles from `initial`
 to `maximum` and resets once a child has run for `stable_after` seconds. Each such
-restart is counted; `replace()` (a profile reload changed the settings) starts the
-new child at once and is not counted.
+restart is counted, and `on_exit` hears of it (the storage probe accounts the
+operations nobody runs until the next child starts); `replace()` (a profile reload
+changed the settings) starts the new child at once and is neither.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ class ProbeProcess:
         report_timeout: float,
         backoff: Backoff | None = None,
         errors: OnceLog | None = None,
+        on_exit: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self._command = list(command)
         self._on_message = on_message
+        self._on_exit = on_exit
         self._report_timeout = report_timeout
         self._backoff = backoff or Backoff()
         self._errors = errors or OnceLog(log)
@@ -133,6 +136,8 @@ class ProbeProcess:
             with self._lock:
                 self.restarts += 1
                 self.last_exit = reason
+            if self._on_exit is not None:
+                self._on_exit(reason)
             log.warning(
                 "probe process stopped, restarting",
                 extra={"fields": {"probe": self.name, "reason": reason, "backoff": delay}},
