@@ -80,7 +80,7 @@ def test_every_configured_operation_is_exported_from_the_start() -> None:
         assert view.stalled_seconds == 3.0  # nothing completed since it was configured
 
 
-def test_reports_are_merged_and_the_stall_is_the_time_since_the_last_completion() -> None:
+def test_reports_are_merged_and_the_stall_is_the_time_since_last_seen_well() -> None:
     clock = Clock()
     books = ledger(clock)
     books.merge({"t": "hello", "start_ns": clock.now})
@@ -99,7 +99,7 @@ def test_reports_are_merged_and_the_stall_is_the_time_since_the_last_completion(
                         "ok": False,
                         "reason": "io_error",
                         "done_ns": clock.now - 200 * MS,
-                        "busy_ns": 0,
+                        "busy_ns": clock.now - 150 * MS,  # in flight since
                         "overdue": 1,
                         "missed": 9,
                     },
@@ -120,8 +120,8 @@ def test_reports_are_merged_and_the_stall_is_the_time_since_the_last_completion(
     assert views["read"].histogram.count == 7
     assert views["write_sync"].errors == 2
     assert (views["write_sync"].overdue, views["write_sync"].missed["blocked"]) == (1, 9)
-    assert views["write_sync"].stalled_seconds == 0.7
-    assert views["read"].stalled_seconds == 0.55
+    assert views["write_sync"].stalled_seconds == 0.7  # since its last completion
+    assert views["read"].stalled_seconds == 0.5  # idle at the last report: well then
     assert views["write_sync"].failing == "io_error" and views["read"].failing == ""
     assert not books.healthy(5.0)
 
@@ -137,6 +137,23 @@ def test_an_operation_in_flight_too_long_makes_the_probe_unhealthy() -> None:
     clock.advance(0.2)
     assert not books.healthy(5.0)
     assert lanes(books)["read"].stalled_seconds == 5.1  # and the stall grows
+
+
+def test_a_low_rate_is_no_stall_and_a_restart_on_a_hung_volume_does_not_reset_it() -> None:
+    clock = Clock()
+    books = ledger(clock, rate=0.001)  # one operation per 1000 s
+    for _ in range(10):
+        clock.advance(100)
+        status(books, clock, done=False)  # idle, waiting for the next start
+    assert all(v.stalled_seconds == 0.0 for v in books.view())
+    status(books, clock, busy=clock.now)  # an attempt hangs
+    hung = clock.now
+    clock.advance(50)
+    books.process_ended()  # a crash loop on top of it
+    books.merge({"t": "hello", "start_ns": clock.now})
+    clock.advance(1)
+    status(books, clock, done=False, busy=clock.now - NS // 2)  # the new one hangs too
+    assert all(v.stalled_seconds == (clock.now - hung) / NS for v in books.view())
 
 
 def test_a_stopped_probe_process_counts_every_intended_operation_bad_once() -> None:

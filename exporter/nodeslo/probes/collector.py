@@ -79,8 +79,9 @@ IO_MISSED = Desc(
 IO_STALLED = Desc(
     "nodeslo_probe_io_stalled_seconds",
     "gauge",
-    "Seconds since a probe I/O of this kind on the target last completed (with success or "
-    "error), or since the target was configured; grows while I/O hangs or the probe is down.",
+    "Seconds since a probe I/O of this kind on the target was last seen well (an attempt "
+    "completed, with success or error, or none due), or since the target was configured: "
+    "about 0 while I/O completes; grows while one hangs or no probe process runs.",
     ("target", "op"),
 )
 IO_FAILING = Desc(

@@ -10,10 +10,12 @@ passes the operation's threshold. Missing data is never good news: a probe that 
 run burns the SLOs it measures, and `nodeslo_probe_io_missed_total{reason="probe_down"}`
 says why. A profile reload that restarts the probe opens no gap.
 
-It also knows, per operation, when one last completed (success or error), as the
-probe's own monotonic clock reported it (CLOCK_MONOTONIC is one clock for the whole
-host): the stall is the time since then, or since the target was configured, and it
-grows whether the volume hangs or the probe cannot run.
+It also knows, per operation, when it was last seen well: an attempt completed (with
+success or error) or the operation waiting idle for its next start, as the probe's own
+monotonic clock reported it (CLOCK_MONOTONIC is one clock for the whole host). The stall
+is the time since then (or since the target was configured): about zero at any rate
+while operations complete, growing while one hangs or no probe process runs, and not
+reset by a probe process restarting on a volume that still hangs.
 
 Pure bookkeeping under one lock, with an injected clock: no I/O, nothing blocks.
 """
@@ -44,8 +46,8 @@ class LaneBook:
     missed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MISSED_REASONS, 0))
     ok: bool = False
     reason: str = ""
-    done_ns: int = 0
     busy_ns: int = 0
+    well_ns: int = 0  # last seen completing or idle
     gap_next_ns: int | None = None  # the next intended start of an unmeasured gap
 
 
@@ -142,18 +144,18 @@ class StorageLedger:
                     if info[0] == "block":  # only ever read: no write to wait for
                         self._lanes.pop((target, "write_sync"), None)
             elif kind == "status":
-                self._covered_ns = int(message["at_ns"])
+                self._covered_ns = at = int(message["at_ns"])
                 for target, ops in message["targets"].items():
                     for op, state in ops.items():
                         if (target, op) in self._lanes:
-                            self._merge_state(self._lanes[(target, op)], state)
+                            self._merge_state(self._lanes[(target, op)], state, at)
 
     @staticmethod
-    def _merge_state(book: LaneBook, state: dict[str, Any]) -> None:
+    def _merge_state(book: LaneBook, state: dict[str, Any], at_ns: int) -> None:
         book.ok = bool(state["ok"])
         book.reason = str(state["reason"])
-        book.done_ns = max(book.done_ns, int(state["done_ns"]))
         book.busy_ns = int(state["busy_ns"])
+        book.well_ns = max(book.well_ns, int(state["done_ns"]), 0 if book.busy_ns else at_ns)
         book.overdue += int(state["overdue"])
         book.missed["blocked"] += int(state["missed"])
 
@@ -223,7 +225,7 @@ class StorageLedger:
             self._account_gaps(now)
             out = []
             for (target, op), book in sorted(self._lanes.items()):
-                last = max(book.done_ns, self._since.get(target, now))
+                last = max(book.well_ns, self._since.get(target, now))
                 out.append(
                     LaneView(
                         target,
