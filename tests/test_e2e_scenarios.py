@@ -143,7 +143,7 @@ def test_scenario(world: World, name: str) -> None:
             assert got.receiver == expectation.receiver, got
         assert got.labels.get("cluster") == "e2e", got.labels
         assert got.annotations.get("runbook_url", "").endswith(f"/{got.labels['alertname']}.md")
-    if scenario.silent or scenario.inhibited:
+    if scenario.silent or scenario.inhibited or scenario.still_firing:
         deadline = scenario.duration - run.player.elapsed()
         if deadline > 0:
             time.sleep(deadline)
@@ -159,4 +159,11 @@ def test_scenario(world: World, name: str) -> None:
         for alert in active:
             assert alert["status"]["inhibitedBy"], f"{name}: not inhibited: {alert}"
         assert not world.stack.webhook.firing(instance=run.instance, **matchers)
+    for matchers in scenario.still_firing:
+        # Paging from the first notification to the end, never resolved in between.
+        active = world.stack.alertmanager_alerts(instance=run.instance, **matchers)
+        assert active, f"{name}: {matchers} no longer active"
+        assert all(a["status"]["state"] == "active" for a in active), active
+        resolved = world.stack.webhook.received("resolved", instance=run.instance, **matchers)
+        assert not resolved, f"{name}: {matchers} resolved: {resolved}"
     assert not run.player.errors, run.player.errors

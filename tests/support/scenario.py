@@ -20,7 +20,8 @@ runs them against a real Prometheus + Alertmanager.
          labels: {device: md0}, within: 90s}
 
 `silent` lists label matchers of which no notification may arrive by `duration`;
-`inhibited` lists alerts that must be active in Alertmanager by then, yet inhibited.
+`inhibited` lists alerts that must be active in Alertmanager by then, yet inhibited;
+`still_firing` lists alerts that must still be active by then, never once resolved.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Scenario:
     expect: tuple[Expectation, ...]
     silent: tuple[dict[str, str], ...]
     inhibited: tuple[dict[str, str], ...]
+    still_firing: tuple[dict[str, str], ...]
     duration: float
 
     def spec_at(self, elapsed: float, base: ServerSpec) -> ServerSpec:
@@ -164,6 +166,7 @@ def load(name: str) -> Scenario:
         expect=expect,
         silent=_matchers(raw.get("silent", [])),
         inhibited=_matchers(raw.get("inhibited", [])),
+        still_firing=_matchers(raw.get("still_firing", [])),
         duration=_seconds(raw.get("duration", "0s")),
     )
 
@@ -194,7 +197,14 @@ class Player:
     def prepare(self) -> None:
         """The tree as it is at t=0, before the daemon starts."""
         build(self.root, self.scenario.spec_at(0.0, self._base))
-        self.delay_file.write_text("0\n")
+        self._set_delay("0")
+
+    def _set_delay(self, text: str) -> None:
+        """Replaced in one rename: the shim must never read a half-written file (an
+        empty read is no delay, which would release a hang)."""
+        partial = self.delay_file.with_name(self.delay_file.name + ".new")
+        partial.write_text(text + "\n")
+        partial.replace(self.delay_file)
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -209,7 +219,7 @@ class Player:
             try:
                 build(self.root, self.scenario.spec_at(elapsed, self._base))
                 delay = self.scenario.io_delay_at(elapsed)
-                self.delay_file.write_text("hang\n" if math.isinf(delay) else f"{delay:g}\n")
+                self._set_delay("hang" if math.isinf(delay) else f"{delay:g}")
                 if not self._killed and any(
                     s.kill and s.at <= elapsed for s in self.scenario.steps
                 ):
