@@ -12,7 +12,6 @@ from nodeslo.pack.catalog.base import (
 )
 from nodeslo.profile import Profile
 
-
 # No storage probe I/O completing for this long is a hung volume (or no probe able to
 # run there): the probe's stall gauge already holds the time, so the alert needs no `for`.
 STORAGE_STALL_SECONDS = 120.0
