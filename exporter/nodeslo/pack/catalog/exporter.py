@@ -77,7 +77,7 @@ ALERTS = (
         "for {{ $value | humanizeDuration }} (nothing completes in ${storage_stall_after_text}): "
         "the volume hangs (a suspended device-mapper table, a dead path, a controller "
         "reset), or no probe process can run there (nodeslo_probe_up, "
-        "nodeslo_probe_io_missed_total{reason=\"probe_down\"}). Processes that write "
+        'nodeslo_probe_io_missed_total{reason="probe_down"}). Processes that write '
         "their state there are blocked too.",
         threshold="no probe I/O on a target completed for ${storage_stall_after_text}",
         source=("nodeslo_probe_io_stalled_seconds",),
