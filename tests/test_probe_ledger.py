@@ -200,6 +200,16 @@ def test_a_probe_process_that_never_starts_is_a_gap_from_the_first_failure() -> 
         assert view.stalled_seconds == 60.0
 
 
+def test_a_first_process_that_never_reports_is_a_gap_from_the_configuration() -> None:
+    clock = Clock()
+    books = ledger(clock)
+    clock.advance(60)  # started, silent until the supervisor's start timeout
+    books.process_ended()
+    clock.advance(10)
+    for view in lanes(books).values():
+        assert view.missed["probe_down"] == 700
+
+
 def test_the_tail_of_a_gap_is_counted_once_its_starts_are_overdue() -> None:
     clock = Clock()
     books = ledger(clock, rate=1000.0)

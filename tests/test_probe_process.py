@@ -269,6 +269,30 @@ def test_the_probe_hears_of_each_ended_process_but_not_of_a_replacement(
     assert len(ended) == 1  # stopping is no gap either
 
 
+def test_a_slow_start_gets_the_start_timeout_then_the_report_timeout(tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time\ntime.sleep(1.2)\n"  # an interpreter slow to start
+        'sys.stdout.write(\'{"t": "beat"}\\n\'); sys.stdout.flush()\ntime.sleep(60)\n'
+    )
+    process = ProbeProcess(
+        "slow",
+        [sys.executable, str(script)],
+        lambda m: None,
+        report_timeout=0.5,
+        start_timeout=3.0,
+        backoff=Backoff(initial=30, maximum=30),
+    )
+    process.start()
+    try:
+        wait_for(process.reporting, timeout=5)  # not killed at 0.5 s
+        assert process.restarts == 0
+        wait_for(lambda: process.restarts == 1, timeout=5)  # then silent: 0.5 s applies
+        assert process.last_exit == "no report for 0.5s"
+    finally:
+        process.stop()
+
+
 def test_garbage_on_the_pipe_is_logged_not_fatal(tmp_path: Path) -> None:
     script = tmp_path / "chatty.py"
     script.write_text(

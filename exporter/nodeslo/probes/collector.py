@@ -117,12 +117,16 @@ WAKEUP_INTERVAL = Desc(
 # still complete and be counted in a high bucket.
 STUCK_SECONDS = 5.0
 STORAGE_REPORT_TIMEOUT = 10.0
+# Until its first report: Python takes seconds to start on a loaded host (a minute under
+# emulation); killing it sooner would only loop. The stall grows meanwhile all the same.
+STORAGE_START_TIMEOUT = 60.0
 WAKEUP_REPORT_TIMEOUT = 30.0  # > a cyclictest burst (10 s) plus its start-up
 
 
 class _Probe:
     probe: str
     report_timeout: float
+    start_timeout: float | None = None
 
     def __init__(self, ctx: CollectorContext, backoff: Backoff | None = None) -> None:
         self.ctx = ctx
@@ -146,6 +150,7 @@ class _Probe:
                 backoff=self._backoff,
                 errors=self.ctx.errors,
                 on_exit=self._on_exit,
+                start_timeout=self.start_timeout,
             )
             self._process.start()
         else:
@@ -192,6 +197,7 @@ class _Probe:
 class StorageProbe(_Probe):
     probe = "storage"
     report_timeout = STORAGE_REPORT_TIMEOUT
+    start_timeout = STORAGE_START_TIMEOUT
 
     def __init__(
         self,

@@ -96,6 +96,8 @@ class StorageLedger:
                 self._lanes.clear()  # new buckets: the series start again
                 self._bounds = bounds
             self._period_ns = round(NS / rate)
+            if self._covered_ns is None:  # a first process that never reports: a gap from now
+                self._covered_ns = now
             self._overdue = {(t, o): s for t, o, s in overdue}
             for key in [k for k in self._lanes if k[0] not in keep]:
                 del self._lanes[key]
