@@ -7,7 +7,8 @@ changes over time. The rules are what `nodeslo generate` makes of the e2e profil
 `alerting.for_scale` and the wake-up SLO removed), loaded unchanged; Alertmanager routes
 critical alerts to the test's `pager` webhook and the rest to `ticket`, with the
 inhibition rules of deploy/alertmanager/alertmanager.yml. All scenarios run at once,
-told apart by their `instance` label, so the whole file costs about two minutes.
+told apart by their `instance` label, so the whole file costs about three minutes (the
+longest, storage-hang, waits for the 2-minute stall and keeps checking after it).
 """
 
 from __future__ import annotations
