@@ -103,8 +103,9 @@ def syscalls_per_sample(daemon: d.Daemon, pid: int, seconds: float) -> float:
     trace.send_signal(signal.SIGINT)
     report = trace.communicate(timeout=30)[1]
     text1 = daemon.scrape()
+    # "100.00  seconds  usecs/call  calls  [errors]  total"
     total = next(
-        int(line.split()[2]) for line in report.splitlines() if line.rstrip().endswith("total")
+        int(line.split()[3]) for line in report.splitlines() if line.rstrip().endswith("total")
     )
     samples = value(text1, "nodeslo_probe_io_latency_seconds_count", op="write_sync") - value(
         text0, "nodeslo_probe_io_latency_seconds_count", op="write_sync"
