@@ -7,7 +7,8 @@ changes over time. The rules are what `nodeslo generate` makes of the e2e profil
 `alerting.for_scale` and the wake-up SLO removed), loaded unchanged; Alertmanager routes
 critical alerts to the test's `pager` webhook and the rest to `ticket`, with the
 inhibition rules of deploy/alertmanager/alertmanager.yml. All scenarios run at once,
-told apart by their `instance` label, so the whole file costs about two minutes.
+told apart by their `instance` label, so the whole file costs about three minutes (the
+longest, storage-hang, waits for the 2-minute stall and keeps checking after it).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def test_scenario(world: World, name: str) -> None:
             assert got.receiver == expectation.receiver, got
         assert got.labels.get("cluster") == "e2e", got.labels
         assert got.annotations.get("runbook_url", "").endswith(f"/{got.labels['alertname']}.md")
-    if scenario.silent or scenario.inhibited:
+    if scenario.silent or scenario.inhibited or scenario.still_firing:
         deadline = scenario.duration - run.player.elapsed()
         if deadline > 0:
             time.sleep(deadline)
@@ -159,4 +160,11 @@ def test_scenario(world: World, name: str) -> None:
         for alert in active:
             assert alert["status"]["inhibitedBy"], f"{name}: not inhibited: {alert}"
         assert not world.stack.webhook.firing(instance=run.instance, **matchers)
+    for matchers in scenario.still_firing:
+        # Paging from the first notification to the end, never resolved in between.
+        active = world.stack.alertmanager_alerts(instance=run.instance, **matchers)
+        assert active, f"{name}: {matchers} no longer active"
+        assert all(a["status"]["state"] == "active" for a in active), active
+        resolved = world.stack.webhook.received("resolved", instance=run.instance, **matchers)
+        assert not resolved, f"{name}: {matchers} resolved: {resolved}"
     assert not run.player.errors, run.player.errors

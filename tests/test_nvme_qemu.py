@@ -10,18 +10,14 @@ that dropped privileges the way the daemon does is refused the ioctl.
 from __future__ import annotations
 
 import errno
-import glob
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, missing
 from support import daemon as d
+from support import qemu
 from support import stack as st
 from support.exposition import samples, value
 
@@ -49,46 +45,8 @@ TOOLS = {
 
 @pytest.fixture(scope="module")
 def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tools = shared / "tools" / "qemu-nvme"
-    if not (tools / "run-guest.sh").is_file():
-        pytest.skip("../shared/tools/qemu-nvme is not present")
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None:
-            missing(f"{tool} is not installed (Debian package {package})")
-    if not glob.glob("/boot/vmlinuz-*") or not os.path.isdir("/lib/modules"):
-        missing("no kernel image in /boot (Debian package linux-image-amd64)")
-    # The guest sees this machine's root read-only but mounts its own /tmp.
-    for path in (str(REPO), sys.executable):
-        if path.startswith("/tmp/"):
-            pytest.skip(f"{path} is under /tmp, which the guest does not see")
     work = tmp_path_factory.mktemp("qemu-nvme")
-    initrd = work / "initrd.cpio.gz"
-    subprocess.run(
-        ["bash", str(tools / "make-initramfs.sh"), str(initrd)],
-        cwd=tools,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    script = work / "guest.sh"
-    script.write_text(f"PY={sys.executable}\nOUT=/tmp/share\n" + GUEST_SCRIPT.read_text())
-    share = work / "share"
-    result = subprocess.run(
-        ["bash", str(tools / "run-guest.sh"), str(initrd), str(share), str(script), *CONTROLLERS],
-        cwd=tools,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        env={**os.environ, "GUEST_TIMEOUT": "1200"},
-    )
-    if result.returncode != 0 or not (share / "done").exists():
-        logs = [
-            f"{p.name}:\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(share.glob("*.log"))
-        ]
-        pytest.fail(f"guest run failed ({result.returncode}):\n" + "\n".join(logs))
-    return share
+    return qemu.boot(shared, work, GUEST_SCRIPT.read_text(), CONTROLLERS, TOOLS)
 
 
 def controllers(guest: Path) -> list[str]:

@@ -226,13 +226,16 @@ def test_slo_records_are_the_documented_ones(profile: Profile) -> None:
         assert tuple(r["record"] for r in group["rules"] if "record" in r) == names
 
 
-def test_only_the_5m_rates_read_raw_series(groups: list[dict[str, Any]]) -> None:
-    """Long windows and the period come from recordings, never a 30d range over raw data."""
+def test_only_windows_up_to_an_hour_read_raw_series(groups: list[dict[str, Any]]) -> None:
+    """Long windows and the period come from recordings, never a 30d range over raw data;
+    the paging tier's windows (30m, 1h) read the raw counters, free of the 5m rates' lag."""
+    raw_records = ("ratio_rate30m", "ratio_rate1h")
     for group in groups[:4]:
         for rule in group["rules"]:
             raw = set(re.findall(r"(?<![:a-z_])nodeslo_[a-z0-9_]+", rule["expr"]))
-            if rule.get("record", "").endswith(":rate5m"):
+            if rule.get("record", "").endswith((":rate5m", *raw_records)):
                 assert raw, rule["record"]
+                assert "_over_time(" not in rule["expr"]
             else:
                 assert not raw, (rule.get("record") or rule["alert"], raw)
                 assert not re.search(r"\[\d+[smhd]:", rule["expr"])  # no subquery either
@@ -430,6 +433,7 @@ CONTRACT_EXTRAS = {
     "nodeslo_firmware_microcode_outdated",  # firmware collector
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics
     "nodeslo_probe_wakeup_engine_info",  # the wake-up probe's engine (WakeupProbeEngineFallback)
+    "nodeslo_probe_io_stalled_seconds",  # storage probe (NodeSLOStorageStalled, issue 13)
 }
 
 

@@ -86,11 +86,14 @@ class Webhook:
         return Handler
 
     def firing(self, **labels: str) -> list[Notification]:
+        return self.received("firing", **labels)
+
+    def received(self, status: str, **labels: str) -> list[Notification]:
         with self.lock:
             return [
                 n
                 for n in self.notifications
-                if n.status == "firing" and all(n.labels.get(k) == v for k, v in labels.items())
+                if n.status == status and all(n.labels.get(k) == v for k, v in labels.items())
             ]
 
     def wait_for(self, timeout: float, **labels: str) -> Notification:

@@ -7,12 +7,17 @@ A probe process measures and sends what it measured; the daemon only merges. Eac
 message has a type `t`:
 
 - `hello`  {engine, policy, requested}     the wake-up probe's effective engine and policy
+- `hello`  {start_ns}                      the storage probe's schedule starts here
 - `target` {target, kind, mode, device}    what a storage target turned out to be
 - `hist`   {labels, counts, sum_ns}        per-bucket counts since the last `hist`
-- `err`    {target, op, n, msg}            n failed samples of one operation, last reason
-- `status` {targets: {target: {ok, stuck_seconds}}}   storage heartbeat
+- `err`    {target, op, n, msg, reason}    n failed samples of one operation, last reason
+- `status` {at_ns, targets: {target: {op: {ok, reason, done_ns, busy_ns, overdue,
+  missed}}}}                               storage heartbeat: each operation's state, and
+                                           the overdue / missed counts since the last one
 - `beat`   {}                              "still alive", when there was nothing to send
 - `warn`   {msg}                           something the operator should read once
+
+Times (`*_ns`) are CLOCK_MONOTONIC nanoseconds, one clock for every process of a host.
 
 Counts are deltas, so a lost daemon-side message cannot double count, and a probe
 process restarting never resets the daemon's histograms.

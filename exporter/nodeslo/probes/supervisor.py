@@ -6,10 +6,12 @@ the probe's merge callback. The scrape never waits on any of this: it reads what
 callbacks merged.
 
 A child that exits, crashes, or stays silent longer than `report_timeout` (hung,
-SIGSTOPped) is killed and started again after a backoff that doubles from `initial`
+SIGSTOPped; before its first report: `start_timeout`, for an interpreter that starts
+slowly on a loaded host) is killed and started again after a backoff that doubles from `initial`
 to `maximum` and resets once a child has run for `stable_after` seconds. Each such
-restart is counted; `replace()` (a profile reload changed the settings) starts the
-new child at once and is not counted.
+restart is counted, and `on_exit` hears of it (the storage probe accounts the
+operations nobody runs until the next child starts); `replace()` (a profile reload
+changed the settings) starts the new child at once and is neither.
 """
 
 from __future__ import annotations
@@ -53,11 +55,15 @@ class ProbeProcess:
         report_timeout: float,
         backoff: Backoff | None = None,
         errors: OnceLog | None = None,
+        on_exit: Callable[[str], None] | None = None,
+        start_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._command = list(command)
         self._on_message = on_message
+        self._on_exit = on_exit
         self._report_timeout = report_timeout
+        self._start_timeout = max(report_timeout, start_timeout or 0.0)
         self._backoff = backoff or Backoff()
         self._errors = errors or OnceLog(log)
         self._lock = threading.Lock()
@@ -132,6 +138,8 @@ class ProbeProcess:
             with self._lock:
                 self.restarts += 1
                 self.last_exit = reason
+            if self._on_exit is not None:
+                self._on_exit(reason)
             log.warning(
                 "probe process stopped, restarting",
                 extra={"fields": {"probe": self.name, "reason": reason, "backoff": delay}},
@@ -172,10 +180,11 @@ class ProbeProcess:
             with self._lock:
                 if self._replace:
                     return "replaced"
-                last = self._last_message or started
-            left = last + self._report_timeout - time.monotonic()
+                last = self._last_message
+            timeout = self._report_timeout if last else self._start_timeout
+            left = (last or started) + timeout - time.monotonic()
             if left < 0:
-                return f"no report for {self._report_timeout:g}s"
+                return f"no report for {timeout:g}s"
             # Sleep until a report or the watchdog deadline, not on a short poll: each
             # wake-up costs CPU. stop() and replace() kill the child, which ends the wait.
             ready, _, _ = select.select([fd], [], [], max(MIN_WAIT_SECONDS, left))

@@ -12,9 +12,16 @@ from nodeslo.pack.catalog.base import (
 )
 from nodeslo.profile import Profile
 
+# No storage probe I/O completing for this long is a hung volume (or no probe able to
+# run there): the probe's stall gauge already holds the time, so the alert needs no `for`.
+STORAGE_STALL_SECONDS = 120.0
+
 
 def parameters(profile: Profile) -> dict[str, str]:
-    return {}
+    return {
+        "storage_stall_after": promql.number(STORAGE_STALL_SECONDS),
+        "storage_stall_after_text": promql.duration(STORAGE_STALL_SECONDS),
+    }
 
 
 RECORDINGS: tuple[Recording, ...] = ()
@@ -72,6 +79,22 @@ ALERTS = (
         "the wake-up SLO burns on measurement bias, not on the host.",
         threshold="python engine while cyclictest requested, for 15m",
         source=("nodeslo_probe_wakeup_engine_info",),
+    ),
+    HealthAlert(
+        name="NodeSLOStorageStalled",
+        group="exporter",
+        severity=CRITICAL,
+        expr="max by (${by}, target) (nodeslo_probe_io_stalled_seconds) > ${storage_stall_after}",
+        for_=0,
+        summary="storage I/O on {{ $labels.target }} " + ON + " is stalled",
+        description="A storage probe operation on {{ $labels.target }} has not completed "
+        "for {{ $value | humanizeDuration }} (nothing completes in ${storage_stall_after_text}): "
+        "the volume hangs (a suspended device-mapper table, a dead path, a controller "
+        "reset), or no probe process can run there (nodeslo_probe_up, "
+        'nodeslo_probe_io_missed_total{reason="probe_down"}). Processes that write '
+        "their state there are blocked too.",
+        threshold="no probe I/O on a target completed for ${storage_stall_after_text}",
+        source=("nodeslo_probe_io_stalled_seconds",),
     ),
     HealthAlert(
         name="NodeSLOProfileReloadFailed",
