@@ -852,9 +852,9 @@ def _present_panel(
         f"{window}: a gap between the two lines is a device that disappeared, and pages "
         f"({alert}) until it is back or the {window} have passed.",
         queries=(
-            m.Query(f"max by ({keep}) ({c.raw(record)})", c.legend() + " now"),
+            m.Query(f"max by ({keep}) ({c.recorded(record)})", c.legend() + " now"),
             m.Query(
-                f"max by ({keep}) (max_over_time({c.raw(record)}[{window}]))",
+                f"max by ({keep}) (max_over_time({c.recorded(record)}[{window}]))",
                 c.legend() + f" most within {window}",
             ),
         ),
