@@ -50,7 +50,7 @@ serve "$OUT/live.log"
 main=$!
 serve "$OUT/replay.log" --collector.nvme.replay-dir "$OUT/dump" --collector.nvme.poll-interval 1s
 replay=$!
-serve "$OUT/late.log" --collector.redundancy --collector.nvme.poll-interval 1s
+serve "$OUT/late.log" --collector.redundancy
 late=$!
 live_port=$(port_of "$OUT/live.log" "$main")
 scrape "$live_port" >"$OUT/live.prom"
