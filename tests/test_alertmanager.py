@@ -39,7 +39,7 @@ def test_amtool_check_config(amtool: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    assert "4 inhibit rules" in result.stdout
+    assert "5 inhibit rules" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -107,6 +107,15 @@ CASES: list[tuple[dict[str, str], bool]] = [
       "severity": "warning"}, True),
     ({"alertname": "NVMeTemperatureHigh", **HOST, "controller": "nvme5",
       "severity": "warning"}, False),
+    # A broken md array pages as not running; its degraded page is covered, its failed
+    # member still pages, and another array's degraded page is its own.
+    ({"alertname": "RAIDArrayInactive", **HOST, "device": "md1", "severity": "critical"},
+     False),
+    ({"alertname": "RAIDArrayDegraded", **HOST, "device": "md1", "severity": "critical"},
+     True),
+    ({"alertname": "RAIDDiskFailed", **HOST, "device": "md1", "severity": "critical"}, False),
+    ({"alertname": "RAIDArrayDegraded", **HOST, "device": "md0", "severity": "critical"},
+     False),
 ]  # fmt: skip
 
 

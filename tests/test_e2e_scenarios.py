@@ -13,7 +13,9 @@ longest, storage-hang, waits for the 2-minute stall and keeps checking after it)
 
 from __future__ import annotations
 
+import functools
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -95,18 +97,18 @@ def world(
                 "NODESLO_SHIM_IO_DELAY_FILE": str(player.delay_file),
                 "NODESLO_SHIM_IO_PREFIX": str(probe_dir),
             }
-            daemon = d.start(
-                root,
+            flags = (
                 f"--profile={E2E_PROFILE}",
                 f"--collector.nvme.replay-dir={root / 'nvme-replay'}",
                 "--collector.nvme.poll-interval=1s",
                 "--probe.storage",
                 f"--probe.storage.target={probe_dir}",
                 *scenario.flags,
-                env=env,
-            ).wait_listening()
+            )
+            daemon = d.start(root, *flags, env=env).wait_listening()
             player.on_kill = daemon.proc.kill
-            runs[name] = Run(scenario, player, daemon, probe_dir)
+            run = runs[name] = Run(scenario, player, daemon, probe_dir)
+            player.on_restart = functools.partial(_restart, run, root, flags, env)
         webhook = s.Webhook()
         with s.running(
             workdir,
@@ -124,6 +126,14 @@ def world(
             run.player.stop()
             run.daemon.stop()
             shutil.rmtree(run.probe_dir, ignore_errors=True)
+
+
+def _restart(run: Run, root: Path, flags: tuple[str, ...], env: dict[str, str]) -> None:
+    """A reboot as Prometheus sees it: the exporter gone, then back on the same port."""
+    port = run.daemon.port
+    run.daemon.stop(signal.SIGKILL)
+    listen = f"--web.listen-address=127.0.0.1:{port}"
+    run.daemon = d.start(root, *flags, listen, env=env).wait_listening()
 
 
 def _ids() -> list[str]:

@@ -33,6 +33,8 @@ CASES = [
     ("raid-degraded", "raid-degraded", ("redundancy",)),
     ("raid-resyncing", "raid-resyncing", ("redundancy",)),
     ("zfs-degraded", "zfs-degraded", ("redundancy",)),
+    ("raid-inactive", "raid-inactive", ("redundancy",)),
+    ("md-shapes", "md-shapes", ("redundancy",)),
     ("microcode-mixed", "microcode-mixed", ("firmware",)),
     ("ecc-ue", "ecc-ue", ("edac",)),
     ("ecc-absent", "ecc-absent", ("edac",)),

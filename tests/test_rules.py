@@ -185,7 +185,7 @@ def test_each_recording_is_read_after_it_is_written(groups: list[dict[str, Any]]
     assert {r["record"] for r in groups[-1]["rules"]} == {
         "instance_slo:nodeslo_sli_errors:rate1h",
         "instance_slo:nodeslo_sli_events:rate1h",
-        "instance_controller:nodeslo_nvme_percentage_used_ratio:hourly",
+        "instance_serial:nodeslo_nvme_percentage_used_ratio:hourly",
     }
     for group in groups:
         seen: set[str] = set()
@@ -412,7 +412,11 @@ def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
     for gone in ("CPUGovernorNotPerformance", "CPUTurboDisabled", "DeepCStatesEnabled"):
         assert gone not in names
     assert "PowerRedundancyLost" not in names
-    absent = [a for a in rules.health_alerts(profile) if "unless on" in a.expr]
+    absent = [
+        a
+        for a in rules.health_alerts(profile)
+        if a.name == "NodeSLOProbeDown" and "unless" in a.expr
+    ]
     assert [dict(a.labels)["probe"] for a in absent] == ["storage"]
 
 
@@ -434,6 +438,12 @@ CONTRACT_EXTRAS = {
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics
     "nodeslo_probe_wakeup_engine_info",  # the wake-up probe's engine (WakeupProbeEngineFallback)
     "nodeslo_probe_io_stalled_seconds",  # storage probe (NodeSLOStorageStalled, issue 13)
+    # md as the kernel's sysfs reports it (redundancy collector, issue 13).
+    "nodeslo_md_active",
+    "nodeslo_md_degraded",
+    "nodeslo_md_info",
+    "nodeslo_md_member_state",
+    "nodeslo_md_state",
 }
 
 

@@ -6,7 +6,8 @@ advanced, so every counter grows at `speed` times its rate; at each step's time 
 switches fixture faults on or off (a member failing, a critical-warning NVMe page, a
 throttling CPU ...), makes the CPU temperatures climb (`heat`: °C added, reached over
 `over`), changes the storage probe's injected I/O delay (`io_delay: 5s`, or `hang`:
-blocked until a later step sets another), or kills the exporter. The expected alerts
+blocked until a later step sets another), kills the exporter, or restarts it on the
+same port (`restart: exporter`, a reboot as Prometheus sees it). The expected alerts
 and the silences a scenario requires live in the same file; tests/test_e2e_scenarios.py
 runs them against a real Prometheus + Alertmanager.
 
@@ -52,6 +53,7 @@ class Step:
     heat_celsius: float | None = None  # reached linearly over `over` seconds from `at`
     over: float = 0.0
     kill: bool = False
+    restart: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def load(name: str) -> Scenario:
             heat_celsius=float(s["heat"]) if "heat" in s else None,
             over=_seconds(s.get("over", "0s")),
             kill=s.get("kill") == "exporter",
+            restart=s.get("restart") == "exporter",
         )
         for s in raw.get("steps", [])
     )
@@ -183,6 +186,7 @@ class Player:
     root: Path
     delay_file: Path
     on_kill: Callable[[], None] = lambda: None
+    on_restart: Callable[[], None] = lambda: None
     started: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -190,6 +194,7 @@ class Player:
         self._base = variant(self.scenario.variant, self.scenario.cpus)
         self._stop = threading.Event()
         self._killed = False
+        self._restarted: set[int] = set()
         self._thread = threading.Thread(
             target=self._run, name=f"player-{self.scenario.name}", daemon=True
         )
@@ -225,6 +230,10 @@ class Player:
                 ):
                     self._killed = True
                     self.on_kill()
+                for index, step in enumerate(self.scenario.steps):
+                    if step.restart and step.at <= elapsed and index not in self._restarted:
+                        self._restarted.add(index)
+                        self.on_restart()
             except Exception as exc:  # surfaced by the test, never lost in a thread
                 self.errors.append(f"{type(exc).__name__}: {exc}")
 

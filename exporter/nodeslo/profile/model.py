@@ -77,6 +77,11 @@ class NVMeHealth:
     temperature_for_seconds: float = 300
     # Below this many host bytes written over the window, the WAF is too noisy to judge.
     write_amplification_min_written_bytes: int = 10 * 1024**3
+    # Fewer controllers than the host had within this window: one vanished.
+    missing_lookback_seconds: float = 86400
+    # Leaving the `live` state this many times within the window is a reset loop.
+    reset_loop_resets: int = 2
+    reset_loop_window_seconds: float = 600
 
 
 @dataclass(frozen=True)
@@ -122,12 +127,19 @@ class FirmwareHealth:
 
 
 @dataclass(frozen=True)
+class RedundancyHealth:
+    # An md array or ZFS pool the host had within this window and has no more: missing.
+    missing_lookback_seconds: float = 86400
+
+
+@dataclass(frozen=True)
 class Health:
     nvme: NVMeHealth = field(default_factory=NVMeHealth)
     cpu: CPUHealth = field(default_factory=CPUHealth)
     memory: MemoryHealth = field(default_factory=MemoryHealth)
     power: PowerHealth = field(default_factory=PowerHealth)
     firmware: FirmwareHealth = field(default_factory=FirmwareHealth)
+    redundancy: RedundancyHealth = field(default_factory=RedundancyHealth)
 
 
 @dataclass(frozen=True)

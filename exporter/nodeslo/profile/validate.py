@@ -32,6 +32,7 @@ from nodeslo.profile.model import (
     Probes,
     Profile,
     ProfileError,
+    RedundancyHealth,
     StorageProbe,
     TimeSLI,
     Tuning,
@@ -292,7 +293,7 @@ def _component_names(node: Node) -> tuple[str, ...]:
 def _health(node: Node | None) -> Health:
     if node is None:
         return Health()
-    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware"))
+    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware", "redundancy"))
     nvme = _section(
         parts.get("nvme"),
         NVMeHealth,
@@ -312,6 +313,9 @@ def _health(node: Node | None) -> Health:
             "latency_outlier_min_iops": ("latency_outlier_min_iops", _pos),
             "smart_stale_after": ("smart_stale_after_seconds", _window),
             "temperature_for": ("temperature_for_seconds", _window),
+            "missing_lookback": ("missing_lookback_seconds", _window),
+            "reset_loop_resets": ("reset_loop_resets", lambda n: n.integer(minimum=1)),
+            "reset_loop_window": ("reset_loop_window_seconds", _window),
         },
     )
     cpu = _section(
@@ -352,7 +356,19 @@ def _health(node: Node | None) -> Health:
             "host_group_by": ("host_group_by", lambda n: n.label_names()),
         },
     )
-    return Health(nvme=nvme, cpu=cpu, memory=memory, power=power, firmware=firmware)
+    redundancy = _section(
+        parts.get("redundancy"),
+        RedundancyHealth,
+        {"missing_lookback": ("missing_lookback_seconds", _window)},
+    )
+    return Health(
+        nvme=nvme,
+        cpu=cpu,
+        memory=memory,
+        power=power,
+        firmware=firmware,
+        redundancy=redundancy,
+    )
 
 
 def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:

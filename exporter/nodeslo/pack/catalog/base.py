@@ -102,4 +102,14 @@ def lookup(metric: str, extra: str, args: str, pipe: str) -> str:
     )
 
 
+def label_list(selector: str, args: str, label: str) -> str:
+    """A Go-template snippet listing `label` of the series a query finds: "a, b".
+
+    `selector` is a printf format (its `%q`s take `args`, `$labels.name ` values)."""
+    return (
+        f'{{{{ range $i, $s := printf "{selector}" {args}| query }}}}'
+        f"{{{{ if $i }}}}, {{{{ end }}}}{{{{ $s.Labels.{label} }}}}{{{{ end }}}}"
+    )
+
+
 ON = "on {{ $labels.instance }}"

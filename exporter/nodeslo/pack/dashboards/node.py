@@ -607,6 +607,7 @@ def _nvme_table(profile: Profile) -> m.Table:
         ),
         ("Critical warning", c.raw("nodeslo_nvme_critical_warning")),
         ("Live", c.raw("nodeslo_nvme_state_live")),
+        ("SMART read", c.raw("nodeslo_nvme_smart_up")),
     )
     queries = tuple(
         m.Query(_per_controller(profile, expr), instant=True, format="table") for _, expr in columns
@@ -624,7 +625,9 @@ def _nvme_table(profile: Profile) -> m.Table:
         f"{errors_window} (any is a ticket). WAF: NAND bytes per host byte over "
         f"{promql.duration(nvme.write_amplification_window_seconds)} (red above "
         f"{nvme.write_amplification_max:g}; empty until the host wrote enough). Critical "
-        "warning: the SMART bitmask (0 = none). Live: the controller's state.",
+        "warning: the SMART bitmask (0 = none). Live: the controller's state. SMART read: "
+        "whether the last poll read the SMART page (0: failed, timed out, or never read "
+        "without the privileged helper; the other columns are then stale or empty).",
         queries=queries,
         transformations=(
             m.Transformation("merge"),
@@ -675,6 +678,7 @@ def _nvme_table(profile: Profile) -> m.Table:
             ),
             m.Override("byName", "Critical warning", (m.thresholds_property(m.above(ANY)),)),
             m.Override("byName", "Live", (m.thresholds_property(m.below(ANY)),)),
+            m.Override("byName", "SMART read", (m.thresholds_property(m.below(ANY)),)),
         ),
         sort_by=(("Wear", True),),
         width=24,
@@ -689,6 +693,7 @@ def _nvme_table(profile: Profile) -> m.Table:
             "NVMeTemperatureCritical",
             "NVMeMediaErrorsIncreasing",
             "NVMeWriteAmplificationHigh",
+            "NVMeSmartStale",
         ),
     )
 
@@ -707,6 +712,16 @@ def _nvme_row(profile: Profile) -> m.Row:
         "NVMe health",
         (
             _nvme_table(profile),
+            _present_panel(
+                profile,
+                title="NVMe controllers present against the last "
+                + promql.duration(nvme.missing_lookback_seconds),
+                record=c.catalog_record(profile, "nodeslo_nvme_controllers"),
+                lookback=nvme.missing_lookback_seconds,
+                what="NVMe controllers (/sys/class/nvme)",
+                alert="NVMeControllerMissing",
+                width=24,
+            ),
             m.TimeSeries(
                 title="NVMe wear (percentage used)",
                 description="The drive's estimate of its rated endurance used. Orange: the "
@@ -818,21 +833,69 @@ def _nvme_row(profile: Profile) -> m.Row:
 # --- redundancy and the exporter -------------------------------------------------------
 
 
+def _present_panel(
+    profile: Profile,
+    *,
+    title: str,
+    record: str,
+    lookback: float,
+    what: str,
+    alert: str,
+    width: int,
+) -> m.TimeSeries:
+    """How many of a host's devices it has now, against the most it had in the lookback."""
+    keep = c.by(profile)
+    window = promql.duration(lookback)
+    return m.TimeSeries(
+        title=title,
+        description=f"{what} the host has now, and (dashed) the most it had within the last "
+        f"{window}: a gap between the two lines is a device that disappeared, and pages "
+        f"({alert}) until it is back or the {window} have passed.",
+        queries=(
+            m.Query(f"max by ({keep}) ({c.recorded(record)})", c.legend() + " now"),
+            m.Query(
+                f"max by ({keep}) (max_over_time({c.recorded(record)}[{window}]))",
+                c.legend() + f" most within {window}",
+            ),
+        ),
+        unit="none",
+        decimals=0,
+        overrides=(m.reference_line("byFrameRefID", "B", m.RED),),
+        legend_calcs=("lastNotNull",),
+        width=width,
+        links=c.runbooks(profile, alert),
+    )
+
+
 def _redundancy_row(profile: Profile) -> m.Row:
     keep = c.by(profile, "pool")
     not_online = "state!~" + promql.quote("(?i)online")
-    missing = (
-        f"{c.raw('nodeslo_md_disks_required')}\n- ignoring (state)\n"
-        f"{c.raw('nodeslo_md_disks', 'state=' + promql.quote('active'))}"
-    )
+    lookback = profile.health.redundancy.missing_lookback_seconds
     return m.Row(
         "Redundancy",
         (
             m.StateTimeline(
+                title="md arrays: running",
+                description="Whether the kernel runs each md array (sysfs array_state "
+                "readonly, read-auto, clean, active, write-pending, active-idle). Not "
+                "running: assembled short of members (inactive), broken after a failure "
+                "too many, or unreadable; the state itself is nodeslo_md_state.",
+                queries=(m.Query(c.raw("nodeslo_md_active"), c.legend("device")),),
+                mappings=(
+                    m.ValueText("1", "running", m.GREEN),
+                    m.ValueText("0", "not running", m.RED),
+                ),
+                steps=m.below(ANY),
+                width=8,
+                links=c.runbooks(profile, "RAIDArrayInactive"),
+            ),
+            m.StateTimeline(
                 title="md arrays: members missing",
-                description="Slots of each md array without an in-sync member: 0 is full "
-                "redundancy, anything else a degraded array.",
-                queries=(m.Query(missing, c.legend("device")),),
+                description="Members each md array is missing, the kernel's own count "
+                "(sysfs degraded): 0 is full redundancy, anything else a degraded array. "
+                "Arrays without redundancy (raid0, linear) and arrays that do not run "
+                "have no such count.",
+                queries=(m.Query(c.raw("nodeslo_md_degraded"), c.legend("device")),),
                 mappings=(
                     m.ValueText("0", "in sync", m.GREEN),
                     m.RangeText(ANY, None, "degraded", m.RED),
@@ -841,10 +904,29 @@ def _redundancy_row(profile: Profile) -> m.Row:
                 width=8,
                 links=c.runbooks(profile, "RAIDArrayDegraded"),
             ),
+            m.StateTimeline(
+                title="md arrays: failed members",
+                description="Members in the kernel's faulty state per md array; they stay "
+                "until removed, even after a hot spare has rebuilt the array.",
+                queries=(
+                    m.Query(
+                        c.raw("nodeslo_md_disks", "state=" + promql.quote("failed")),
+                        c.legend("device"),
+                    ),
+                ),
+                mappings=(
+                    m.ValueText("0", "none", m.GREEN),
+                    m.RangeText(ANY, None, "failed", m.RED),
+                ),
+                steps=m.above(ANY),
+                width=8,
+                links=c.runbooks(profile, "RAIDDiskFailed"),
+            ),
             m.TimeSeries(
                 title="md resync / recovery progress",
-                description="Progress of a running resync, recovery, check or reshape; no "
-                "series while the arrays are idle.",
+                description="Progress of a running resync, recover, check, repair or "
+                "reshape (sysfs sync_action, sync_completed); no series while the arrays "
+                "are idle.",
                 queries=(
                     m.Query(c.raw("nodeslo_md_sync_progress_ratio"), c.legend("device", "action")),
                 ),
@@ -854,10 +936,21 @@ def _redundancy_row(profile: Profile) -> m.Row:
                 legend_calcs=("lastNotNull",),
                 width=8,
             ),
+            _present_panel(
+                profile,
+                title="md arrays present against the last " + promql.duration(lookback),
+                record=c.catalog_record(profile, "nodeslo_md_arrays"),
+                lookback=lookback,
+                what="md arrays (/sys/block/md*/md)",
+                alert="RAIDArrayMissing",
+                width=8,
+            ),
             m.StateTimeline(
                 title="ZFS pools",
                 description="1 while a pool is in any state but ONLINE (DEGRADED, FAULTED, "
-                "OFFLINE, REMOVED, UNAVAIL, SUSPENDED).",
+                "OFFLINE, REMOVED, UNAVAIL, SUSPENDED, or a state the exporter does not "
+                "know). A pool that is not imported has no state and no line here: see "
+                "the ZFSPoolMissing alert.",
                 queries=(
                     m.Query(
                         f"max by ({keep}) ({c.raw('nodeslo_zfs_pool_state', not_online)})",
@@ -870,7 +963,7 @@ def _redundancy_row(profile: Profile) -> m.Row:
                 ),
                 steps=m.above(ANY),
                 width=8,
-                links=c.runbooks(profile, "ZFSPoolDegraded"),
+                links=c.runbooks(profile, "ZFSPoolDegraded", "ZFSPoolMissing"),
             ),
         ),
     )
