@@ -98,6 +98,8 @@ def test_the_shipped_profile_carries_the_seed_numbers() -> None:
     assert profile.alerting.for_scale == 1
     assert profile.alerting.instance_labels == ("cluster", "instance")
     assert profile.alerting.exporter_selector == 'job="nodeslo"'
+    assert profile.alerting.exporter_lookback_seconds == 86400
+    assert profile.alerting.prometheus_selector == 'job="prometheus"'
 
 
 def test_the_digest_covers_the_effective_profile(tmp_path: Path) -> None:
@@ -300,6 +302,10 @@ BAD = [
      "not a list of label matchers"),
     ("alerting:\n  exporter_selector: '{job=\"nodeslo\"}'\n", "alerting.exporter_selector", 4,
      "not a list of label matchers"),
+    ("alerting:\n  prometheus_selector: prometheus\n", "alerting.prometheus_selector", 4,
+     "not a list of label matchers"),
+    ("alerting:\n  exporter_lookback: 0s\n", "alerting.exporter_lookback", 4,
+     "must be a positive duration"),
     ("alerting:\n  instance_labels: []\n", "alerting.instance_labels", 4,
      "must name at least one label"),
     ("alerting:\n  runbook_base_url: 42\n", "alerting.runbook_base_url", 4,

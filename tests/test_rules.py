@@ -167,9 +167,10 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-redundancy",
         "nodeslo-platform",
         "nodeslo-exporter",
+        "nodeslo-pipeline",
         "nodeslo-hourly",
     ]
-    assert [g.get("interval") for g in groups] == [None] * 10 + ["1h"]
+    assert [g.get("interval") for g in groups] == [None] * 11 + ["1h"]
 
 
 def test_generation_is_deterministic(profile: Profile) -> None:
@@ -260,7 +261,8 @@ def test_latency_slis_read_the_threshold_bucket_in_every_spelling(
 
 def test_every_alert_is_complete(profile: Profile, groups: list[dict[str, Any]]) -> None:
     for alert in alerts(groups):
-        assert alert["labels"]["severity"] in ("critical", "warning")
+        heartbeat = alert["alert"] == "Watchdog" and alert["labels"]["severity"] == "none"
+        assert alert["labels"]["severity"] in ("critical", "warning") or heartbeat
         assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}
         assert alert["annotations"]["runbook_url"] == (
             f"{profile.alerting.runbook_base_url}/{alert['alert']}.md"
@@ -409,8 +411,36 @@ def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
     for gone in ("CPUGovernorNotPerformance", "CPUTurboDisabled", "DeepCStatesEnabled"):
         assert gone not in names
     assert "PowerRedundancyLost" not in names
-    absent = [a for a in rules.health_alerts(profile) if "unless on" in a.expr]
+    absent = [a for a in rules.health_alerts(profile) if a.name == "NodeSLOProbeDown" and a.labels]
     assert [dict(a.labels)["probe"] for a in absent] == ["storage"]
+
+
+def test_without_a_prometheus_selector_the_rule_evaluation_alerts_are_off(
+    tmp_path: Path,
+) -> None:
+    """Rules run where prometheus_rule_* do not exist (a Mimir ruler): the heartbeat stays."""
+    names = rules.alert_names(site(tmp_path, "alerting: {prometheus_selector: false}\n"))
+    assert "Watchdog" in names
+    assert not [n for n in names if n.startswith("NodeSLORule")]
+
+
+def test_the_site_selectors_reach_the_absence_alerts(tmp_path: Path) -> None:
+    profile = site(
+        tmp_path,
+        """
+        alerting:
+          prometheus_selector: job="prometheus-k8s", namespace="monitoring"
+          exporter_lookback: 7d
+          instance_labels: [region, instance]
+        """,
+    )
+    text = rules.rule_file(profile)[0][1]
+    assert (
+        'absent(prometheus_rule_group_iterations_total{job="prometheus-k8s", '
+        'namespace="monitoring", rule_group=~".+;nodeslo-.+"})' in text
+    )
+    assert 'group by (region, instance, job) (present_over_time(up{job="nodeslo"}[7d]))' in text
+    assert "unless on (region, instance)" in text
 
 
 def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
@@ -457,7 +487,9 @@ def test_the_catalogue_names_what_each_alert_reads(profile: Profile) -> None:
     params = catalog.parameters(profile)
     for alert in rules.health_alerts(profile):
         expr = catalog.fill(alert.expr, params)
-        read = set(re.findall(r"(?<![:a-z_])(?:nodeslo_[a-z0-9_]+|up)(?=[{[\s)]|$)", expr))
+        read = set(
+            re.findall(r"(?<![:a-z_])(?:(?:nodeslo|prometheus)_[a-z0-9_]+|up)(?=[{[\s)]|$)", expr)
+        )
         recorded = {catalog.fill(r.record, params): set(r.source) for r in catalog.RECORDINGS}
         for name, sources in recorded.items():
             if name in expr:

@@ -184,6 +184,12 @@ class Alerting:
     labels: tuple[tuple[str, str], ...] = ()
     # Selects the exporter's scrape targets in `up` (exporter down, probe absent).
     exporter_selector: str = 'job="nodeslo"'
+    # A target scraped within this long and gone now pages (NodeSLOExporterAbsent).
+    exporter_lookback_seconds: float = 86400.0
+    # Selects Prometheus' scrape of itself, whose prometheus_rule_* metrics tell whether
+    # the nodeslo groups are evaluated. None (`false` in YAML): no rule-evaluation
+    # alerts (the rules run where those metrics are not, e.g. a Mimir ruler).
+    prometheus_selector: str | None = 'job="prometheus"'
     # The labels that identify one server; every aggregation keeps them, so a
     # `cluster` label (Thanos/Mimir external label or target label) is carried through.
     instance_labels: tuple[str, ...] = ("cluster", "instance")

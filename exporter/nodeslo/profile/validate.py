@@ -507,11 +507,18 @@ def _instance_labels(node: Node) -> tuple[str, ...]:
     return names
 
 
+def _selector_or_off(node: Node) -> str | None:
+    """A selector, or false for "not there" (null would restore the inherited default)."""
+    return None if node.value is False else node.selector()
+
+
 _ALERTING: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "runbook_base_url": ("runbook_base_url", lambda n: n.string().rstrip("/")),
     "for_scale": ("for_scale", _pos),
     "labels": ("labels", _alert_labels),
     "exporter_selector": ("exporter_selector", lambda n: n.selector()),
+    "exporter_lookback": ("exporter_lookback_seconds", _window),
+    "prometheus_selector": ("prometheus_selector", _selector_or_off),
     "instance_labels": ("instance_labels", _instance_labels),
 }
 

@@ -114,7 +114,7 @@ def _probe_row(profile: Profile) -> m.Row:
             steps=m.below(ANY),
             width=12,
             height=6,
-            links=c.runbooks(profile, "NodeSLOProbeDown"),
+            links=c.runbooks(profile, "NodeSLOProbeDown", "NodeSLOProbeFlapping"),
         )
     )
     panels.append(
@@ -893,7 +893,13 @@ def _exporter_row(profile: Profile) -> m.Row:
                 steps=m.below(ANY),
                 width=24,
                 height=10,
-                links=c.runbooks(profile, "NodeSLOCollectorFailing", "NodeSLOExporterDown"),
+                links=c.runbooks(
+                    profile,
+                    "NodeSLOCollectorFailing",
+                    "NodeSLOExporterDown",
+                    "NodeSLOExporterFlapping",
+                    "NodeSLOExporterAbsent",
+                ),
             ),
         ),
     )
