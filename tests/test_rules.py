@@ -443,6 +443,21 @@ def test_the_site_selectors_reach_the_absence_alerts(tmp_path: Path) -> None:
     assert "unless on (region, instance)" in text
 
 
+def test_without_a_throttling_slo_a_missing_throttle_signal_is_no_ticket(tmp_path: Path) -> None:
+    assert "CPUThrottleSignalMissing" in rules.alert_names(load_profile())
+    names = rules.alert_names(site(tmp_path, "slos: {cpu-unthrottled: null}\n"))
+    assert "CPUThrottleSignalMissing" not in names
+
+
+def test_cpu_temperature_limits_follow_the_profile(tmp_path: Path) -> None:
+    """Only the vendors the profile names get a fallback limit."""
+    profile = site(tmp_path, "health: {cpu: {temperature_crit: {amd: null, intel: 105}}}\n")
+    text = rules.rule_file(profile)[0][1]
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"coretemp"} + 105' in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 95' not in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 85' in text
+
+
 def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
     path = tmp_path / "bare.yaml"
     path.write_text("profile: bare\n")
@@ -456,6 +471,8 @@ def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
 # Metrics outside the design's contract table, each agreed with its collector's owner.
 CONTRACT_EXTRAS = {
     "nodeslo_cpu_physical_cores",  # capacity of cpu-unthrottled (thermal collector)
+    "nodeslo_cpu_below_target_frequency_seconds_total",  # its bad time on AMD (thermal)
+    "nodeslo_cpu_throttle_signal_info",  # which of the two a host has (thermal)
     "nodeslo_firmware_microcode_revisions",  # firmware collector
     "nodeslo_firmware_microcode_outdated",  # firmware collector
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics

@@ -89,9 +89,18 @@ def _or_zero(series: str, like: str) -> str:
     return f"(\n  {series}\n  or\n  0 * {like}\n)"
 
 
+def _bad_time(sli: TimeSLI, labels: str) -> str:
+    """Bad seconds per second; from the fallback on the servers without `bad_seconds`."""
+    bad = _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
+    if sli.fallback_bad_seconds is None:
+        return bad
+    fallback = _rate(labels, promql.selector(sli.fallback_bad_seconds, ()))
+    return f"(\n  {bad}\n  or\n  {fallback}\n)"
+
+
 def _errors_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
     if isinstance(sli, TimeSLI):
-        return _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
+        return _bad_time(sli, labels)
     bucket = promql.selector(
         f"{sli.histogram}_bucket", sli.matchers, promql.le_matcher(sli.threshold_seconds)
     )
@@ -101,10 +110,9 @@ def _errors_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
 
 def _events_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
     if isinstance(sli, TimeSLI):
-        # Capacity counts only while the bad-seconds counter is measured: a host without
-        # it (no thermal_throttle on a VM) has no SLI rather than a perfect one.
-        bad = _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
-        return f"sum by ({labels}) ({sli.capacity})\nand\n{bad}"
+        # Capacity counts only while bad time is measured: a host without it (a VM: no
+        # thermal_throttle, no cpufreq) has no SLI rather than a perfect one.
+        return f"sum by ({labels}) ({sli.capacity})\nand\n{_bad_time(sli, labels)}"
     count = _rate(labels, promql.selector(f"{sli.histogram}_count", sli.matchers))
     if sli.errors is None:
         return count
