@@ -40,6 +40,8 @@ CASES = [
     ("ecc-absent", "ecc-absent", ("edac",)),
     ("seed-spec-cpu", "seed-spec", ("cpuidle", "cpufreq", "thermal", "power")),
     ("seed-spec-amd-cpu", "seed-spec-amd", ("cpuidle", "cpufreq", "thermal", "power")),
+    ("thermal-throttling-amd", "thermal-throttling-amd", ("cpufreq", "thermal")),
+    ("amd-no-cpufreq", "amd-no-cpufreq", ("cpufreq", "thermal")),
     ("seed-spec-nvme", "seed-spec", ("nvme",)),
     ("nvme-failing", "nvme-failing", ("nvme",)),
 ]

@@ -167,9 +167,10 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-redundancy",
         "nodeslo-platform",
         "nodeslo-exporter",
+        "nodeslo-pipeline",
         "nodeslo-hourly",
     ]
-    assert [g.get("interval") for g in groups] == [None] * 10 + ["1h"]
+    assert [g.get("interval") for g in groups] == [None] * 11 + ["1h"]
 
 
 def test_generation_is_deterministic(profile: Profile) -> None:
@@ -186,6 +187,9 @@ def test_each_recording_is_read_after_it_is_written(groups: list[dict[str, Any]]
         "instance_slo:nodeslo_sli_errors:rate1h",
         "instance_slo:nodeslo_sli_events:rate1h",
         "instance_serial:nodeslo_nvme_percentage_used_ratio:hourly",
+        "instance_slo:nodeslo_sli_errors:sum1h_rate5m",
+        "instance_slo:nodeslo_sli_events:sum1h_rate5m",
+        "instance_controller:nodeslo_nvme_percentage_used_ratio:hourly",
     }
     for group in groups:
         seen: set[str] = set()
@@ -263,7 +267,8 @@ def test_latency_slis_read_the_threshold_bucket_in_every_spelling(
 
 def test_every_alert_is_complete(profile: Profile, groups: list[dict[str, Any]]) -> None:
     for alert in alerts(groups):
-        assert alert["labels"]["severity"] in ("critical", "warning")
+        heartbeat = alert["alert"] == "Watchdog" and alert["labels"]["severity"] == "none"
+        assert alert["labels"]["severity"] in ("critical", "warning") or heartbeat
         assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}
         assert alert["annotations"]["runbook_url"] == (
             f"{profile.alerting.runbook_base_url}/{alert['alert']}.md"
@@ -417,7 +422,51 @@ def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
         for a in rules.health_alerts(profile)
         if a.name == "NodeSLOProbeDown" and "unless" in a.expr
     ]
+    absent = [a for a in rules.health_alerts(profile) if a.name == "NodeSLOProbeDown" and a.labels]
     assert [dict(a.labels)["probe"] for a in absent] == ["storage"]
+
+
+def test_without_a_prometheus_selector_the_rule_evaluation_alerts_are_off(
+    tmp_path: Path,
+) -> None:
+    """Rules run where prometheus_rule_* do not exist (a Mimir ruler): the heartbeat stays."""
+    names = rules.alert_names(site(tmp_path, "alerting: {prometheus_selector: false}\n"))
+    assert "Watchdog" in names
+    assert not [n for n in names if n.startswith("NodeSLORule")]
+
+
+def test_the_site_selectors_reach_the_absence_alerts(tmp_path: Path) -> None:
+    profile = site(
+        tmp_path,
+        """
+        alerting:
+          prometheus_selector: job="prometheus-k8s", namespace="monitoring"
+          exporter_lookback: 7d
+          instance_labels: [region, instance]
+        """,
+    )
+    text = rules.rule_file(profile)[0][1]
+    assert (
+        'absent(prometheus_rule_group_iterations_total{job="prometheus-k8s", '
+        'namespace="monitoring", rule_group=~".+;nodeslo-.+"})' in text
+    )
+    assert 'group by (region, instance, job) (present_over_time(up{job="nodeslo"}[7d]))' in text
+    assert "unless on (region, instance)" in text
+
+
+def test_without_a_throttling_slo_a_missing_throttle_signal_is_no_ticket(tmp_path: Path) -> None:
+    assert "CPUThrottleSignalMissing" in rules.alert_names(load_profile())
+    names = rules.alert_names(site(tmp_path, "slos: {cpu-unthrottled: null}\n"))
+    assert "CPUThrottleSignalMissing" not in names
+
+
+def test_cpu_temperature_limits_follow_the_profile(tmp_path: Path) -> None:
+    """Only the vendors the profile names get a fallback limit."""
+    profile = site(tmp_path, "health: {cpu: {temperature_crit: {amd: null, intel: 105}}}\n")
+    text = rules.rule_file(profile)[0][1]
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"coretemp"} + 105' in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 95' not in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 85' in text
 
 
 def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
@@ -433,6 +482,8 @@ def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
 # Metrics outside the design's contract table, each agreed with its collector's owner.
 CONTRACT_EXTRAS = {
     "nodeslo_cpu_physical_cores",  # capacity of cpu-unthrottled (thermal collector)
+    "nodeslo_cpu_below_target_frequency_seconds_total",  # its bad time on AMD (thermal)
+    "nodeslo_cpu_throttle_signal_info",  # which of the two a host has (thermal)
     "nodeslo_firmware_microcode_revisions",  # firmware collector
     "nodeslo_firmware_microcode_outdated",  # firmware collector
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics
@@ -472,7 +523,9 @@ def test_the_catalogue_names_what_each_alert_reads(profile: Profile) -> None:
     params = catalog.parameters(profile)
     for alert in rules.health_alerts(profile):
         expr = catalog.fill(alert.expr, params)
-        read = set(re.findall(r"(?<![:a-z_])(?:nodeslo_[a-z0-9_]+|up)(?=[{[\s)]|$)", expr))
+        read = set(
+            re.findall(r"(?<![:a-z_])(?:(?:nodeslo|prometheus)_[a-z0-9_]+|up)(?=[{[\s)]|$)", expr)
+        )
         recorded = {catalog.fill(r.record, params): set(r.source) for r in catalog.RECORDINGS}
         for name, sources in recorded.items():
             if name in expr:

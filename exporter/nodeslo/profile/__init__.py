@@ -11,6 +11,7 @@ Used by the daemon, the collectors, the probes, `nodeslo check` and the pack ali
 
 from nodeslo.profile.loader import load_profile, shipped_profile_path
 from nodeslo.profile.model import (
+    CPU_VENDORS,
     DEFAULT_PROFILE,
     GOVERNORS,
     SLO,
@@ -38,6 +39,7 @@ from nodeslo.profile.model import (
 from nodeslo.profile.validate import build, format_cpu_list
 
 __all__ = [
+    "CPU_VENDORS",
     "DEFAULT_PROFILE",
     "GOVERNORS",
     "SLO",

@@ -16,6 +16,8 @@ from nodeslo.profile import Profile
 
 CRITICAL = "critical"
 WARNING = "warning"
+# Always firing, routed to a heartbeat receiver (Watchdog): never a person, no dashboard.
+NONE = "none"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ the profile.
 from __future__ import annotations
 
 from nodeslo.pack import catalog, promql
+from nodeslo.pack.catalog import cpu
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import model as m
 from nodeslo.profile import SLO, LatencySLI, Profile, TimeSLI
@@ -114,7 +115,7 @@ def _probe_row(profile: Profile) -> m.Row:
             steps=m.below(ANY),
             width=12,
             height=6,
-            links=c.runbooks(profile, "NodeSLOProbeDown"),
+            links=c.runbooks(profile, "NodeSLOProbeDown", "NodeSLOProbeFlapping"),
         )
     )
     panels.append(
@@ -331,22 +332,30 @@ def _throttle_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
         sli = slo.sli
         matchers = tuple(f"{n}={promql.quote(v)}" for n, v in sli.matchers)
         keep = c.by(profile, *sli.by)
-        expr = (
-            f"sum by ({keep}) (rate({c.raw(sli.bad_seconds, *matchers)}[{c.RATE}]))\n"
-            f"/\nsum by ({keep}) ({c.raw(sli.capacity)})"
-        )
+        bad = f"sum by ({keep}) (rate({c.raw(sli.bad_seconds, *matchers)}[{c.RATE}]))"
+        bad_text = sli.bad_seconds
+        if sli.fallback_bad_seconds is not None:
+            fallback = f"sum by ({keep}) (rate({c.raw(sli.fallback_bad_seconds)}[{c.RATE}]))"
+            bad = f"(\n  {bad}\n  or\n  {fallback}\n)"
+            bad_text += f", else {sli.fallback_bad_seconds}"
+        expr = f"{bad}\n/\nsum by ({keep}) ({c.raw(sli.capacity)})"
         panels.append(
             m.TimeSeries(
                 title=f"{slo.name}: share of time lost "
                 f"(error budget {c.percent(slo.error_budget)})",
-                description=f"{slo.description} Bad time ({sli.bad_seconds}) over the "
+                description=f"{slo.description} Bad time ({bad_text}) over the "
                 f"capacity ({sli.capacity}). The line is the SLO's error budget: above it, "
                 "the budget burns faster than the period allows.",
                 queries=(m.Query(expr, c.legend(*sli.by)),),
                 unit="percentunit",
                 steps=m.above(slo.error_budget),
                 width=12,
-                links=c.runbooks(profile, "NodeSLOErrorBudgetBurn", "CPUThermalThrottling"),
+                links=c.runbooks(
+                    profile,
+                    "NodeSLOErrorBudgetBurn",
+                    "CPUThermalThrottling",
+                    "CPUThrottleSignalMissing",
+                ),
             )
         )
     return tuple(panels)
@@ -357,21 +366,20 @@ def _temperature_panel(profile: Profile) -> m.TimeSeries:
     return m.TimeSeries(
         title="CPU temperatures against max and crit",
         description="Hottest sensor of each CPU hwmon chip; dashed, the lowest max (orange) "
-        "and crit (red) limits the chip's sensors report. The alerts compare each sensor "
-        "with its own limits.",
+        "and crit (red) limits of the chip's sensors: their own, else the profile's for the "
+        "CPU vendor (health.cpu.temperature_max / temperature_crit; k10temp on AMD Zen "
+        "reports none). The alerts compare each sensor with its own limits.",
         queries=(
             m.Query(
                 f"max by ({keep}) ({c.raw('nodeslo_hwmon_temperature_celsius', CPU_CHIPS)})",
                 c.legend("chip") + " hottest",
             ),
             m.Query(
-                f"min by ({keep}) "
-                f"({c.raw('nodeslo_hwmon_temperature_max_celsius', CPU_CHIPS)} > 0)",
+                f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'max', c.raw)}\n)",
                 c.legend("chip") + " max",
             ),
             m.Query(
-                f"min by ({keep}) "
-                f"({c.raw('nodeslo_hwmon_temperature_crit_celsius', CPU_CHIPS)} > 0)",
+                f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'crit', c.raw)}\n)",
                 c.legend("chip") + " crit",
             ),
         ),
@@ -381,7 +389,9 @@ def _temperature_panel(profile: Profile) -> m.TimeSeries:
             m.reference_line("byFrameRefID", "C", m.RED),
         ),
         width=12,
-        links=c.runbooks(profile, "CPUTemperatureHigh", "CPUTemperatureCritical"),
+        links=c.runbooks(
+            profile, "CPUTemperatureHigh", "CPUTemperatureCritical", "CPUTemperatureUnmonitored"
+        ),
     )
 
 
@@ -986,7 +996,13 @@ def _exporter_row(profile: Profile) -> m.Row:
                 steps=m.below(ANY),
                 width=24,
                 height=10,
-                links=c.runbooks(profile, "NodeSLOCollectorFailing", "NodeSLOExporterDown"),
+                links=c.runbooks(
+                    profile,
+                    "NodeSLOCollectorFailing",
+                    "NodeSLOExporterDown",
+                    "NodeSLOExporterFlapping",
+                    "NodeSLOExporterAbsent",
+                ),
             ),
         ),
     )

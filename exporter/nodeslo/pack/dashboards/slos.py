@@ -50,7 +50,10 @@ def _summary(profile: Profile, slo: SLO) -> str:
     if isinstance(slo.sli, LatencySLI):
         good = f"a `{slo.sli.histogram}` sample within {human_seconds(slo.sli.threshold_seconds)}"
     else:
-        good = f"time not counted by `{slo.sli.bad_seconds}` (of `{slo.sli.capacity}`)"
+        bad = f"`{slo.sli.bad_seconds}`"
+        if slo.sli.fallback_bad_seconds is not None:
+            bad += f" (where absent, `{slo.sli.fallback_bad_seconds}`)"
+        good = f"time not counted by {bad} (of `{slo.sli.capacity}`)"
     tiers = "\n".join(
         f"| {t.long} and {t.short} | {promql.number(t.factor(profile.period_seconds))}x "
         f"| {t.severity} | {t.budget_share:.0%} of the budget in {t.long} |"
