@@ -7,8 +7,8 @@ the same evaluation:
   bad events and all events per second over 5m, per server (and per `by` label, e.g.
   the storage target). The only rules that read raw series.
 - `instance_slo:nodeslo_sli_error:ratio_rate<w>` for w in 5m 30m 1h 2h 6h 1d 3d: bad
-  over all events in the window. Windows up to an hour (the paging tier's, where
-  minutes count) read the raw counters over the window: the mean of 5m rates would lag
+  over all events in the window. Latency SLIs' windows up to an hour (the paging tier's,
+  where minutes count) read the raw counters over the window: the mean of 5m rates would lag
   a sudden failure by 2.5 minutes, a quarter of the time a 99 % objective's 1h window
   needs to cross 14.4 % (8.6 minutes of total failure). Longer windows sum the 5m
   recordings over the window: weighted by traffic, cheaper than ranges over raw series
@@ -210,8 +210,12 @@ def slo_rules(profile: Profile, slo: SLO) -> list[Rule]:
         {"record": ERRORS_RATE, "expr": _errors_expr(slo.sli, by), "labels": labels},
         {"record": EVENTS_RATE, "expr": _events_expr(slo.sli, by), "labels": labels},
     ]
+    # Raw windows only where both sides are rates over the same range: a time SLI's
+    # capacity is a gauge, so a raw ratio would under-read while its counter is younger
+    # than the window (a host that just started, a new fallback counter).
+    raw = isinstance(slo.sli, LatencySLI)
     for window in WINDOWS_SECONDS:
-        if BASE_WINDOW_SECONDS < window <= RAW_WINDOW_MAX_SECONDS:
+        if raw and BASE_WINDOW_SECONDS < window <= RAW_WINDOW_MAX_SECONDS:
             errors, events = _errors_expr(slo.sli, by, window), _events_expr(slo.sli, by, window)
             expr = f"(\n{errors}\n)\n/\n(\n{events}\n> 0\n)"
         else:
