@@ -217,7 +217,8 @@ def slo_rules(profile: Profile, slo: SLO) -> list[Rule]:
     for window in WINDOWS_SECONDS:
         if raw and BASE_WINDOW_SECONDS < window <= RAW_WINDOW_MAX_SECONDS:
             errors, events = _errors_expr(slo.sli, by, window), _events_expr(slo.sli, by, window)
-            expr = f"(\n{errors}\n)\n/\n(\n{events}\n> 0\n)"
+            # ( ) around the events: `a and b > 0` would compare b alone.
+            expr = f"(\n{errors}\n)\n/\n(\n(\n{events}\n)\n> 0\n)"
         else:
             expr = _ratio_expr(slo, window, ERRORS_RATE, EVENTS_RATE)
         rules.append({"record": ratio_record(window), "expr": expr, "labels": labels})
