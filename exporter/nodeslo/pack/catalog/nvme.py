@@ -67,8 +67,8 @@ RECORDINGS = (
     Recording(
         group="nvme",
         record="instance:nodeslo_nvme_controllers:count",
-        # NVMe controllers per host: a
-        # rename (nvme0 <-> nvme1) keeps the number, a drive that vanishes lowers it.
+        # NVMe controllers per host: a rename (nvme0 <-> nvme1) keeps the number, a
+        # drive that vanishes lowers it.
         expr=count_per_host("nodeslo_nvme_info"),
         source=("nodeslo_nvme_info", "up"),
     ),

@@ -32,8 +32,8 @@ RECORDINGS = (
     Recording(
         group="redundancy",
         record="instance:nodeslo_md_arrays:count",
-        # md arrays per host: names change
-        # (md0 comes back as md127 after a reboot), the number of arrays does not.
+        # md arrays per host: names change (md0 comes back as md127 after a reboot),
+        # the number of arrays does not.
         expr=count_per_host("nodeslo_md_info"),
         source=("nodeslo_md_info", "up"),
     ),
