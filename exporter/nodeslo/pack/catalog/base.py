@@ -104,6 +104,16 @@ def lookup(metric: str, extra: str, args: str, pipe: str) -> str:
     )
 
 
+def count_per_host(metric: str) -> str:
+    """How many series of `metric` each host has, 0 while its exporter is up and reports
+    none: the count a device that disappears lowers, whatever names its peers take."""
+    return f"""
+count by (${{by}}) ({metric})
+or on (${{by}})
+0 * group by (${{by}}) (${{up}} == 1)
+"""
+
+
 def label_list(selector: str, args: str, label: str) -> str:
     """A Go-template snippet listing `label` of the series a query finds: "a, b".
 

@@ -10,6 +10,7 @@ from nodeslo.pack.catalog.base import (
     HealthAlert,
     Recording,
     bytes_text,
+    count_per_host,
     label_list,
     lookup,
     percent,
@@ -66,13 +67,9 @@ RECORDINGS = (
     Recording(
         group="nvme",
         record="instance:nodeslo_nvme_controllers:count",
-        # NVMe controllers per host, 0 when the exporter is up and reports none: a
-        # rename (nvme0 <-> nvme1) keeps the number, a drive that vanishes lowers it.
-        expr="""
-count by (${by}) (nodeslo_nvme_info)
-or on (${by})
-0 * group by (${by}) (${up} == 1)
-""",
+        # NVMe controllers per host: a rename (nvme0 <-> nvme1) keeps the number, a
+        # drive that vanishes lowers it.
+        expr=count_per_host("nodeslo_nvme_info"),
         source=("nodeslo_nvme_info", "up"),
     ),
     Recording(

@@ -9,6 +9,7 @@ from nodeslo.pack.catalog.base import (
     WARNING,
     HealthAlert,
     Recording,
+    count_per_host,
     label_list,
     lookup,
 )
@@ -31,13 +32,9 @@ RECORDINGS = (
     Recording(
         group="redundancy",
         record="instance:nodeslo_md_arrays:count",
-        # md arrays per host, 0 when the exporter is up and reports none: names change
-        # (md0 comes back as md127 after a reboot), the number of arrays does not.
-        expr="""
-count by (${by}) (nodeslo_md_info)
-or on (${by})
-0 * group by (${by}) (${up} == 1)
-""",
+        # md arrays per host: names change (md0 comes back as md127 after a reboot),
+        # the number of arrays does not.
+        expr=count_per_host("nodeslo_md_info"),
         source=("nodeslo_md_info", "up"),
     ),
 )
