@@ -69,6 +69,8 @@ IO_TIMEOUT_SECONDS = 30.0
 WRITE_TIMEOUT_SECONDS = 10.0
 # A write blocked this long marks a client that does not read: the first to close.
 WRITE_STALL_SECONDS = 1.0
+# How much of a waiting connection's input is peeked for a complete request head.
+PEEK_BYTES = 16 * 1024
 # A real client sends its request head right after connecting; a connection that has
 # sent nothing for this long is treated as a slow one.
 FRESH_GRACE_SECONDS = 1.0
@@ -195,22 +197,23 @@ class Connection:
     writing_since: float | None = None  # a response write is in progress since
     pipelined: bool = False  # the request being served came with more bytes behind it
 
-    def pending(self) -> bool:
-        """Bytes wait in the kernel that its handler has not read yet."""
+    def pending(self) -> bytes:
+        """What waits in the kernel that its handler has not read yet (peeked)."""
         try:
-            return bool(self.control.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except BlockingIOError:
-            return False
-        except OSError:
-            return False
+            return self.control.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:  # BlockingIOError: nothing
+            return b""
 
 
 class Connections:
     """The open connections, and which of them wait for a request head since when."""
 
-    def __init__(self, limit: int, idle_timeout: float = IDLE_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, limit: int, idle_timeout: float = IDLE_TIMEOUT_SECONDS, opaque: bool = False
+    ) -> None:
         self.limit = limit
         self.idle_timeout = idle_timeout
+        self.opaque = opaque  # TLS: a peek sees records, not request heads
         self._open: set[Connection] = set()
         self._lock = threading.Lock()
         self.evicted = 0
@@ -259,21 +262,25 @@ class Connections:
                 best, chosen = rank, conn
         return chosen
 
-    @staticmethod
-    def _rank(conn: Connection, now: float) -> tuple[int, float] | None:
+    def _rank(self, conn: Connection, now: float) -> tuple[int, float] | None:
         writing, waiting = conn.writing_since, conn.waiting_since
         if writing is not None and now - writing >= WRITE_STALL_SECONDS:
             return (0, writing)  # the client does not read
         if waiting is not None and writing is None:
             if conn.receiving:
                 return (1, waiting)  # a head trickling in: slowloris
-            if not conn.pending():
-                if conn.requests:
-                    return (2, waiting)  # idle keep-alive
-                if now - conn.opened >= FRESH_GRACE_SECONDS:
-                    return (1, waiting)  # connected and silent
-                return (3, waiting)  # just connected, its head may be on the way
-            return None  # a request head waits for its thread: a scrape, keep it
+            data = conn.pending()
+            if data:
+                # A whole request head waiting for its thread is a scrape: keep it (under
+                # TLS the bytes are records, so any are taken as one). Part of a head,
+                # its thread not yet run: slowloris.
+                whole = self.opaque or b"\r\n\r\n" in data or b"\n\n" in data
+                return None if whole else (1, waiting)
+            if conn.requests:
+                return (2, waiting)  # idle keep-alive
+            if now - conn.opened >= FRESH_GRACE_SECONDS:
+                return (1, waiting)  # connected and silent
+            return (3, waiting)  # just connected, its head may be on the way
         # Serving a request while the next one already waits unread: a client that
         # pipelines (no scraper does) into buffers it may never read. It yields its
         # slot to a newcomer, the one served most first.
@@ -610,7 +617,9 @@ class Server(ThreadingHTTPServer):
         elif ":" in host:
             self.address_family = socket.AF_INET6
         self.web = web
-        self.connections = Connections(max_connections)
+        self.connections = Connections(
+            max_connections, opaque=web is not None and web.config.tls is not None
+        )
         super().__init__(address, handler)
 
     @property
