@@ -262,12 +262,8 @@ class ThermalCollector(Collector):
             return None
         # cpuinfo_avg_freq (6.14+) is the hardware's average over the last milliseconds;
         # scaling_cur_freq is that on older x86 kernels, the requested one elsewhere.
-        first = next(iter(members))
-        name = (
-            "cpuinfo_avg_freq"
-            if os.path.exists(f"{first}/cpuinfo_avg_freq")
-            else ("scaling_cur_freq")
-        )
+        average = os.path.exists(f"{next(iter(members))}/cpuinfo_avg_freq")
+        name = "cpuinfo_avg_freq" if average else "scaling_cur_freq"
         cores: dict[tuple[str, str], list[int]] = {}
         for cpu in cpus:
             cores.setdefault(cpu.core_key, []).append(cpu.cpu)

@@ -26,7 +26,15 @@ _SENSOR = "chip=%q, sensor=%q"
 
 
 def _selector(metric: str, *matchers: str) -> str:
-    return f"{metric}{{{', '.join(matchers)}}}"
+    return promql.selector(metric, (), *matchers)
+
+
+def _vendor_limits(profile: Profile, kind: str) -> tuple[tuple[str, float], ...]:
+    """health.cpu.temperature_<kind> ("max" or "crit"): (vendor, °C), sorted by vendor."""
+    limits: tuple[tuple[str, float], ...] = getattr(
+        profile.health.cpu, f"temperature_{kind}_celsius"
+    )
+    return limits
 
 
 def temperature_limit(profile: Profile, kind: str, selector: Callable[..., str] = _selector) -> str:
@@ -34,10 +42,9 @@ def temperature_limit(profile: Profile, kind: str, selector: Callable[..., str] 
     one, else the profile's for its vendor (health.cpu.temperature_<kind>). Shared with
     the dashboards (their `selector` adds the dashboard variables), so the line drawn
     is the limit the alert fires at."""
-    limits = dict(getattr(profile.health.cpu, f"temperature_{kind}_celsius"))
     own = selector(f"nodeslo_hwmon_temperature_{kind}_celsius", f'chip_name=~"{CPU_CHIPS}"')
     terms = [f"{own} > 0"]
-    for vendor, celsius in sorted(limits.items()):
+    for vendor, celsius in _vendor_limits(profile, kind):
         sensors = selector(
             "nodeslo_hwmon_temperature_celsius", f'chip_name=~"{VENDOR_CHIPS[vendor]}"'
         )
@@ -52,12 +59,11 @@ def _limit_text(profile: Profile, kind: str) -> str:
         f'{{{{ with printf "nodeslo_hwmon_temperature_{kind}_celsius{{{sel}{_SENSOR}}} > 0" '
         f"{args}$labels.chip $labels.sensor | query }}}}{{{{ . | first | value | humanize }}}}°C"
     )
-    limits = sorted(getattr(profile.health.cpu, f"temperature_{kind}_celsius"))
     fallback = "".join(
         f'{{{{ {"else if" if i else "if"} match "^(?:{VENDOR_CHIPS[vendor]})$" '
         f"$labels.chip_name }}}}{promql.number(celsius)}°C (the profile's {vendor} limit: "
         "the sensor reports none)"
-        for i, (vendor, celsius) in enumerate(limits)
+        for i, (vendor, celsius) in enumerate(_vendor_limits(profile, kind))
     )
     if fallback:
         fallback = "{{ else }}" + fallback + "{{ end }}"
@@ -66,7 +72,7 @@ def _limit_text(profile: Profile, kind: str) -> str:
 
 def _limits_text(profile: Profile, kind: str) -> str:
     """`amd 85 °C, intel 90 °C` for the README and the runbooks."""
-    limits = getattr(profile.health.cpu, f"temperature_{kind}_celsius")
+    limits = _vendor_limits(profile, kind)
     return ", ".join(f"{vendor} {promql.number(c)} °C" for vendor, c in limits) or "none"
 
 
