@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from nodeslo import cli, readers
+from nodeslo.collectors import mdraid
 from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
 from nodeslo.collectors.cpuidle import CpuidleCollector
 from nodeslo.collectors.redundancy import RedundancyCollector
@@ -164,22 +165,16 @@ def test_resctrl_skips_an_impossible_byte_count_and_recovers(tmp_path: Path) -> 
     assert value(text, "nodeslo_memory_bandwidth_bytes_total", domain="0") == 1500
 
 
-def test_mdstat_with_impossible_numbers_reports_the_array_from_the_rest(tmp_path: Path) -> None:
-    (tmp_path / "proc").mkdir()
-    (tmp_path / "proc/mdstat").write_text(
-        "Personalities : [raid1]\n"
-        "md0 : active raid1 sdb1[1] sda1[0]\n"
-        f"      1048512 blocks super 1.2 [{HUGE}/2] [UU]\n"
-        f"      [>....]  resync =  1.0% ({HUGE}/{BEYOND_U64}) finish=1min speed=1K/sec\n"
-        "\nunused devices: <none>\n"
-    )
-    ctx = CollectorContext(roots=Roots.under(str(tmp_path)))
-    registry = CollectorRegistry()
-    registry.register(CollectorSet([RedundancyCollector(ctx)], ctx.errors))
-    text = _scrape(registry)
-    assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
-    assert value(text, "nodeslo_md_disks", device="md0", state="active") == 2
-    assert HUGE not in text
+def test_md_attributes_with_impossible_numbers_are_refused() -> None:
+    """md is read from sysfs (mdraid.py): a count or a sync position no kernel prints is
+    a ValueError, which the reader keeps as a problem of that attribute alone."""
+    for text in (HUGE, BEYOND_U64, "-1"):
+        with pytest.raises(ValueError):
+            mdraid.parse_count(text)
+    with pytest.raises(ValueError):
+        mdraid.parse_sync_completed(f"{HUGE} / {BEYOND_U64}")
+    assert mdraid.parse_count("4") == 4
+    assert mdraid.parse_sync_completed("512 / 1024") == 0.5
 
 
 def test_a_fifo_in_place_of_a_file_reads_as_empty_at_once(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 
 from nodeslo.paths import Roots
-from nodeslo.readers import ReadError, list_dir, read_text
+from nodeslo.readers import ReadError, list_dir, read_text, to_u64
 
 ARRAY_STATES = (
     "clear",
@@ -113,7 +113,7 @@ def parse_sync_completed(text: str) -> float | None:
     match = _SYNC_COMPLETED.match(text)
     if match is None:
         raise ValueError(f"not 'done / total': {text[:40]!r}")
-    done, total = int(match.group(1)), int(match.group(2))
+    done, total = to_u64(match.group(1)), to_u64(match.group(2))
     if total == 0:
         raise ValueError(f"total of 0 sectors: {text!r}")
     return min(1.0, done / total)
@@ -132,10 +132,7 @@ def parse_count(text: str) -> int | None:
     """raid_disks, degraded, mismatch_cnt: a count, or None when empty (inactive)."""
     if text == "":
         return None
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"negative count: {text!r}")
-    return value
+    return to_u64(text)  # a count the kernel cannot print (negative, past 64 bits) is refused
 
 
 # --- reading ------------------------------------------------------------------------
