@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -441,11 +442,11 @@ def test_the_profile_sets_the_interval_unless_the_flag_does() -> None:
     assert flagged.poller.interval == 5.0
 
 
-# -- privileges, as root: the forked helper holds nothing but uid 0 --------------------
+# -- privileges, as root: the forked helper holds nothing but uid 0, and comes back ----
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to fork and drop")
-def test_daemon_forks_the_ipmi_helper_with_no_capability() -> None:
+def test_daemon_forks_the_ipmi_helper_with_no_capability_and_restarts_it() -> None:
     import shutil
     import tempfile
 
@@ -468,17 +469,45 @@ def _check_helper(d: object, tree: Path) -> None:
     with d.running(tree, *flags) as daemon:  # type: ignore[attr-defined]
         text = daemon.scrape()
         daemon.wait_log("dropped privileges")
-        children = [
-            int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == daemon.proc.pid
-        ]
-        assert len(children) == 1, children
-        helper = _status(children[0])
+        (supervisor,) = _children(daemon.proc.pid)
+        worker = _only_child(supervisor, other_than=None)
+        helpers = [_status(supervisor), _status(worker)]
+        # A killed worker is restarted by the supervisor, as privileged as before.
+        os.kill(worker, signal.SIGKILL)
+        daemon.wait_log("ipmi helper died, restarting it")
+        restarted = _only_child(supervisor, other_than=worker)
+        helpers.append(_status(restarted))
+        # The supervisor killed: BMC readings end, loudly, and no zombie stays.
+        os.kill(supervisor, signal.SIGKILL)
+        daemon.wait_log("ipmi helper exited: no BMC readings")
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{supervisor}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{supervisor}"), _status(supervisor).get("State")
+        assert value(daemon.scrape(), "nodeslo_collector_success", collector="bmc") == 1
     # The firmware declares a BMC, the kernel has no device for it: the helper says so.
     assert value(text, "nodeslo_bmc_up", reason="no_driver") == 0
-    assert helper["Uid"].split()[0] == "0"
-    assert int(helper["CapEff"], 16) == int(helper["CapPrm"], 16) == 0
-    assert int(helper["CapBnd"], 16) == 0
-    assert helper["NoNewPrivs"] == "1"
+    for helper in helpers:
+        assert helper["Uid"].split()[0] == "0"
+        assert int(helper["CapEff"], 16) == int(helper["CapPrm"], 16) == 0
+        assert int(helper["CapBnd"], 16) == 0
+        assert helper["NoNewPrivs"] == "1"
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == pid]
+
+
+def _only_child(pid: int, other_than: int | None) -> int:
+    """The one child of `pid` that is not `other_than`, waited for (a restart backs off)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [c for c in _children(pid) if c != other_than]
+        if found:
+            (child,) = found
+            return child
+        time.sleep(0.05)
+    raise AssertionError(f"no new child of {pid}")
 
 
 def _status(pid: int) -> dict[str, str]:

@@ -23,6 +23,7 @@ from nodeslo.ipmi import helper, ioctl, requests
 from nodeslo.ipmi.client import HelperGone, HelperTransport
 from nodeslo.ipmi.ioctl import DeviceTransport
 from nodeslo.ipmi.requests import IpmiError, NoDevice, Refused, Request, Timeout, check
+from nodeslo.privsep import server as privsep_server
 from nodeslo.privsep.server import MAX_IN_FLIGHT, serve_socket, unpack_response
 
 # Everything here writes, controls or bridges: none may reach the BMC.
@@ -255,6 +256,65 @@ def test_helper_bounds_commands_in_flight() -> None:
     finally:
         device.release.set()
         ours.close()
+
+
+def test_a_flood_of_refused_requests_is_logged_once_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 19's bound holds for this helper too: junk is answered, not logged each time."""
+    caplog.set_level("INFO", logger="nodeslo.privsep")
+    device = FakeDevice()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = helper.HelperServer(device)
+    thread = threading.Thread(target=server.serve, args=(theirs,), daemon=True)
+    thread.start()
+    ours.settimeout(10)
+    chassis_control = Request(0x00, 0x02, b"\x00")  # power down
+    try:
+        for i in range(1000):
+            if i % 2:
+                ours.send(b"junk %d" % i)
+            else:
+                data = chassis_control.data.ljust(8, b"\0")
+                ours.send(helper.REQUEST.pack(i, 0x00, 0x02, 0, 1, data, 1000))
+            assert unpack_response(ours.recv(4096), 272).error == errno.EPERM
+    finally:
+        ours.close()
+        thread.join(5)
+    assert server.refused == 1000
+    assert device.calls == []
+    lines = [r for r in caplog.records if r.getMessage() == "refused request"]
+    assert len(lines) == 1
+
+
+def test_a_peer_that_stops_reading_holds_a_bounded_number_of_threads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answers nobody reads are dropped after SEND_TIMEOUT_SECONDS; until then the
+    threads still sending count against MAX_IN_FLIGHT (the BMC runs one command at a
+    time, but an answered command's thread may wait to send)."""
+    monkeypatch.setattr(privsep_server, "SEND_TIMEOUT_SECONDS", 0.2)
+    device = FakeDevice()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = helper.HelperServer(device)
+    threading.Thread(target=server.serve, args=(theirs,), daemon=True).start()
+    before = threading.active_count()
+    most = 0
+    ours.setblocking(False)
+    try:
+        for i in range(3000):  # answers never read: the socket's buffer fills
+            try:
+                ours.send(helper.pack_request(i, requests.get_sensor_reading(i % 256), 1000))
+            except BlockingIOError:
+                time.sleep(0.01)
+            most = max(most, threading.active_count() - before)
+        deadline = time.monotonic() + 10
+        while not any("does not read" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "no answer was dropped"
+            time.sleep(0.05)
+    finally:
+        ours.close()
+    assert most <= MAX_IN_FLIGHT + 1, most
 
 
 def test_helper_as_its_own_service_checks_the_peer(tmp_path: Path) -> None:

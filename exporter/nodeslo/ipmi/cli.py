@@ -27,6 +27,7 @@ from nodeslo.ipmi.recording import RecordingTransport, ReplayTransport
 from nodeslo.ipmi.requests import Transport
 from nodeslo.log import OnceLog
 from nodeslo.privsep.server import listen, serve_socket
+from nodeslo.sdnotify import Notifier
 
 log = logging.getLogger("nodeslo.ipmi")
 
@@ -124,6 +125,8 @@ def cmd_helper(args: argparse.Namespace) -> int:
         log.error("bmc helper cannot start", extra={"fields": {"err": str(exc)}})
         return 1
     log.info("bmc helper listening", extra={"fields": {"socket": args.socket}})
+    # Under systemd (Type=notify): the exporter's unit starts once the socket exists.
+    Notifier().notify("READY=1")
     server = helper.HelperServer(DeviceTransport(sysfs=args.path_sysfs, dev_dir=args.dev_dir))
     try:
         serve_socket(listener, server, allowed)

@@ -18,13 +18,14 @@ Wire format, little-endian, fixed sizes:
             BMC's answer (completion code first), or the reason of an error
 
 The BMC answers one request at a time, so the helper runs one at a time: a second
-request while one is in flight is answered EBUSY at once.
+request while one is in flight is answered EBUSY at once. The framework bounds what a
+peer that stops reading can hold, rate-limits the log lines of refused requests, and
+restarts a forked helper's worker that dies.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 import struct
 
@@ -39,11 +40,8 @@ from nodeslo.ipmi.requests import (
     Transport,
     check,
 )
-from nodeslo.log import OnceLog
 from nodeslo.privsep import server
 from nodeslo.privsep.server import Refusal, Response, failure
-
-log = logging.getLogger("nodeslo.ipmi.helper")
 
 REQUEST = struct.Struct("<IBBBB8sI")
 assert REQUEST.size == 20 and MAX_REQUEST_DATA <= 8
@@ -85,7 +83,6 @@ class IpmiService:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self._errors = OnceLog(log)
 
     def decode(self, message: bytes) -> tuple[int, Request, int]:
         request_id = REQUEST.unpack(message)[0] if len(message) == REQUEST.size else 0
@@ -105,8 +102,7 @@ class IpmiService:
         except NoDevice as exc:
             return failure(request_id, errno.ENODEV, str(exc))
         except Refused as exc:
-            self._errors.warn(f"refused:{exc}", "refused request", err=str(exc))
-            return failure(request_id, errno.EPERM, str(exc))
+            raise Refusal(str(exc), request_id) from None
         except IpmiError as exc:
             return failure(request_id, errno.EIO, str(exc))
         return Response(request_id, 0, 0, data)
@@ -125,4 +121,5 @@ def fork_helper(sysfs: str = "/sys", dev_dir: str = "/dev") -> socket.socket:
         "ipmi",
         lambda: HelperServer(DeviceTransport(sysfs=sysfs, dev_dir=dev_dir)),
         HELPER_CAPABILITIES,
+        lost="no BMC readings",
     )

@@ -19,20 +19,21 @@ Wire format, little-endian, fixed sizes:
 
 Each controller has at most one command in flight: a request for a controller whose
 previous command has not returned is answered EBUSY at once, so a hung drive holds
-one thread, not one per poll. The request loop, the fork and the listening socket are
-the shared helper framework's (`nodeslo.privsep`); this module is NVMe's whitelist
-and wire format on it.
+one thread, not one per poll; a peer that stops reading holds a bounded number of
+threads, refused requests are logged at most once a minute with a count, and the forked
+helper is a supervisor (root, CAP_SYS_ADMIN only) that restarts the process answering
+requests if it dies. The request loop, the fork and the listening socket are the
+shared helper framework's (`nodeslo.privsep`, whose docstring says how); this module is
+NVMe's whitelist and wire format on it.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 import struct
 
 from nodeslo import privileges
-from nodeslo.log import OnceLog
 from nodeslo.nvme.direct import DirectSource
 from nodeslo.nvme.requests import (
     MAX_DATA,
@@ -79,8 +80,6 @@ __all__ = [
     "unpack_response",
 ]
 
-log = logging.getLogger("nodeslo.nvme.helper")
-
 REQUEST = struct.Struct("<IBBBB16sI")
 MAX_RESPONSE = RESPONSE.size + MAX_DATA
 DEFAULT_SOCKET = "/run/nodeslo/nvme-helper.sock"
@@ -126,7 +125,6 @@ class NvmeService:
 
     def __init__(self, source: PageSource) -> None:
         self.source = source
-        self._errors = OnceLog(log)
 
     def decode(self, message: bytes) -> tuple[int, PageRequest, int]:
         request_id = REQUEST.unpack(message)[0] if len(message) == REQUEST.size else 0
@@ -150,8 +148,7 @@ class NvmeService:
         except CommandTimeout as exc:
             return _failure(request_id, errno.ETIMEDOUT, exc)
         except Refused as exc:
-            self._errors.warn(f"refused:{exc}", "refused request", err=str(exc))
-            return _failure(request_id, errno.EPERM, exc)
+            raise Refusal(str(exc), request_id) from None
         except SourceError as exc:
             return _failure(request_id, errno.EIO, exc)
         return Response(request_id, 0, 0, data)
@@ -171,9 +168,12 @@ def _failure(request_id: int, error: int, exc: SourceError) -> Response:
 def fork_helper(sysfs: str, dev_dir: str = "/dev") -> socket.socket:
     """Fork the privileged NVMe helper; return the daemon's end of the socketpair.
 
-    Called as root before any thread exists. The child keeps only CAP_SYS_ADMIN, closes
-    every other file descriptor, and exits when the daemon's end closes.
+    Called as root before the daemon drops privileges. The helper keeps only
+    CAP_SYS_ADMIN, restarts its worker if it dies, and exits when the daemon's end closes.
     """
     return server.fork_helper(
-        "nvme", lambda: HelperServer(DirectSource(sysfs, dev_dir)), HELPER_CAPABILITIES
+        "nvme",
+        lambda: HelperServer(DirectSource(sysfs, dev_dir)),
+        HELPER_CAPABILITIES,
+        lost="no SMART pages",
     )

@@ -6,7 +6,16 @@ Response on the wire (16 bytes + data), little-endian, the same for every family
 
 Requests with the same key (one NVMe controller, the one BMC) never run concurrently:
 a request whose key is busy is answered EBUSY at once, so a hung device holds one
-thread, not one per poll; MAX_IN_FLIGHT bounds the threads over all keys.
+thread, not one per poll. At most MAX_IN_FLIGHT commands (and so threads) run per
+connection, counting those still sending their answer; an answer the peer does not
+take within SEND_TIMEOUT_SECONDS is dropped (the client times out), so a peer that
+stops reading holds at most that many threads. Refused requests are logged at most
+once per REFUSED_LOG_SECONDS, with a count.
+
+A forked helper is a small supervisor (root, the family's capabilities only) that
+forks the process answering requests and, if that one dies (a crash, a kill), forks a
+new one on the same socket after a backoff, reaping each; a thread of the daemon reaps
+the supervisor.
 """
 
 from __future__ import annotations
@@ -15,8 +24,10 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import signal
 import socket
+import stat
 import struct
 import threading
 import time
@@ -35,6 +46,10 @@ MAX_IN_FLIGHT = 64
 MAX_REASON = 256
 # The longest a command may run; a client asking for more gets this.
 MAX_TIMEOUT_MS = 120_000
+SEND_TIMEOUT_SECONDS = 5.0
+REFUSED_LOG_SECONDS = 60.0
+# A forked helper's worker is restarted after this, doubling up to the maximum.
+RESTART_BACKOFF = (0.5, 30.0)
 
 R = TypeVar("R")
 
@@ -91,7 +106,10 @@ class Service(Protocol[R]):
         """Requests with the same key never run at the same time."""
         ...
 
-    def execute(self, request_id: int, request: R, timeout_ms: int) -> Response: ...
+    def execute(self, request_id: int, request: R, timeout_ms: int) -> Response:
+        """The device's answer, or a failure response; Refusal when the device layer
+        refuses the request (answered EPERM and logged like a refused message)."""
+        ...
 
 
 class HelperServer(Generic[R]):
@@ -99,9 +117,28 @@ class HelperServer(Generic[R]):
 
     def __init__(self, service: Service[R]) -> None:
         self.service = service
-        self._busy: set[str] = set()
+        self._busy: set[str] = set()  # keys with a command in flight
+        self._threads = 0  # command threads alive, answering included
         self._lock = threading.Lock()
         self._errors = OnceLog(log)
+        self._refused = 0  # refusals since the last line about them
+        self._refused_logged: float | None = None
+        self.refused = 0  # requests refused in all (for tests)
+
+    def _log_refused(self, exc: Refusal) -> None:
+        """One line per REFUSED_LOG_SECONDS at most, however fast a peer sends junk."""
+        with self._lock:
+            self.refused += 1
+            self._refused += 1
+            now = time.monotonic()
+            last = self._refused_logged
+            if last is not None and now - last < REFUSED_LOG_SECONDS:
+                return
+            count, self._refused, self._refused_logged = self._refused, 0, now
+        log.warning(
+            "refused request",
+            extra={"fields": {"helper": self.service.name, "err": str(exc), "count": count}},
+        )
 
     def serve(self, sock: socket.socket) -> None:
         """Answer requests until the peer closes its end."""
@@ -118,14 +155,15 @@ class HelperServer(Generic[R]):
             try:
                 request_id, request, timeout_ms = service.decode(message)
             except Refusal as exc:
-                self._errors.warn(f"refused:{exc}", "refused request", err=str(exc))
+                self._log_refused(exc)
                 self._reply(sock, send_lock, failure(exc.request_id, errno.EPERM, str(exc)))
                 continue
             key = service.key(request)
             with self._lock:
-                busy = key in self._busy or len(self._busy) >= MAX_IN_FLIGHT
+                busy = key in self._busy or self._threads >= MAX_IN_FLIGHT
                 if not busy:
                     self._busy.add(key)
+                    self._threads += 1
             if busy:
                 reason = f"{key}: a command is still in flight"
                 self._reply(sock, send_lock, failure(request_id, errno.EBUSY, reason))
@@ -155,69 +193,155 @@ class HelperServer(Generic[R]):
         timeout_ms: int,
     ) -> None:
         try:
-            response = self.service.execute(request_id, request, timeout_ms)
-        except Exception as exc:  # an executor bug answers the caller instead of hanging it
-            log.exception("helper command failed", extra={"fields": {"key": key}})
-            response = failure(request_id, errno.EIO, f"{type(exc).__name__}: {exc}")
+            try:
+                response = self.service.execute(request_id, request, timeout_ms)
+            except Refusal as exc:
+                self._log_refused(exc)
+                response = failure(request_id, errno.EPERM, str(exc))
+            except Exception as exc:  # an executor bug answers the caller instead of hanging it
+                log.exception("helper command failed", extra={"fields": {"key": key}})
+                response = failure(request_id, errno.EIO, f"{type(exc).__name__}: {exc}")
+            finally:
+                with self._lock:
+                    self._busy.discard(key)
+            self._reply(sock, send_lock, response)
         finally:
             with self._lock:
-                self._busy.discard(key)
-        self._reply(sock, send_lock, response)
+                self._threads -= 1
 
     def _reply(self, sock: socket.socket, lock: threading.Lock, response: Response) -> None:
-        # OSError: the peer went away; serve() sees EOF next.
-        with lock, contextlib.suppress(OSError):
-            sock.send(pack_response(response))
+        """Send, waiting at most SEND_TIMEOUT_SECONDS for room: a peer that stops
+        reading loses its answers instead of holding a thread each."""
+        message = pack_response(response)
+        deadline = time.monotonic() + SEND_TIMEOUT_SECONDS
+        with lock:
+            poller = select.poll()
+            try:
+                poller.register(sock, select.POLLOUT)
+            except ValueError:
+                return  # closed meanwhile (the peer left and serve() returned)
+            while True:
+                try:
+                    sock.send(message, socket.MSG_DONTWAIT)
+                    return
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._errors.warn("send", "peer does not read: answer dropped")
+                        return
+                    poller.poll(remaining * 1000)
+                except OSError:
+                    return  # the peer went away; serve() sees EOF next
 
 
 def fork_helper(
-    name: str, make_server: Callable[[], HelperServer[R]], keep: Iterable[int]
+    name: str, make_server: Callable[[], HelperServer[R]], keep: Iterable[int], lost: str
 ) -> socket.socket:
     """Fork a helper process; return the daemon's end of its socketpair.
 
-    Called as root before any thread exists. The child keeps only the capabilities in
-    `keep` (none at all for an empty set), closes every other file descriptor, and
-    exits when the daemon's end closes (or the daemon dies: parent-death signal).
+    Called as root before the daemon drops privileges. The child keeps only the
+    capabilities in `keep` (none at all for an empty set), closes every other file
+    descriptor, supervises the process that answers requests (see the module docstring),
+    and exits when the daemon's end closes (or the daemon dies: parent-death signal).
+    A thread of the daemon reaps it and says what is `lost` if it ever exits.
     """
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid:
         child_end.close()
         log.debug(f"{name} helper started", extra={"fields": {"pid": pid}})
+        threading.Thread(
+            target=_reap, args=(name, pid, lost), name=f"{name}-helper-reaper", daemon=True
+        ).start()
         return parent_end
     status = 1
     try:
         parent_end.close()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the daemon: it exits on EOF
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        privileges.set_parent_death_signal(signal.SIGTERM)
-        os.closerange(3, child_end.fileno())
-        os.closerange(child_end.fileno() + 1, privileges.max_fd())
-        privileges.limit_capabilities(keep)
-        make_server().serve(child_end)
-        status = 0
+        _become_helper(child_end, keep)
+        status = _supervise(name, child_end, make_server)
     except BaseException:
         log.exception(f"{name} helper failed")
     finally:
         os._exit(status)
 
 
+def _become_helper(channel: socket.socket, keep: Iterable[int]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the daemon: it exits on EOF
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    privileges.set_parent_death_signal(signal.SIGTERM)
+    os.closerange(3, channel.fileno())
+    os.closerange(channel.fileno() + 1, privileges.max_fd())
+    privileges.limit_capabilities(keep)
+
+
+def _supervise(
+    name: str, channel: socket.socket, make_server: Callable[[], HelperServer[R]]
+) -> int:
+    """Run the serving process, again after each death; 0 once the daemon is gone."""
+    backoff = RESTART_BACKOFF[0]
+    while True:
+        worker = os.fork()
+        if worker == 0:
+            code = 1
+            try:
+                privileges.set_parent_death_signal(signal.SIGTERM)
+                make_server().serve(channel)
+                code = 0
+            except BaseException:
+                log.exception(f"{name} helper failed")
+            finally:
+                os._exit(code)
+        started = time.monotonic()
+        _, wait_status = os.waitpid(worker, 0)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if code == 0:
+            return 0  # the daemon closed its end
+        log.warning(f"{name} helper died, restarting it", extra={"fields": {"exit": code}})
+        if time.monotonic() - started > RESTART_BACKOFF[1]:
+            backoff = RESTART_BACKOFF[0]  # it had run well: a new incident
+        time.sleep(backoff)
+        backoff = min(backoff * 2, RESTART_BACKOFF[1])
+
+
+def _reap(name: str, pid: int, lost: str) -> None:
+    try:
+        _, wait_status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code != 0:
+        log.error(
+            f"{name} helper exited: {lost} until the daemon restarts",
+            extra={"fields": {"exit": code}},
+        )
+
+
 def listen(path: str, mode: int, group: str | None) -> socket.socket:
-    """A listening SOCK_SEQPACKET socket at `path` (a stale one is replaced)."""
+    """A listening SOCK_SEQPACKET socket at `path` (a stale one is replaced).
+
+    The socket is created with its final mode (umask), and only its group is changed
+    afterwards, without following a symlink; its directory must be writable by its
+    owner (root) only, so nobody can swap the path between bind and chown.
+    """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o755, exist_ok=True)
+    info = os.stat(directory)
+    if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OSError(
+            errno.EPERM,
+            f"{directory}: must be owned by uid {os.geteuid()} and writable by it alone",
+        )
     with contextlib.suppress(FileNotFoundError):  # a stale socket of an earlier run
         os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    old = os.umask(0o177)
+    old = os.umask(0o777 & ~mode)
     try:
         sock.bind(path)
     finally:
         os.umask(old)
     if group is not None:
-        os.chown(path, -1, privileges.group_id(group))
-    os.chmod(path, mode)
+        os.chown(path, -1, privileges.group_id(group), follow_symlinks=False)
     sock.listen(MAX_CONNECTIONS)
     return sock
 
