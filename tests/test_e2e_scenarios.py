@@ -175,6 +175,18 @@ def _probe_counters(stack: s.Stack, instance: str) -> str:
     return "\n".join(lines)
 
 
+def _timeline(world: World, run: Run) -> str:
+    """Every notification of the scenario's server, in order, for a failure message."""
+    start = time.time() - run.player.elapsed()  # notifications carry wall-clock times
+    sent = world.stack.webhook.received("firing", instance=run.instance)
+    sent += world.stack.webhook.received("resolved", instance=run.instance)
+    return "\n".join(
+        f"  +{n.received - start:6.1f}s {n.receiver} {n.status} {n.labels.get('alertname')} "
+        + " ".join(f"{k}={v}" for k, v in sorted(n.labels.items()) if k in ("sensor", "chip"))
+        for n in sorted(sent, key=lambda n: n.received)
+    )
+
+
 def _ids() -> list[str]:
     return sc.names()
 
@@ -211,7 +223,8 @@ def test_scenario(world: World, name: str) -> None:
         assert active, f"{name}: {matchers} never reached Alertmanager"
         for alert in active:
             assert alert["status"]["inhibitedBy"], f"{name}: not inhibited: {alert}"
-        assert not world.stack.webhook.firing(instance=run.instance, **matchers)
+        leaked = world.stack.webhook.firing(instance=run.instance, **matchers)
+        assert not leaked, f"{name}: sent uninhibited: {leaked}\n" + _timeline(world, run)
     for matchers in scenario.still_firing:
         # Paging from the first notification to the end, never resolved in between.
         active = world.stack.alertmanager_alerts(instance=run.instance, **matchers)
