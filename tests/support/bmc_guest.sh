@@ -59,8 +59,9 @@ main=$!
 "$PY" -m nodeslo bmc dump "$OUT/healthy.json" >"$OUT/healthy-decoded.json" \
     2>"$OUT/healthy-dump.err" &
 dump=$!
-"$PY" -m nodeslo bmc-helper --socket /tmp/bmc-helper.sock --socket-mode 0666 --allow-user nobody \
-    --log.format=json 2>"$OUT/standalone-helper.log" &
+# Its socket in a directory it creates: it refuses one others may write (/tmp itself).
+"$PY" -m nodeslo bmc-helper --socket /tmp/nodeslo-bmc/helper.sock --socket-mode 0666 \
+    --allow-user nobody --log.format=json 2>"$OUT/standalone-helper.log" &
 standalone=$!
 port=$(port_of "$OUT/daemon.log" "$main")
 scrape_until "$port" "$OUT/healthy.prom" '^nodeslo_bmc_up{reason=""} 1.0$'
@@ -74,7 +75,7 @@ ipmitool_view healthy
 # 2. What the whitelist refuses, through the standalone helper, from a process that
 #    dropped to nobody as the daemon does; and nobody opening the device itself.
 ipmi chassis status >"$OUT/chassis-before.txt" 2>&1
-for _ in $(seq 600); do [ -S /tmp/bmc-helper.sock ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -S /tmp/nodeslo-bmc/helper.sock ] && break; sleep 0.1; done
 cat "/proc/$standalone/status" >"$OUT/standalone-helper.status"
 "$PY" - >"$OUT/refusals.json" 2>&1 <<'PYTHON'
 import errno, json, os, socket
@@ -83,7 +84,7 @@ from nodeslo.ipmi import helper as h
 from nodeslo.privsep.server import unpack_response
 privileges.drop_to_user("nobody")
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-sock.connect("/tmp/bmc-helper.sock")
+sock.connect("/tmp/nodeslo-bmc/helper.sock")
 sock.settimeout(10)
 tries = {
     "chassis_control_power_down": (0x00, 0x02, b"\x00"),
