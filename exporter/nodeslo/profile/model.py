@@ -122,12 +122,37 @@ class FirmwareHealth:
 
 
 @dataclass(frozen=True)
+class LinkHealth:
+    """PCIe links, NICs and RDMA ports: what to watch beyond the defaults, and when to alert."""
+
+    # PCI devices watched besides NVMe, network and RDMA functions: addresses
+    # (0000:3b:00.0) or kernel driver names (nvidia, mlx5_core).
+    pcie_devices: tuple[str, ...] = ()
+    pcie_degraded_for_seconds: float = 600
+    pcie_uncorrectable_window_seconds: float = 3600
+    pcie_correctable_errors_max: float = 10
+    pcie_correctable_window_seconds: float = 3600
+    network_down_for_seconds: float = 120
+    network_speed_for_seconds: float = 600
+    # A NIC that ran at the inventory speed within this long is held to it even when the
+    # profile does not list it (after a restart the exporter forgets; Prometheus does not).
+    network_speed_lookback_seconds: float = 7 * 86400
+    network_flap_changes_max: float = 4
+    network_flap_window_seconds: float = 900
+    network_errors_max_ratio: float = 0.0001
+    network_errors_window_seconds: float = 900
+    network_errors_min_packets_per_second: float = 100
+    rdma_down_for_seconds: float = 120
+
+
+@dataclass(frozen=True)
 class Health:
     nvme: NVMeHealth = field(default_factory=NVMeHealth)
     cpu: CPUHealth = field(default_factory=CPUHealth)
     memory: MemoryHealth = field(default_factory=MemoryHealth)
     power: PowerHealth = field(default_factory=PowerHealth)
     firmware: FirmwareHealth = field(default_factory=FirmwareHealth)
+    links: LinkHealth = field(default_factory=LinkHealth)
 
 
 @dataclass(frozen=True)
@@ -152,6 +177,49 @@ class Capacity:
     threads: int | None = None
     all_core_frequency_hertz: float | None = None
     peak_power_watts: float | None = None
+
+
+@dataclass(frozen=True)
+class NvmeInventory:
+    """The process data drives: at least `drives` of at least `capacity_bytes`, each
+    trained at or above the link speed and width. Smaller drives (the boot drive) are
+    neither counted nor judged."""
+
+    drives: int | None = None
+    capacity_bytes: int | None = None
+    link_speed_transfers_per_second: float | None = None
+    link_width: int | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInventory:
+    """The data-plane NICs: the listed interfaces (which must exist, have carrier and run
+    at `speed`), or without a list at least `ports` physical interfaces at `speed`."""
+
+    interfaces: tuple[str, ...] = ()
+    ports: int | None = None
+    speed_bytes_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The box as specified; None means "not checked". Counts of sockets and DIMMs are
+    exact, everything else a minimum."""
+
+    sockets: int | None = None
+    cores_per_socket: int | None = None
+    threads_per_socket: int | None = None
+    llc_per_socket_bytes: int | None = None
+    memory_bytes: int | None = None
+    # MemTotal is what the kernel was left after firmware and its own page tables took
+    # their share (~2 % of 1.5 TiB); one missing DIMM of 24 is 4 %.
+    memory_tolerance_ratio: float = 0.03
+    numa_balance_tolerance_ratio: float = 0.05
+    dimms_per_socket: int | None = None
+    dimm_size_bytes: int | None = None
+    nvme: NvmeInventory = field(default_factory=NvmeInventory)
+    network: NetworkInventory = field(default_factory=NetworkInventory)
+    rdma_ports_active: int | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +270,7 @@ class Profile:
     alerting: Alerting
     source: str
     sha256: str
+    inventory: Inventory = field(default_factory=Inventory)
 
     def slo(self, name: str) -> SLO:
         for slo in self.slos:
