@@ -94,19 +94,19 @@ AER_ERRORS = Desc(
     "nodeslo_pcie_aer_errors_total",
     "counter",
     "AER errors the function detected, by severity (correctable, nonfatal, fatal).",
-    (*L, "severity"),
+    (*L, "aer_severity"),
 )
 AER_ROOTPORT_ERRORS = Desc(
     "nodeslo_pcie_aer_rootport_errors_total",
     "counter",
     "AER error messages a root port received from the devices below it, by severity.",
-    (*L, "severity"),
+    (*L, "aer_severity"),
 )
 AER_TYPE_ERRORS = Desc(
     "nodeslo_pcie_aer_type_errors_total",
     "counter",
     "AER errors by severity and error type (with --collector.pcie.aer-types).",
-    (*L, "severity", "type"),
+    (*L, "aer_severity", "type"),
 )
 
 ALL_DESCS = (

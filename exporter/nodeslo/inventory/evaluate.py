@@ -93,16 +93,8 @@ def _llc(inventory: Inventory, facts: Facts) -> InventoryResult | None:
     )
 
 
-def memory_floor(inventory: Inventory) -> float | None:
-    """The least MemTotal that passes: the installed memory less what firmware and the
-    kernel's page tables take (memory_tolerance)."""
-    if inventory.memory_bytes is None:
-        return None
-    return inventory.memory_bytes * (1 - inventory.memory_tolerance_ratio)
-
-
 def _memory(inventory: Inventory, facts: Facts) -> InventoryResult | None:
-    floor = memory_floor(inventory)
+    floor = inventory.memory_floor_bytes
     if floor is None or inventory.memory_bytes is None:
         return None
     expected = f"{human_bytes(inventory.memory_bytes)} (MemTotal at least {human_bytes(floor)})"

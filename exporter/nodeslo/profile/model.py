@@ -95,6 +95,10 @@ class MemoryHealth:
     numa_window_seconds: float = 3600
     # An idle host's few allocations say nothing about placement: judge only above this.
     numa_min_pages_per_second: float = 1000.0
+    # MemoryCapacityDegraded: less memory than the host had within the lookback (a DIMM
+    # that failed to train at the last boot), by more than the drop ratio.
+    capacity_lookback_seconds: float = 7 * 86400
+    capacity_drop_ratio: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,14 @@ class Inventory:
     nvme: NvmeInventory = field(default_factory=NvmeInventory)
     network: NetworkInventory = field(default_factory=NetworkInventory)
     rdma_ports_active: int | None = None
+
+    @property
+    def memory_floor_bytes(self) -> float | None:
+        """The least MemTotal that passes: the installed memory less what firmware and
+        the kernel's page tables take (memory_tolerance)."""
+        if self.memory_bytes is None:
+            return None
+        return self.memory_bytes * (1 - self.memory_tolerance_ratio)
 
 
 @dataclass(frozen=True)

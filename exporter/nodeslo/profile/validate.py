@@ -344,6 +344,8 @@ def _health(node: Node | None) -> Health:
             "numa_remote_max": ("numa_remote_ratio_max", _ratio),
             "numa_window": ("numa_window_seconds", _window),
             "numa_min_pages_per_second": ("numa_min_pages_per_second", _pos),
+            "capacity_lookback": ("capacity_lookback_seconds", _window),
+            "capacity_drop_max": ("capacity_drop_ratio", _ratio),
         },
     )
     power = _section(

@@ -1,7 +1,8 @@
 """The health alerts, as data: name, severity, PromQL template, `for`, texts, sources.
 
 This package is what an operator reads to see what pages and why, one module per area
-(`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `platform.py`, `exporter.py`);
+(`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `platform.py`, `links.py`,
+`inventory.py`, `exporter.py`);
 `rules.py` turns it into rule groups. Each area module holds its alerts and recordings
 and renders the `${name}` parameters its templates use from the profile. Expressions
 keep every label of an instance-level series, or aggregate `by (${by})` (the profile's
@@ -17,7 +18,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from nodeslo.pack.catalog import base, cpu, exporter, memory, nvme, platform, redundancy
+from nodeslo.pack.catalog import (
+    base,
+    cpu,
+    exporter,
+    inventory,
+    links,
+    memory,
+    nvme,
+    platform,
+    redundancy,
+)
 from nodeslo.pack.catalog.base import CRITICAL, WARNING, HealthAlert, Recording, fill
 from nodeslo.pack.catalog.cpu import CPU_CHIPS
 from nodeslo.pack.catalog.exporter import probe_absent_alert
@@ -25,7 +36,16 @@ from nodeslo.pack.catalog.nvme import NVME_NAMESPACE
 from nodeslo.profile import Profile
 
 # In rule-file order within each group.
-AREAS: tuple[ModuleType, ...] = (nvme, cpu, memory, redundancy, platform, exporter)
+AREAS: tuple[ModuleType, ...] = (
+    nvme,
+    cpu,
+    memory,
+    redundancy,
+    platform,
+    links,
+    inventory,
+    exporter,
+)
 
 RECORDINGS: tuple[Recording, ...] = tuple(r for area in AREAS for r in area.RECORDINGS)
 ALERTS: tuple[HealthAlert, ...] = tuple(a for area in AREAS for a in area.ALERTS)
