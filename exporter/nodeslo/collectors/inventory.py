@@ -6,8 +6,9 @@ fleet dashboard lists the hosts that differ; and the raw values behind them, so 
 alert can compare a host with itself over time (a DIMM that failed to train at the
 last boot): sockets, cores and threads and last-level cache per socket, memory in
 total (MemTotal) and per NUMA node, DIMMs per socket and their installed size (EDAC),
-NVMe capacity per drive. A line the host cannot report (no EDAC, no cache sizes) is
-exported as 0: a host that cannot be shown to conform does not.
+NVMe capacity per drive. A line the host cannot report (no cache sizes, no MemTotal) is
+exported as 0: a host that cannot be shown to conform does not. The DIMM lines without
+EDAC have no verdict at all: ECCReportingAbsent is that finding.
 
 The profile is read on every scrape, so a SIGHUP reload changes the expectations at
 once. Topology, cache sizes, DIMMs and drive identities are read once per change of
@@ -79,7 +80,8 @@ NVME_CAPACITY = Desc(
 def inventory_families(facts: Facts, results: list[InventoryResult]) -> Iterator[Metric]:
     compliant, info = COMPLIANT.family(), INFO.family()
     for result in results:
-        add(compliant, [result.item], 1 if result.compliant else 0)
+        if result.compliant is not None:  # DIMMs without EDAC: ECCReportingAbsent's case
+            add(compliant, [result.item], 1 if result.compliant else 0)
         add(info, [result.item, result.expected, result.actual], 1)
     yield compliant
     yield info

@@ -1,9 +1,11 @@
 """The profile's inventory against the host's facts: one result per line of the spec.
 
-Pure functions of (Inventory, Facts). A result's `compliant` is True or False, or None
-when the host does not report what the line needs (no EDAC, no cache information): the
-host cannot be shown to conform, which the collector exports as 0 and `nodeslo check`
-shows as an error. A line the profile leaves out (null) gives no result.
+Pure functions of (Inventory, Facts). A result's `compliant` is True or False; a host
+that does not report what a line needs (no cache sizes, no MemTotal) does not conform.
+The DIMM lines are None without EDAC: nothing to judge, and the missing ECC reporting is
+its own finding (ECCReportingAbsent, `nodeslo check`'s ecc_reporting), so the collector
+exports no verdict for them and `nodeslo check` skips them. A line the profile leaves
+out (null) gives no result.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def _llc(inventory: Inventory, facts: Facts) -> InventoryResult | None:
     expected = f"at least {human_bytes(minimum)} per socket"
     sizes = [s.llc_bytes for s in facts.sockets]
     if not sizes or None in sizes:
-        return InventoryResult("llc_per_socket", expected, "not reported by the kernel", None)
+        return InventoryResult("llc_per_socket", expected, "not reported by the kernel", False)
     actual = _join(f"{human_bytes(s.llc_bytes or 0)} on socket {s.socket}" for s in facts.sockets)
     return InventoryResult(
         "llc_per_socket", expected, actual, min(s or 0 for s in sizes) >= minimum
@@ -99,7 +101,7 @@ def _memory(inventory: Inventory, facts: Facts) -> InventoryResult | None:
         return None
     expected = f"{human_bytes(inventory.memory_bytes)} (MemTotal at least {human_bytes(floor)})"
     if facts.memory_bytes is None:
-        return InventoryResult("memory", expected, "MemTotal not reported", None)
+        return InventoryResult("memory", expected, "MemTotal not reported", False)
     installed = ""
     if facts.dimms:
         installed = f", {human_bytes(sum(d.size_bytes for d in facts.dimms))} in DIMMs"
@@ -114,7 +116,7 @@ def _balance(inventory: Inventory, facts: Facts) -> InventoryResult | None:
     expected = f"NUMA nodes within {tolerance:.0%} of each other"
     nodes = facts.node_memory_bytes
     if not nodes:
-        return InventoryResult("memory_balance", expected, "no NUMA node memory reported", None)
+        return InventoryResult("memory_balance", expected, "no NUMA node memory reported", False)
     largest, smallest = max(nodes.values()), min(nodes.values())
     spread = (largest - smallest) / largest if largest else 0.0
     actual = _join(f"node{n} {human_bytes(b)}" for n, b in nodes.items())
