@@ -128,30 +128,33 @@ class InterfaceReader:
         self._statistics = tuple((f, f"{base}/statistics/{f}") for f in files)
 
     def read(self, on_error: OnError) -> InterfaceState | None:
-        """None when the interface vanished."""
+        """None when the interface vanished (its `flags` is gone). A file the driver does
+        not provide (statistics of a minimal driver) is left out."""
         name = self.interface.name
         try:
             flags = _int(self._flags, name, on_error, parse_flags)
-            admin_up = None if flags is None else bool(flags & IFF_UP)
-            carrier = _int(self._carrier, name, on_error, int, quiet_unavailable=True)
-            if carrier is None and admin_up is False:
-                carrier = 0  # EINVAL while down: no link
-            operstate = _text(self._operstate, name, on_error)
-            megabits = _int(self._speed, name, on_error, int, quiet_unavailable=True)
-            changes = _int(self._changes, name, on_error, int)
-            statistics: dict[str, int] = {}
-            for key, path in self._statistics:
-                value = _int(path, name, on_error, int)
-                if value is not None:
-                    statistics[key] = value
         except _Vanished:
             return None
+        admin_up = None if flags is None else bool(flags & IFF_UP)
+        carrier = _optional(self._carrier, name, on_error, int, quiet_unavailable=True)
+        if carrier is None and admin_up is False:
+            carrier = 0  # EINVAL while down: no link
+        megabits = _optional(self._speed, name, on_error, int, quiet_unavailable=True)
+        statistics: dict[str, int] = {}
+        for key, path in self._statistics:
+            value = _optional(path, name, on_error, int)
+            if value is not None:
+                statistics[key] = value
+        try:
+            operstate = _text(self._operstate, name, on_error)
+        except _Vanished:
+            operstate = None
         return InterfaceState(
             admin_up=admin_up,
             carrier=carrier,
             operstate=operstate,
             speed_bytes_per_second=None if megabits is None else speed_bytes_per_second(megabits),
-            carrier_changes=changes,
+            carrier_changes=_optional(self._changes, name, on_error, int),
             statistics=statistics,
         )
 
@@ -184,6 +187,19 @@ def _int(
         return parse(raw.decode("ascii", "replace").strip())
     except ValueError as exc:
         on_error(f"{name}:{os.path.basename(path)}", MalformedValue(path, str(exc)))
+        return None
+
+
+def _optional(
+    path: str,
+    name: str,
+    on_error: OnError,
+    parse: Callable[[str], int],
+    quiet_unavailable: bool = False,
+) -> int | None:
+    try:
+        return _int(path, name, on_error, parse, quiet_unavailable)
+    except _Vanished:
         return None
 
 
