@@ -122,7 +122,8 @@ class InventoryCollector(Collector):
 
     def __init__(self, ctx: CollectorContext) -> None:
         super().__init__(ctx)
-        self._reader = FactReader(ctx.roots)
+        # Benchmark-only switch (no flag): re-read topology, caches, DIMMs every scrape.
+        self._reader = FactReader(ctx.roots, cache=bool(ctx.option("cache_static", True)))
         self._lock = threading.Lock()  # concurrent scrapes share the reader's caches
 
     def collect(self) -> Iterator[Metric]:

@@ -129,17 +129,24 @@ def _text(path: str) -> str:
 class FactReader:
     """Reads the host's facts; caches what does not change while the hardware does not."""
 
-    def __init__(self, roots: Roots, topology: Topology | None = None) -> None:
+    def __init__(self, roots: Roots, topology: Topology | None = None, cache: bool = True) -> None:
         self.roots = roots
         self.topology = topology or Topology(roots)
+        self._cache = cache
         self._cpu_key: object = None
         self._sockets: tuple[Socket, ...] = ()
         self._mc_key: tuple[str, ...] | None = None
         self._dimms: tuple[Dimm, ...] | None = None
         self._nvme_key: tuple[object, ...] | None = None
         self._drives: tuple[tuple[Drive, tuple[str, ...], LinkReader | None], ...] = ()
+        self._nic_key: tuple[object, ...] | None = None
+        self._nic_readers: tuple[tuple[str, netclass.InterfaceReader | None], ...] = ()
+        self._rdma_key: tuple[str, ...] | None = None
+        self._ports: tuple[rdma.PortReader, ...] = ()
 
     def read(self, interfaces: tuple[str, ...], on_error: OnError) -> Facts:
+        if not self._cache:  # benchmarks: the cost of working it all out every time
+            self._cpu_key = self._mc_key = self._nvme_key = self._nic_key = self._rdma_key = None
         return Facts(
             sockets=self.sockets(),
             memory_bytes=self.memory(on_error),
@@ -327,27 +334,31 @@ class FactReader:
     def nics(self, interfaces: tuple[str, ...], on_error: OnError) -> tuple[Nic, ...]:
         """The listed interfaces (a missing one has no carrier), or every physical one."""
         names = netclass.names(self.roots)
-        wanted = interfaces or names
+        if (names, interfaces) != self._nic_key or not self._cache:
+            wanted = interfaces or names
+            described = {n: netclass.describe(self.roots, n) for n in wanted if n in names}
+            self._nic_readers = tuple(
+                (n, netclass.InterfaceReader(i, statistics=False) if i is not None else None)
+                for n, i in ((n, described.get(n)) for n in wanted)
+                if interfaces or (i is not None and i.physical)
+            )
+            self._nic_key = (names, interfaces)
         out = []
-        for name in wanted:
-            interface = netclass.describe(self.roots, name) if name in names else None
-            if interface is None:
-                if interfaces:
-                    out.append(Nic(name, False, None))
-                continue
-            if not interfaces and not interface.physical:
-                continue
-            state = netclass.InterfaceReader(interface, details=False).read(on_error)
+        for name, reader in self._nic_readers:
+            state = reader.read(on_error) if reader is not None else None
             if state is None:
                 out.append(Nic(name, False, None))
-                continue
-            out.append(Nic(name, bool(state.carrier), state.speed_bytes_per_second))
+            else:
+                out.append(Nic(name, bool(state.carrier), state.speed_bytes_per_second))
         return tuple(out)
 
     def rdma_active(self, on_error: OnError) -> tuple[str, ...]:
-        active = []
-        for port in rdma.ports(self.roots):
-            state = rdma.PortReader(port).read(on_error)
-            if state is not None and state.active:
-                active.append(f"{port.rdma}/{port.port}")
-        return tuple(active)
+        key = rdma.device_names(self.roots)
+        if key != self._rdma_key or not self._cache:
+            self._ports = tuple(rdma.PortReader(p) for p in rdma.ports(self.roots))
+            self._rdma_key = key
+        return tuple(
+            f"{reader.port.rdma}/{reader.port.port}"
+            for reader in self._ports
+            if reader.active(on_error)
+        )

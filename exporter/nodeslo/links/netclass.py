@@ -114,7 +114,8 @@ def names(roots: Roots) -> tuple[str, ...]:
 class InterfaceReader:
     """Per-scrape reads of one interface, on prebuilt paths."""
 
-    def __init__(self, interface: Interface, details: bool = True) -> None:
+    def __init__(self, interface: Interface, statistics: bool = True) -> None:
+        """`statistics=False`: the link only (flags, carrier, speed), for the inventory."""
         base = interface.path
         self.interface = interface
         self._flags = f"{base}/flags"
@@ -122,10 +123,11 @@ class InterfaceReader:
         self._operstate = f"{base}/operstate"
         self._speed = f"{base}/speed"
         self._changes = f"{base}/carrier_changes"
-        files = [f for _, f in (*PACKETS, *ERRORS, *DROPS)]
-        if details:
-            files += ERROR_DETAILS
-        self._statistics = tuple((f, f"{base}/statistics/{f}") for f in files)
+        self._link_only = not statistics
+        files = (*(f for _, f in (*PACKETS, *ERRORS, *DROPS)), *ERROR_DETAILS)
+        self._statistics = (
+            () if self._link_only else tuple((f, f"{base}/statistics/{f}") for f in files)
+        )
 
     def read(self, on_error: OnError) -> InterfaceState | None:
         """None when the interface vanished (its `flags` is gone). A file the driver does
@@ -145,16 +147,19 @@ class InterfaceReader:
             value = _optional(path, name, on_error, int)
             if value is not None:
                 statistics[key] = value
-        try:
-            operstate = _text(self._operstate, name, on_error)
-        except _Vanished:
-            operstate = None
+        operstate = changes = None
+        if not self._link_only:
+            try:
+                operstate = _text(self._operstate, name, on_error)
+            except _Vanished:
+                operstate = None
+            changes = _optional(self._changes, name, on_error, int)
         return InterfaceState(
             admin_up=admin_up,
             carrier=carrier,
             operstate=operstate,
             speed_bytes_per_second=None if megabits is None else speed_bytes_per_second(megabits),
-            carrier_changes=_optional(self._changes, name, on_error, int),
+            carrier_changes=changes,
             statistics=statistics,
         )
 

@@ -149,6 +149,14 @@ class PortReader:
             for stem, name in ERROR_COUNTERS
         )
 
+    def active(self, on_error: OnError) -> bool:
+        """The state alone: ACTIVE or not (gone, unreadable: not)."""
+        try:
+            state = _value(self._state, f"{self.port.rdma}/{self.port.port}", on_error, parse_state)
+        except _Absent:
+            return False
+        return state is not None and state[0] == STATE_ACTIVE
+
     def read(self, on_error: OnError) -> PortState | None:
         """None when the port vanished."""
         key = f"{self.port.rdma}/{self.port.port}"
