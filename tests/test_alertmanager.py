@@ -107,6 +107,13 @@ CASES: list[tuple[dict[str, str], bool]] = [
       "severity": "warning"}, True),
     ({"alertname": "NVMeTemperatureHigh", **HOST, "controller": "nvme5",
       "severity": "warning"}, False),
+    # A NIC that is down covers its own flaps, not another NIC's.
+    ({"alertname": "NetworkLinkDown", **HOST, "interface": "ens1f1np1",
+      "severity": "critical"}, False),
+    ({"alertname": "NetworkLinkFlapping", **HOST, "interface": "ens1f1np1",
+      "severity": "warning"}, True),
+    ({"alertname": "NetworkLinkFlapping", **HOST, "interface": "ens1f0np0",
+      "severity": "warning"}, False),
 ]  # fmt: skip
 
 
