@@ -17,21 +17,6 @@ from nodeslo.inventory.facts import Facts
 from nodeslo.profile import Inventory
 from nodeslo.units import human_bit_rate, human_bytes, human_transfer_rate
 
-ITEMS = (
-    "sockets",
-    "cores_per_socket",
-    "threads_per_socket",
-    "llc_per_socket",
-    "memory",
-    "memory_balance",
-    "dimms_per_socket",
-    "dimm_size",
-    "nvme_drives",
-    "nvme_link",
-    "network_speed",
-    "rdma_ports",
-)
-
 
 @dataclass(frozen=True)
 class InventoryResult:

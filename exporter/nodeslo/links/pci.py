@@ -39,7 +39,6 @@ PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 VALID_WIDTHS = frozenset({1, 2, 4, 8, 12, 16, 32})
 CLASS_NVME = 0x010802
 CLASS_NETWORK = 0x02  # base class: Ethernet, InfiniBand, ...
-CLASS_BRIDGE = 0x0604  # PCI-to-PCI bridge: root ports and switch ports
 
 # Kinds of watched function; ports carry the kind of port they are.
 NVME, NETWORK, RDMA, DEVICE = "nvme", "network", "rdma", "device"
@@ -164,10 +163,6 @@ class PciFunction:
     has_link: bool  # PCI Express: conventional PCI functions have no link files
     has_aer: bool
     has_rootport_aer: bool
-
-    @property
-    def is_port(self) -> bool:
-        return self.identity.kind in (ROOT_PORT, SWITCH_PORT)
 
 
 @dataclass(frozen=True)
