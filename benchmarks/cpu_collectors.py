@@ -2,6 +2,7 @@
 the static-attribute cache, on the seed-spec fixture (256 CPUs x 4 C-states).
 
     .venv/bin/python benchmarks/cpu_collectors.py [--rounds 15] [--scrapes 10] [--cpus 256]
+        [--variant seed-spec-amd]
 
 For each collector, in this process: files opened, directories listed and links read
 per scrape (counted by wrapping the `os` module the readers use), and the time of one
@@ -11,6 +12,11 @@ directories, reads names, latencies, labels, thresholds) on every scrape, as an
 exporter without the cache would. Cached and uncached runs alternate (A B A B) within
 each round so that noise from other processes on the machine hits both alike; the
 figures are medians over rounds. Baseline for the ratio: the uncached variant.
+
+On a variant without thermal_throttle (seed-spec-amd) the thermal collector computes the
+frequency signal (busy core time below the profile's all-core target: /proc/stat and one
+frequency file per cpufreq policy per scrape); a last table measures that against the
+same collector with no target in the profile (no signal, as before issue 13).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from _common import fixture_tree, machine
+from fixtures.make_fixtures import variant as fixture_variant  # on sys.path via _common
 from nodeslo import hwmon, readers
 from nodeslo.collectors import cpufreq
 from nodeslo.collectors.base import Collector, CollectorContext
@@ -29,6 +37,7 @@ from nodeslo.collectors.cpuidle import CpuidleCollector
 from nodeslo.collectors.power import PowerCollector
 from nodeslo.collectors.thermal import ThermalCollector
 from nodeslo.paths import Roots
+from nodeslo.profile import Profile, load_profile
 from support.syscalls import CountingOs  # on sys.path through _common
 
 COLLECTORS: dict[str, type[Collector]] = {
@@ -39,10 +48,40 @@ COLLECTORS: dict[str, type[Collector]] = {
 }
 
 
-def make(names: list[str], roots: Roots, cached: bool) -> list[Collector]:
+def make(
+    names: list[str], roots: Roots, cached: bool, profile: Profile | None = None
+) -> list[Collector]:
     options = argparse.Namespace(cache_static=cached)
     ctx = CollectorContext(roots=roots, options=options)
+    if profile is not None:
+        ctx.profile = lambda: profile
     return [COLLECTORS[name](ctx) for name in names]
+
+
+def frequency_signal_cost(roots: Roots, rounds: int, scrapes: int) -> None:
+    """The thermal collector with the frequency signal vs without a target (baseline)."""
+    shipped = load_profile()
+    untargeted = replace(shipped, capacity=replace(shipped.capacity, all_core_frequency_hertz=None))
+    runs = {
+        "signal": make(["thermal"], roots, cached=True),
+        "no target": make(["thermal"], roots, cached=True, profile=untargeted),
+    }
+    for collectors in runs.values():
+        collect(collectors)
+    counts = {name: count(collectors) for name, collectors in runs.items()}
+    medians: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, collectors in runs.items():
+            medians[name].append(timed(lambda c=collectors: collect(c), scrapes))
+    print("  frequency signal (thermal collector), baseline: no frequency target")
+    base = statistics.median(medians["no target"])
+    for name in ("no target", "signal"):
+        files, _dirs, _links, series = counts[name]
+        ms = statistics.median(medians[name])
+        print(
+            f"  {name:<19} {files:>6} files {series:>6} series {ms * 1e3:>10.2f} ms/scrape "
+            f"{ms / base:>6.2f}x"
+        )
 
 
 def collect(collectors: list[Collector]) -> int:
@@ -83,12 +122,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--scrapes", type=int, default=10, help="per round and variant")
     parser.add_argument("--cpus", type=int, default=None)
+    parser.add_argument("--variant", default="seed-spec", help="fixture variant")
     args = parser.parse_args()
-    tree = fixture_tree("seed-spec", args.cpus)
+    tree = fixture_tree(args.variant, args.cpus)
     roots = Roots.under(str(tree))
     print(f"machine: {machine()}")
     print(
-        f"fixture: seed-spec ({args.cpus or 256} CPUs), {args.rounds} rounds x "
+        f"fixture: {args.variant} ({args.cpus or 256} CPUs), {args.rounds} rounds x "
         f"{args.scrapes} scrapes per variant, medians; baseline: uncached"
     )
     header = (
@@ -117,6 +157,8 @@ def main() -> int:
                 f"  {label:<9} {variant:<9} {files:>6} {dirs:>5} {links:>5} {series:>6} "
                 f"{ms * 1e3:>10.2f} {ratio:>12}"
             )
+    if fixture_variant(args.variant).vendor == "amd":
+        frequency_signal_cost(roots, args.rounds, args.scrapes)
     print(f"  finished {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     return 0
 

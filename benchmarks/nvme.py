@@ -8,12 +8,18 @@ converted). The poller runs on the seed-spec NVMe fixture (16 controllers): thro
 the replay files, through the helper's socket protocol (a socketpair to an in-process
 helper whose device is in memory), and on an in-memory source; its CPU per round is
 also given as a share of one core at the default 60 s interval.
+
+The scrape of the collector (16 controllers, replayed) is timed with the serial it
+re-reads per controller to catch a swapped drive, against the same collector with that
+check skipped (baseline, same run); its exposition's bytes with the `model` and `serial`
+labels every per-drive series carries, against the same text with them stripped.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import resource
 import socket
 import tempfile
@@ -21,16 +27,21 @@ import threading
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from _common import machine  # also puts tests/ on sys.path
 from fixtures import nvme as fx
 from fixtures.make_fixtures import variant
 from fixtures.tree import Tree
+from nodeslo.collectors.base import CollectorContext
+from nodeslo.collectors.nvme import NvmeCollector
 from nodeslo.log import OnceLog
 from nodeslo.nvme import helper, ocp, smart
 from nodeslo.nvme.client import HelperClient
 from nodeslo.nvme.poller import Poller
 from nodeslo.nvme.replay import ReplaySource
 from nodeslo.nvme.requests import PageRequest
+from nodeslo.paths import Roots
 
 DEFAULT_INTERVAL = 60.0
 
@@ -84,10 +95,53 @@ def poller_cost(tree: Path, source, rounds: int) -> tuple[float, float]:  # type
     return cpu / rounds, wall / rounds
 
 
+IDENTITY = re.compile(r',model="[^"]*",serial="[^"]*"')
+
+
+def scrape_cost(tree: Path, scrapes: int) -> None:
+    options = argparse.Namespace(
+        nvme_replay_dir=str(tree / fx.REPLAY_DIR), nvme_poll_interval=3600.0
+    )
+    ctx = CollectorContext(
+        roots=Roots.under(str(tree)), options=options, errors=OnceLog(logging.getLogger("b"))
+    )
+    collector = NvmeCollector(ctx)
+    collector.start()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    try:
+        text = generate_latest(registry).decode()
+        check = collector._same_drive
+        best = {True: float("inf"), False: float("inf")}
+        for _ in range(5):  # alternated, so that load from elsewhere hits both alike
+            for checking in (True, False):
+                collector._same_drive = check if checking else lambda snap: True  # type: ignore[method-assign]
+                start = time.perf_counter()
+                for _ in range(scrapes):
+                    generate_latest(registry)
+                took = (time.perf_counter() - start) / scrapes
+                best[checking] = min(best[checking], took)
+        with_check, without = best[True], best[False]
+    finally:
+        collector.close()
+    stripped = IDENTITY.sub("", text)
+    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    print(f"collector scrape, 16 controllers, best of 5 x {scrapes} (baseline: no serial check)")
+    print(
+        f"  with serial check {with_check * 1e3:6.2f} ms   without {without * 1e3:6.2f} ms   "
+        f"x{with_check / without:.2f}"
+    )
+    print(
+        f"  exposition {len(text)} bytes, {series} series; without model/serial labels "
+        f"{len(stripped)} bytes: x{len(text) / len(stripped):.2f}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--scrapes", type=int, default=200)
     args = parser.parse_args()
     spec = variant("seed-spec")
     tree = Path(tempfile.mkdtemp(prefix="nodeslo-bench-nvme-"))
@@ -130,6 +184,7 @@ def main() -> int:
             f"x{cpu / (16 * bare):.0f} baseline  at 60s: {share * 100:.4f} % of a core"
         )
     sources["helper socket"].close()
+    scrape_cost(tree, args.scrapes)
     return 0
 
 

@@ -31,6 +31,7 @@ import contextlib
 import gc
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -45,7 +46,8 @@ from _common import REPO, machine
 sys.path.insert(0, str(REPO / "exporter"))
 
 from nodeslo.probes import wakeup
-from nodeslo.probes.storage import PROBE_FILE, Target
+from nodeslo.probes.histogram import latency_bounds
+from nodeslo.probes.storage import OPS, PROBE_FILE, Lane, Schedule, Target
 from nodeslo.units import parse_duration
 
 QUANTILES = (0.5, 0.99, 0.999)
@@ -222,16 +224,25 @@ def bench_wakeup(args: argparse.Namespace) -> None:
 
 
 def probe_samples(directory: str, samples: int, interval_s: float) -> dict[str, list[int]]:
+    """The probe's own operations, timed as it times them, one at a time."""
     target = Target(directory, 64 << 20)
-    out: dict[str, list[int]] = {"write_sync": [], "read": []}
-    target.sample()  # warm-up (and the one-time file creation)
+    schedule = Schedule(time.monotonic_ns(), 1 / interval_s, OPS, random.Random())
+    lanes = {
+        op: Lane(target, op, schedule, bounds=latency_bounds(), overdue_seconds=60.0) for op in OPS
+    }
+    out: dict[str, list[int]] = {op: [] for op in OPS}
+    for lane in lanes.values():  # warm-up (and the one-time file creation)
+        lane.run_once()
+        lane.drain()
     for _ in range(samples):
-        for op in ("write_sync", "read"):  # as the probe does: each op alone, half apart
-            (result,) = target.sample(only=op)
-            assert result.error is None and result.latency_ns is not None, result
-            out[op].append(result.latency_ns)
+        for op in OPS:  # as the probe does: each op alone, half a period apart
+            lanes[op].run_once()
+            drained = lanes[op].drain()
+            assert drained.errors == 0 and drained.histogram.count == 1, drained
+            out[op].append(drained.histogram.sum_ns)
             time.sleep(interval_s / 2)
-    target.close()
+    for lane in lanes.values():
+        lane.close()
     return out
 
 
@@ -261,7 +272,7 @@ def bench_storage(args: argparse.Namespace) -> None:
     )
     rows: dict[tuple[str, str], list[tuple[int, int]]] = {}
     try:
-        Target(directory, 64 << 20).sample()  # create the probe file once
+        Target(directory, 64 << 20).check()  # create the probe file once
         probe_file = os.path.join(directory, PROBE_FILE)
         loads = []
         for r in range(args.rounds):

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/probe_overhead.py [--seconds 60] [--rounds 3]
                                                  [--dir /var/tmp] [--engine auto|python]
-                                                 [--loop]
+                                                 [--loop] [--compare-source DIR]
+                                                 [--strace-seconds 10]
 
 Runs `nodeslo serve --collector.disable-defaults` with the storage probe on a fresh
 directory (default rate 10/s) and the wake-up probe (default 10 ms interval), then the
@@ -14,6 +15,13 @@ same daemon with both probes off (the baseline), each for --seconds, and prints:
 - bytes written per storage sample, from the probe process's /proc/<pid>/io write_bytes
   (what it sent to the block layer) — and with --loop, also the sectors written on a
   dedicated loop-device ext4 holding the target (journal and metadata included).
+
+With --compare-source DIR (an `exporter/` source tree of another version, e.g.
+`git archive main exporter | tar -x -C DIR`), each round also runs that version's daemon
+and probes (PYTHONPATH=DIR/exporter) for the same time, and the storage probe's CPU per
+sample prints as a ratio to it; with strace installed, --strace-seconds of each
+version's storage probe are traced (`strace -f -c`, a separate run: tracing slows the
+process) and the system calls per sample print too.
 
 Baselines, run for the same time in each round: the reference tools doing the same work
 at the same rates — `cyclictest --default-system -i 10000` (100 wake-ups/s: the floor of
@@ -30,6 +38,7 @@ import contextlib
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -80,8 +89,38 @@ def sectors_written(device: str) -> int:
     return int(Path(f"/sys/block/{device}/stat").read_text().split()[6])
 
 
-def measure(flags: list[str], seconds: float, loop_device: str | None) -> dict[str, float]:
-    with d.running(None, "--collector.disable-defaults", *flags) as daemon:
+def syscalls_per_sample(daemon: d.Daemon, pid: int, seconds: float) -> float:
+    """System calls of the storage probe process (all threads) per sample: one write and
+    one read, as CPU and bytes per sample count them."""
+    text0 = daemon.scrape()
+    trace = subprocess.Popen(
+        ["strace", "-f", "-c", "-q", "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(seconds)
+    trace.send_signal(signal.SIGINT)
+    report = trace.communicate(timeout=30)[1]
+    text1 = daemon.scrape()
+    # "100.00  seconds  usecs/call  calls  [errors]  total"
+    total = next(
+        int(line.split()[3]) for line in report.splitlines() if line.rstrip().endswith("total")
+    )
+    samples = value(text1, "nodeslo_probe_io_latency_seconds_count", op="write_sync") - value(
+        text0, "nodeslo_probe_io_latency_seconds_count", op="write_sync"
+    )
+    return total / samples
+
+
+def measure(
+    flags: list[str],
+    seconds: float,
+    loop_device: str | None,
+    env: dict[str, str] | None = None,
+    strace_seconds: float = 0.0,
+) -> dict[str, float]:
+    with d.running(None, "--collector.disable-defaults", *flags, env=env) as daemon:
         pid = daemon.proc.pid
         probing = "--no-probe.storage" not in flags
         if probing:  # past the one-time probe file creation, both probes reporting
@@ -105,7 +144,14 @@ def measure(flags: list[str], seconds: float, loop_device: str | None) -> dict[s
         wb1 = write_bytes(storage_pid) if storage_pid else 0
         sec1 = sectors_written(loop_device) if loop_device else 0
         text1 = daemon.scrape() if probing else ""
+        traced = (
+            syscalls_per_sample(daemon, storage_pid, strace_seconds)
+            if storage_pid and strace_seconds
+            else None
+        )
     out = {"daemon": (cpu1[pid] - cpu0[pid]) / elapsed}
+    if traced is not None:
+        out["syscalls_per_sample"] = traced
     for child, line in kids.items():
         name = "storage" if "probes.storage" in line else "wakeup"
         out[name] = (cpu1[child] - cpu0[child]) / elapsed
@@ -114,6 +160,7 @@ def measure(flags: list[str], seconds: float, loop_device: str | None) -> dict[s
             text0, "nodeslo_probe_io_latency_seconds_count", op="write_sync"
         )
         out["samples"] = samples
+        out["storage_cpu_per_sample"] = out["storage"] * elapsed / samples
         out["bytes_per_sample"] = (wb1 - wb0) / samples
         if loop_device:
             out["device_bytes_per_sample"] = (sec1 - sec0) * 512 / samples
@@ -155,7 +202,18 @@ def main() -> int:
     parser.add_argument("--dir", default="/var/tmp")
     parser.add_argument("--engine", default="auto", choices=("auto", "python", "cyclictest"))
     parser.add_argument("--loop", action="store_true", help="target on a loop-device ext4")
+    parser.add_argument(
+        "--compare-source", help="an exporter/ source tree to run alongside, as the baseline"
+    )
+    parser.add_argument("--strace-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    strace = args.strace_seconds if shutil.which("strace") else 0.0
+    other: list[dict[str, float]] = []
+    other_env = (
+        {"PYTHONPATH": os.path.join(os.path.abspath(args.compare_source), "exporter")}
+        if args.compare_source
+        else None
+    )
     print(f"machine: {machine()}")
     rows: list[dict[str, float]] = []
     base: list[dict[str, float]] = []
@@ -170,14 +228,11 @@ def main() -> int:
             f"probes at default rates (storage 10/s on {target}, wake-up 10 ms, engine "
             f"{args.engine}), {args.seconds:g} s per run, {args.rounds} rounds"
         )
+        probes = [f"--probe.storage.target={target}", f"--probe.wakeup.engine={args.engine}"]
         for _ in range(args.rounds):
-            rows.append(
-                measure(
-                    [f"--probe.storage.target={target}", f"--probe.wakeup.engine={args.engine}"],
-                    args.seconds,
-                    loop_device,
-                )
-            )
+            rows.append(measure(probes, args.seconds, loop_device, strace_seconds=strace))
+            if other_env is not None:
+                other.append(measure(probes, args.seconds, loop_device, other_env, strace))
             base.append(measure(["--no-probe.storage", "--no-probe.wakeup"], args.seconds, None))
             base[-1].update(reference_tools(os.path.join(target, "nodeslo-probe"), args.seconds))
             print(f"  round done, load {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
@@ -210,6 +265,23 @@ def main() -> int:
             f"  bytes written per sample at the block device (journal included): "
             f"{med('device_bytes_per_sample'):.0f}"
         )
+    per_sample = med("storage_cpu_per_sample") * 1e6
+    print(f"  storage probe CPU per sample (write + read): {per_sample:.0f} µs")
+    if strace:
+        print(f"  storage probe system calls per sample: {med('syscalls_per_sample'):.2f}")
+    if other:
+        theirs = med("storage_cpu_per_sample", other) * 1e6
+        print(
+            f"  baseline {args.compare_source}: storage probe CPU per sample {theirs:.0f} µs, "
+            f"{med('storage', other) * 100:.3f} % of one core; this version "
+            f"{per_sample / theirs:.2f}x"
+        )
+        if strace:
+            calls = med("syscalls_per_sample", other)
+            print(
+                f"  baseline system calls per sample: {calls:.2f} "
+                f"(this version {med('syscalls_per_sample') / calls:.2f}x)"
+            )
     print(f"  finished {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     return 0
 

@@ -48,7 +48,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from _common import REPO, fixture_tree, machine
-from nodeslo.pack import rules
+from nodeslo.pack import rules, slo
 from nodeslo.probes.histogram import latency_bounds, le_label
 from nodeslo.profile import LatencySLI, Profile, TimeSLI, load_profile
 from support import daemon as d  # on sys.path through _common
@@ -343,7 +343,8 @@ def history_series(hosts: dict[str, Host], profile: Profile) -> History:
                 name = "instance_controller:nodeslo_nvme_percentage_used_ratio:hourly"
                 out.append((_labels(name, labels), series, 7.0 * DAY, HOUR))
         # What the SLO groups recorded: 0.2% bad events, every minute for the 3d
-        # windows, every hour (the hourly group) for the period.
+        # windows, every hour (the hourly group: the sum of the hour's 60 per-minute
+        # 5m rates) for the period.
         for objective in profile.slos:
             slo_labels = [("instance", instance), ("slo", objective.name)]
             slo_labels += [("target", "/var/lib/nodeslo")] * ("target" in objective.sli.by)
@@ -351,8 +352,8 @@ def history_series(hosts: dict[str, Host], profile: Profile) -> History:
             for name, value, span, step in (
                 ("instance_slo:nodeslo_sli_errors:rate5m", events * 0.002, 3 * DAY, STEP),
                 ("instance_slo:nodeslo_sli_events:rate5m", events, 3 * DAY, STEP),
-                ("instance_slo:nodeslo_sli_errors:rate1h", events * 0.002, 30 * DAY, HOUR),
-                ("instance_slo:nodeslo_sli_events:rate1h", events, 30 * DAY, HOUR),
+                (slo.HOURLY_ERRORS, events * 0.002 * 60, 30 * DAY, HOUR),
+                (slo.HOURLY_EVENTS, events * 60, 30 * DAY, HOUR),
             ):
                 series = Series(name, tuple(slo_labels), value)
                 out.append((_labels(name, tuple(slo_labels)), series, float(span), step))

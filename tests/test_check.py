@@ -29,7 +29,8 @@ from nodeslo.check import (
 from nodeslo.cli import build_parser
 from nodeslo.collectors.edac import ControllerCounts, DimmCounts, EdacSnapshot
 from nodeslo.collectors.firmware import Microcode
-from nodeslo.collectors.redundancy import ZfsPool, parse_mdstat
+from nodeslo.collectors.mdraid import MdArray, MdMember
+from nodeslo.collectors.redundancy import ZfsPool
 from nodeslo.profile import load_profile
 from support import daemon as d
 
@@ -93,46 +94,67 @@ def test_ecc_off_on_a_dimm_fails_reporting() -> None:
     assert reporting.actual == "ECC off on 1 DIMM: mc0/dimm0"
 
 
+def md(
+    *,
+    state: str = "clean",
+    level: str = "raid10",
+    raid_disks: int | None = 2,
+    degraded: int | None = 0,
+    members: tuple[tuple[str, str], ...] = (("a", "in_sync"), ("b", "in_sync")),
+    sync: tuple[str, float] | None = None,
+    problems: tuple[str, ...] = (),
+) -> MdArray:
+    return MdArray(
+        device="md0",
+        state=state,
+        level=level,
+        raid_disks=raid_disks,
+        degraded=degraded,
+        sync_action=sync[0] if sync else None,
+        sync_progress=sync[1] if sync else None,
+        mismatched_sectors=0,
+        members=tuple(MdMember(n, frozenset(s.split(","))) for n, s in members),
+        problems=problems,
+    )
+
+
 @pytest.mark.parametrize(
-    ("mdstat", "verdict", "actual"),
+    ("array", "verdict", "actual"),
     [
-        ("md0 : active raid10 b[1] a[0]\n      10 blocks [2/2] [UU]\n", "pass", "2/2 in sync"),
+        (md(), "pass", "2/2 in sync"),
         (
-            "md0 : active raid10 b[1](F) a[0]\n      10 blocks [2/1] [U_]\n",
+            md(degraded=1, members=(("a", "in_sync"), ("b", "faulty"))),
             "fail",
             "1/2 in sync, failed: b",
         ),
         (
-            "md0 : active raid1 c[2] b[1] a[0]\n      10 blocks [2/1] [U_]\n"
-            "      recovery = 50.0% (5/10)\n",
+            md(degraded=1, members=(("a", "in_sync"), ("c", "spare")), sync=("recover", 0.5)),
             "fail",
-            "1/2 in sync, recovery 50.0%",
+            "1/2 in sync, recover 50.0%",
         ),
+        (md(sync=("resync", 0.0)), "pass", "2/2 in sync, resync 0.0%"),
         (
-            "md0 : active raid1 b[1] a[0]\n      10 blocks [2/2] [UU]\n      resync=PENDING\n",
-            "pass",
-            "2/2 in sync, resync 0.0%",
-        ),
-        (
-            "md0 : inactive b[1](S) a[0](S)\n      10 blocks\n",
+            md(state="inactive", level="", raid_disks=None, degraded=None),
             "fail",
             "inactive (assembled, not started)",
         ),
+        (md(state="broken", level="raid0", degraded=None), "fail", "broken (not running)"),
+        (md(state=""), "fail", "unreadable (not running)"),
         (
-            "md0 : active raid1 b[1] a[0]\n",
+            md(problems=("/sys/block/md0/md/dev-b/state: not a member state list",)),
             "error",
-            "2 members, missing status line",
+            "2/2 in sync, /sys/block/md0/md/dev-b/state: not a member state list",
         ),
+        (md(level="raid0", degraded=None), "pass", "2 members"),
+        # A spare that took over rebuilt the array: in sync, but a member is faulty.
         (
-            "md0 : active raid7 b[1] a[0]\n      10 blocks [2/2] [UU]\n",
-            "pass",
-            "2/2 in sync, unknown personality 'raid7'",
+            md(members=(("a", "in_sync"), ("b", "in_sync"), ("c", "faulty"))),
+            "fail",
+            "2/2 in sync, failed: c",
         ),
-        ("md0 : active raid0 b[1] a[0]\n      10 blocks 512k chunks\n", "pass", "2 members"),
     ],
 )
-def test_md_findings(mdstat: str, verdict: str, actual: str) -> None:
-    (array,) = parse_mdstat(mdstat)
+def test_md_findings(array: MdArray, verdict: str, actual: str) -> None:
     result = md_finding(array)
     assert (result.setting, result.verdict, result.actual) == ("md:md0", verdict, actual)
 
@@ -331,14 +353,16 @@ def test_exit_status_end_to_end(trees: dict[str, Path], tmp_path: Path) -> None:
 
 def test_unreadable_host_file_is_an_error_verdict(tmp_path: Path) -> None:
     build(tmp_path, variant("seed-spec-tuned", cpus=8))
-    (tmp_path / "proc/mdstat").write_text("      orphan line\n")
+    member_state = tmp_path / "sys/devices/virtual/block/md0/md/dev-nvme3n1/state"
+    member_state.unlink()
+    member_state.mkdir()  # EISDIR
     shutil.rmtree(tmp_path / "proc/sys/vm")
     (tmp_path / "proc/sys/vm/swappiness").mkdir(parents=True)  # EISDIR
     status, out, err = check(tmp_path, "--format=json")
     by_setting = {c["setting"]: c for c in json.loads(out)["checks"]}
     assert status == 1
-    assert by_setting["redundancy"]["verdict"] == "error"
-    assert "line 1: continuation outside an array" in by_setting["redundancy"]["actual"]
+    assert by_setting["md:md0"]["verdict"] == "error"
+    assert "dev-nvme3n1/state" in by_setting["md:md0"]["actual"]
     assert by_setting["vm.swappiness"]["verdict"] == "error"
     assert "swappiness" in err  # the reason, once, on stderr
 

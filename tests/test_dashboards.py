@@ -249,8 +249,10 @@ def test_panel_runbook_links_point_at_existing_runbooks_of_existing_alerts(
             assert (REPO / "alerts" / "runbooks" / f"{name}.md").is_file(), name
             assert link["targetBlank"]
             linked.add(name)
-    # Most alerts are explained by a panel; the exporter-internal ones are fine without.
-    assert len(linked) >= len(names) - 3, sorted(names - linked)
+    # Most alerts are explained by a panel; the exporter-internal ones are fine without,
+    # and those about Prometheus' own rule evaluation have no nodeslo panel to explain.
+    pipeline = {a.name for a in rules.health_alerts(profile) if a.group == "pipeline"}
+    assert len(linked) >= len(names - pipeline) - 3, sorted(names - pipeline - linked)
 
 
 def test_alerts_table_links_every_alert_name_to_its_runbook(
@@ -340,10 +342,32 @@ def test_slo_panels_read_the_recording_rules(
         r["record"] for group in rules.rule_groups(profile) for r in group["rules"] if "record" in r
     }
     for panel in g.panels(docs["nodeslo-slos"]):
+        if panel["title"] == ENGINE_PANEL:
+            continue  # not the SLI: which engine measures it (next test)
         for target in panel.get("targets", []):
             names = set(re.findall(r"[a-z_]+:[a-z0-9_]+:[a-z0-9_]+", target["expr"]))
             assert names and names <= recorded, (panel["title"], names - recorded)
             assert "nodeslo_probe" not in target["expr"]
+
+
+ENGINE_PANEL = "Wake-up probe engine"
+
+
+def test_the_wakeup_slo_shows_its_engine_and_flags_a_fallback(
+    profile: Profile, docs: dict[str, dict[str, Any]]
+) -> None:
+    panels = [p for p in g.panels(docs["nodeslo-slos"]) if p["title"] == ENGINE_PANEL]
+    wakeup_slos = [
+        s
+        for s in profile.slos
+        if getattr(s.sli, "histogram", "") == "nodeslo_probe_wakeup_latency_seconds"
+    ]
+    assert len(panels) == len(wakeup_slos) >= 1
+    (target,) = panels[0]["targets"]
+    assert "nodeslo_probe_wakeup_engine_info" in target["expr"]
+    assert 'engine="python", requested!="python"' in target["expr"]
+    texts = json.dumps(panels[0]["fieldConfig"]["defaults"]["mappings"])
+    assert "fallback" in texts
 
 
 # --- thresholds come from the profile -------------------------------------------------

@@ -95,6 +95,7 @@ LONG_HISTORY = {
 # the seed spec has that fault itself (value: why).
 TURNS_RED: dict[tuple[str, str], str | None] = {
     ("nodeslo-node", "md arrays: members missing"): None,
+    ("nodeslo-node", "md arrays: failed members"): None,
     ("nodeslo-node", "ZFS pools"): None,
     ("nodeslo-node", "Uncorrectable ECC errors per DIMM since boot"): None,
     ("nodeslo-node", "NVMe critical warnings"): "the seed spec's nvme11 and nvme12 warn",
@@ -395,7 +396,7 @@ LONG_HISTORY_EXPECTED = {
     ("nodeslo-node", "NVMe controllers", "F"): (0.01, DRIVE + ', firmware="F"', 150),
     ("nodeslo-node", "NVMe write amplification over 1d", "A"): (
         0.01,
-        'job="nodeslo", instance="pm1:10131", controller="nvme0"',
+        'job="nodeslo", instance="pm1:10131", controller="nvme0", model="M", serial="S0"',
         150,
     ),
 }
@@ -434,30 +435,32 @@ def test_long_history_queries(
                 "input_series": [
                     _series(
                         "nodeslo_nvme_percentage_used_ratio",
-                        'controller="nvme0"',
+                        'controller="nvme0", model="M", serial="S0"',
                         " ".join(f"{0.5 + h / 2400:.6f}" for h in range(HOURS + 1)),
                     ),
                     _series(
-                        "nodeslo_nvme_percentage_used_ratio", 'controller="nvme1"', f"0.3x{HOURS}"
+                        "nodeslo_nvme_percentage_used_ratio",
+                        'controller="nvme1", model="M", serial="S1"',
+                        f"0.3x{HOURS}",
                     ),
                     _series(
                         "nodeslo_nvme_data_written_bytes_total",
-                        'controller="nvme0"',
+                        'controller="nvme0", model="M", serial="S0"',
                         f"0+{20 * gb // 24}x{HOURS}",
                     ),
                     _series(
                         "nodeslo_nvme_media_written_bytes_total",
-                        'controller="nvme0"',
+                        'controller="nvme0", model="M", serial="S0"',
                         f"0+{30 * gb // 24}x{HOURS}",
                     ),
                     _series(
                         "nodeslo_nvme_data_written_bytes_total",
-                        'controller="nvme1"',
+                        'controller="nvme1", model="M", serial="S1"',
                         f"0+1000x{HOURS}",
                     ),
                     _series(
                         "nodeslo_nvme_media_written_bytes_total",
-                        'controller="nvme1"',
+                        'controller="nvme1", model="M", serial="S1"',
                         f"0+1000x{HOURS}",
                     ),
                     *(

@@ -236,3 +236,67 @@ def test_kustomize_builds_the_base() -> None:
         assert doc["metadata"]["namespace"] == "monitoring"
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "nodeslo"
         validate(doc)
+
+
+def test_only_the_wakeup_probe_gets_sys_nice_and_it_shares_the_socket() -> None:
+    pod = _pod()
+    containers = {c["name"]: c for c in pod["containers"]}
+    probe = containers["wakeup-probe"]
+    context = probe["securityContext"]
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["SYS_NICE"]}
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert not context.get("privileged")
+    # Kubernetes grants added capabilities to root only; the exporter's group opens the
+    # socket (mode 0660, owned by the exporter's uid).
+    assert context["runAsUser"] == 0
+    assert context["runAsGroup"] == pod["securityContext"]["runAsGroup"]
+    assert "ports" not in probe
+    for name, container in containers.items():
+        added = container["securityContext"].get("capabilities", {}).get("add", [])
+        assert "SYS_NICE" not in added or name == "wakeup-probe", name
+    parser = cli.build_parser()
+    served = parser.parse_args(containers["nodeslo"]["args"])
+    probed = parser.parse_args(probe["args"])
+    assert (probed.command, probed.probe) == ("probe", "wakeup")
+    assert probed.connect == served.probe_wakeup_socket
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in probe["volumeMounts"]}
+    socket_volume = mounts[str(Path(probed.connect).parent)]
+    assert "emptyDir" in volumes[socket_volume]
+    exporter_mounts = {m["name"]: m["mountPath"] for m in containers["nodeslo"]["volumeMounts"]}
+    assert exporter_mounts[socket_volume] == str(Path(probed.connect).parent)
+    assert [m["name"] for m in probe["volumeMounts"]] == [socket_volume]  # nothing of the host
+
+
+def test_the_readme_overlay_builds_on_a_generated_base(tmp_path: Path) -> None:
+    """The README's overlay over what `nodeslo generate --out DIR` writes."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        missing("kubectl (its built-in kustomize) is not installed")
+    readme = (REPO / "README.md").read_text()
+    overlay = readme.split("cat > site/kustomization.yaml <<'YAML'\n", 1)[1].split("YAML\n", 1)[0]
+    assert cli.main(["generate", "--out", str(tmp_path)]) == 0
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "kustomization.yaml").write_text(overlay)
+    result = subprocess.run(
+        [kubectl, "kustomize", str(tmp_path / "site")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    built = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (daemonset,) = [d for d in built if d["kind"] == "DaemonSet"]
+    spec = daemonset["spec"]["template"]["spec"]
+    containers = spec["containers"] + spec["initContainers"]
+    assert {c["name"] for c in containers} == {
+        "nodeslo",
+        "nvme-helper",
+        "wakeup-probe",
+        "probe-dir",
+    }
+    assert {c["image"] for c in containers} == {"registry.example.com/nodeslo:0.1.0"}
+    for doc in built:
+        validate(doc)

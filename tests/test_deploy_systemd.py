@@ -21,9 +21,11 @@ from nodeslo.profile import load_profile
 UNITS = REPO / "deploy" / "systemd"
 MAIN = UNITS / "nodeslo.service"
 HELPER = UNITS / "nodeslo-nvme-helper.service"
-# Measured with systemd 252: nodeslo.service 1.2, nodeslo-nvme-helper.service 1.3.
-EXPOSURE_BOUND = {MAIN.name: 1.5, HELPER.name: 1.5}
-INSTALLED_BINARY = "/opt/nodeslo/bin/nodeslo"
+WAKEUP = UNITS / "nodeslo-wakeup-probe.service"
+# Measured with systemd 252: nodeslo.service 1.2, nodeslo-nvme-helper.service 1.3,
+# nodeslo-wakeup-probe.service 0.8.
+EXPOSURE_BOUND = {MAIN.name: 1.5, HELPER.name: 1.5, WAKEUP.name: 1.0}
+INSTALLED_BINARY = "/usr/bin/nodeslo"
 
 
 def parse_unit(path: Path) -> dict[str, list[str]]:
@@ -93,9 +95,11 @@ def test_main_unit_has_what_the_issue_asks() -> None:
         "AF_INET6",
     }
     assert re.fullmatch(r"\d+[KMG]", one(unit, "Service.MemoryMax"))
-    # The state directory is the only writable path.
-    for key in ("ReadWritePaths", "LogsDirectory", "CacheDirectory", "RuntimeDirectory"):
+    # The state directory is the only writable path on disk; /run/nodeslo (tmpfs) holds
+    # the wake-up probe's socket.
+    for key in ("ReadWritePaths", "LogsDirectory", "CacheDirectory"):
         assert f"Service.{key}" not in unit, key
+    assert one(unit, "Service.RuntimeDirectory") == "nodeslo"
 
 
 def test_the_probe_writes_where_the_unit_lets_it() -> None:
@@ -113,6 +117,28 @@ def test_helper_holds_exactly_cap_sys_admin_and_no_network() -> None:
     assert one(unit, "Service.NoNewPrivileges") == "yes"
     assert one(unit, "Service.DevicePolicy") == "closed"
     assert one(unit, "Service.DeviceAllow") == "char-nvme r"
+
+
+def test_the_wakeup_probe_holds_exactly_cap_sys_nice_as_the_nodeslo_user() -> None:
+    unit, main = parse_unit(WAKEUP), parse_unit(MAIN)
+    assert one(unit, "Service.User") == one(main, "Service.User")
+    assert one(unit, "Service.CapabilityBoundingSet") == "CAP_SYS_NICE"
+    assert one(unit, "Service.AmbientCapabilities") == "CAP_SYS_NICE"
+    assert one(unit, "Service.NoNewPrivileges") == "yes"
+    # cyclictest's own check sets SCHED_FIFO; the capability must count in the host's
+    # user namespace.
+    assert one(unit, "Service.RestrictRealtime") == "no"
+    assert one(unit, "Service.PrivateUsers") == "no"
+    assert one(unit, "Service.PrivateNetwork") == "yes"
+    assert one(unit, "Service.RestrictAddressFamilies") == "AF_UNIX"
+    assert one(unit, "Service.Type") == "notify" and one(unit, "Service.WatchdogSec")
+    assert one(unit, "Unit.PartOf") == MAIN.name
+    assert WAKEUP.name in one(main, "Unit.Wants").split()
+    probe = cli.build_parser().parse_args(exec_args(unit))
+    served = cli.build_parser().parse_args(exec_args(main))
+    assert (probe.command, probe.probe) == ("probe", "wakeup")
+    assert probe.connect == served.probe_wakeup_socket
+    assert Path(probe.connect).parent == Path("/run") / one(main, "Service.RuntimeDirectory")
 
 
 def test_units_agree_on_socket_user_and_flags() -> None:
@@ -147,11 +173,16 @@ def _local_copy(unit: Path, out: Path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("unit", [MAIN, HELPER], ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", [MAIN, HELPER, WAKEUP], ids=lambda p: p.name)
 def test_systemd_analyze_verify_is_clean(analyze: str, unit: Path, tmp_path: Path) -> None:
     copy = _local_copy(unit, tmp_path)
     result = subprocess.run(
-        [analyze, "verify", str(copy)], capture_output=True, text=True, check=False, timeout=60
+        # --man=no: Documentation= names nodeslo(1), which the package installs, not a checkout.
+        [analyze, "verify", "--man=no", str(copy)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     # verify exits 0 on unknown keys and bad values; it only says so.
@@ -159,7 +190,7 @@ def test_systemd_analyze_verify_is_clean(analyze: str, unit: Path, tmp_path: Pat
     assert complaints == [], complaints
 
 
-@pytest.mark.parametrize("unit", [MAIN, HELPER], ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", [MAIN, HELPER, WAKEUP], ids=lambda p: p.name)
 def test_exposure_stays_below_the_bound(analyze: str, unit: Path) -> None:
     result = subprocess.run(
         [analyze, "security", "--offline=yes", "--no-pager", str(unit)],

@@ -7,12 +7,15 @@ changes over time. The rules are what `nodeslo generate` makes of the e2e profil
 `alerting.for_scale` and the wake-up SLO removed), loaded unchanged; Alertmanager routes
 critical alerts to the test's `pager` webhook and the rest to `ticket`, with the
 inhibition rules of deploy/alertmanager/alertmanager.yml. All scenarios run at once,
-told apart by their `instance` label, so the whole file costs about two minutes.
+told apart by their `instance` label, so the whole file costs about three minutes (the
+longest, storage-hang, waits for the 2-minute stall and keeps checking after it).
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -94,18 +97,18 @@ def world(
                 "NODESLO_SHIM_IO_DELAY_FILE": str(player.delay_file),
                 "NODESLO_SHIM_IO_PREFIX": str(probe_dir),
             }
-            daemon = d.start(
-                root,
+            flags = (
                 f"--profile={E2E_PROFILE}",
                 f"--collector.nvme.replay-dir={root / 'nvme-replay'}",
                 "--collector.nvme.poll-interval=1s",
                 "--probe.storage",
                 f"--probe.storage.target={probe_dir}",
                 *scenario.flags,
-                env=env,
-            ).wait_listening()
+            )
+            daemon = d.start(root, *flags, env=env).wait_listening()
             player.on_kill = daemon.proc.kill
-            runs[name] = Run(scenario, player, daemon, probe_dir)
+            run = runs[name] = Run(scenario, player, daemon, probe_dir)
+            player.on_restart = functools.partial(_restart, run, root, flags, env)
         webhook = s.Webhook()
         with s.running(
             workdir,
@@ -123,6 +126,14 @@ def world(
             run.player.stop()
             run.daemon.stop()
             shutil.rmtree(run.probe_dir, ignore_errors=True)
+
+
+def _restart(run: Run, root: Path, flags: tuple[str, ...], env: dict[str, str]) -> None:
+    """A reboot as Prometheus sees it: the exporter gone, then back on the same port."""
+    port = run.daemon.port
+    run.daemon.stop(signal.SIGKILL)
+    listen = f"--web.listen-address=127.0.0.1:{port}"
+    run.daemon = d.start(root, *flags, listen, env=env).wait_listening()
 
 
 def _ids() -> list[str]:
@@ -143,7 +154,7 @@ def test_scenario(world: World, name: str) -> None:
             assert got.receiver == expectation.receiver, got
         assert got.labels.get("cluster") == "e2e", got.labels
         assert got.annotations.get("runbook_url", "").endswith(f"/{got.labels['alertname']}.md")
-    if scenario.silent or scenario.inhibited:
+    if scenario.silent or scenario.inhibited or scenario.still_firing:
         deadline = scenario.duration - run.player.elapsed()
         if deadline > 0:
             time.sleep(deadline)
@@ -159,4 +170,11 @@ def test_scenario(world: World, name: str) -> None:
         for alert in active:
             assert alert["status"]["inhibitedBy"], f"{name}: not inhibited: {alert}"
         assert not world.stack.webhook.firing(instance=run.instance, **matchers)
+    for matchers in scenario.still_firing:
+        # Paging from the first notification to the end, never resolved in between.
+        active = world.stack.alertmanager_alerts(instance=run.instance, **matchers)
+        assert active, f"{name}: {matchers} no longer active"
+        assert all(a["status"]["state"] == "active" for a in active), active
+        resolved = world.stack.webhook.received("resolved", instance=run.instance, **matchers)
+        assert not resolved, f"{name}: {matchers} resolved: {resolved}"
     assert not run.player.errors, run.player.errors

@@ -208,7 +208,11 @@ def test_no_helper_exports_sysfs_and_hwmon_and_says_so_once(
         "nodeslo_nvme_state_live",
         "nodeslo_nvme_temperature_celsius",
         "nodeslo_nvme_temperature_threshold_celsius",
+        "nodeslo_nvme_smart_up",
     }
+    # SMART never read: 0 for every drive, so NVMeSmartStale sees it; no last success.
+    ups = [v for (n, _), v in samples(first).items() if n == "nodeslo_nvme_smart_up"]
+    assert ups == [0.0] * 16
     # hwmon: temp1 Composite, temp2 "Sensor 1"; only CCTEMP (temp1_crit) as a threshold.
     assert (
         value(first, "nodeslo_nvme_temperature_celsius", controller="nvme4", sensor="composite")
@@ -426,3 +430,180 @@ def test_replay_without_a_controller_directory_is_a_failed_read(tmp_path: Path) 
     with pytest.raises(SourceError, match="no replay directory") as info:
         source.fetch(PageRequest("nvme1", 0x02, 0x02), 1.0)
     assert not isinstance(info.value, Unsupported)  # retried next round
+
+
+# --- identity: every series names its drive ---------------------------------------------
+
+
+def test_every_per_drive_series_carries_the_drives_serial_and_model(replayed: str) -> None:
+    info = {
+        dict(ls)["controller"]: (dict(ls)["model"], dict(ls)["serial"])
+        for (n, ls) in samples(replayed)
+        if n == "nodeslo_nvme_info"
+    }
+    assert len(info) == 16 and len({serial for _, serial in info.values()}) == 16
+    per_drive = [(n, dict(ls)) for (n, ls) in samples(replayed) if n.startswith("nodeslo_nvme_")]
+    assert len(per_drive) > 30 * 16
+    for name, labels in per_drive:
+        assert (labels["model"], labels["serial"]) == info[labels["controller"]], name
+
+
+def drive_values(text: str, controller: str) -> dict[str, float]:
+    """The SMART values exported for a controller, with the serial they carry."""
+    out: dict[str, float] = {}
+    for (name, labels), v in samples(text).items():
+        ls = dict(labels)
+        if ls.get("controller") == controller and name.endswith("_total"):
+            out[f"{name}@{ls['serial']}"] = v
+    return out
+
+
+def wait_for(collector: NvmeCollector, predicate, timeout: float = 10.0) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        text = scrape(collector)
+        if predicate(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+def test_a_rename_never_exports_one_drives_values_under_another(tmp_path: Path) -> None:
+    """nvme0 and nvme1 swap drives (a reboot's enumeration order) while the exporter
+    runs: until the poller has read the drives again, neither name is exported with
+    the other drive's values; afterwards each serial keeps its own counters."""
+    spec = variant("seed-spec-tuned")
+    build(tmp_path, spec)
+    collector = make_collector(tmp_path, nvme_replay_dir=str(tmp_path / fx.REPLAY_DIR))
+    collector.start()
+    try:
+        before = scrape(collector)
+        serials = {
+            dict(ls)["controller"]: dict(ls)["serial"]
+            for (n, ls) in samples(before)
+            if n == "nodeslo_nvme_info" and dict(ls)["controller"] in ("nvme0", "nvme1")
+        }
+        assert value(before, "nodeslo_nvme_media_errors_total", controller="nvme1") == 3
+        build(tmp_path, spec.with_faults("nvme-renamed"))
+        # The poller has not seen the swap: the scrape notices the serial changed.
+        during = scrape(collector)
+        for name in ("nvme0", "nvme1"):
+            labels = [dict(ls) for (_, ls) in samples(during) if dict(ls).get("controller") == name]
+            assert all(ls["serial"] != serials[name] for ls in labels), name
+
+        def swapped(text: str) -> bool:
+            return all(
+                any(
+                    n == "nodeslo_nvme_media_errors_total" and dict(ls).get("controller") == c
+                    for (n, ls) in samples(text)
+                )
+                for c in ("nvme0", "nvme1")
+            )
+
+        after = wait_for(collector, swapped)
+    finally:
+        collector.close()
+    # The drive with 3 old media errors now answers as nvme0, with its own serial.
+    media = value(after, "nodeslo_nvme_media_errors_total", controller="nvme0")
+    assert media == 3
+    assert value(after, "nodeslo_nvme_info", controller="nvme0", serial=serials["nvme1"]) == 1
+    assert value(after, "nodeslo_nvme_info", controller="nvme1", serial=serials["nvme0"]) == 1
+    assert value(after, "nodeslo_nvme_media_errors_total", serial=serials["nvme0"]) == 0
+
+
+class FailsFor(ReplaySource):
+    """Replays, except that SMART reads of the named serials' drives fail."""
+
+    def __init__(self, directory: str, sysfs: Path) -> None:
+        super().__init__(directory)
+        self.sysfs = sysfs
+        self.failing: set[str] = set()
+
+    def fetch(self, request: PageRequest, timeout: float) -> bytes:
+        serial = (self.sysfs / "class/nvme" / request.controller / "serial").read_text().strip()
+        if serial in self.failing and request.code == 0x02:
+            raise SourceError(f"{request.describe()}: no answer")
+        return super().fetch(request, timeout)
+
+
+def test_a_drive_swapped_into_a_slot_does_not_inherit_the_last_ones_smart(
+    tmp_path: Path,
+) -> None:
+    """A used drive hot-swapped in under the same name, whose SMART cannot be read: no
+    SMART value of the drive that was there before is exported under its serial."""
+    spec = variant("seed-spec-tuned")
+    build(tmp_path, spec)
+    source = FailsFor(str(tmp_path / fx.REPLAY_DIR), tmp_path / "sys")
+    poller = Poller(
+        str(tmp_path / "sys"),
+        source,
+        interval=3600,
+        timeout=1.0,
+        errors=OnceLog(logging.getLogger("t")),
+    )
+    poller.poll_round(wait=5)
+    (old,) = [s for s in poller.snapshot(["nvme0"])]
+    assert old.up and old.smart is not None
+    build(tmp_path, spec.with_faults("nvme-renamed"))  # nvme0 now holds the other drive
+    source.failing.add((tmp_path / "sys/class/nvme/nvme0/serial").read_text().strip())
+    poller.poll_round(wait=5)
+    (new,) = poller.snapshot(["nvme0"])
+    assert new.identity is not None and old.identity is not None
+    assert new.identity[1] != old.identity[1]
+    assert new.smart is None and new.up is False and new.last_success is None
+
+
+def test_a_drive_that_never_answers_is_down_with_no_last_success(tmp_path: Path) -> None:
+    spec = variant("seed-spec-tuned")
+    build(tmp_path, spec)
+    source = FailsFor(str(tmp_path / fx.REPLAY_DIR), tmp_path / "sys")
+    source.failing.add((tmp_path / "sys/class/nvme/nvme4/serial").read_text().strip())
+    collector = make_collector(tmp_path)
+    collector.source = source
+    collector.poller.source = source
+    collector.start()
+    try:
+        text = scrape(collector)
+    finally:
+        collector.close()
+    assert value(text, "nodeslo_nvme_smart_up", controller="nvme4") == 0
+    assert not [
+        k
+        for k in samples(text)
+        if k[0] == "nodeslo_nvme_smart_last_success_timestamp_seconds"
+        and dict(k[1])["controller"] == "nvme4"
+    ]
+    assert value(text, "nodeslo_nvme_smart_up", controller="nvme3") == 1
+
+
+def test_a_drive_without_identity_is_not_exported_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No serial in sysfs and no Identify page: its series could not be told from
+    another drive's, so there are none, and it does not count as present."""
+    build(tmp_path, variant("seed-spec-tuned"))
+    (tmp_path / "sys/class/nvme/nvme7/model").unlink()
+    (tmp_path / fx.REPLAY_DIR / "nvme7/identify-ctrl.bin").unlink()
+    collector = make_collector(tmp_path, nvme_replay_dir=str(tmp_path / fx.REPLAY_DIR))
+    with caplog.at_level(logging.WARNING):
+        collector.start()
+        text = scrape(collector)
+    collector.close()
+    assert not [k for k in samples(text) if dict(k[1]).get("controller") == "nvme7"]
+    assert value(text, "nodeslo_nvme_smart_up", controller="nvme6") == 1
+    assert any("nvme7: no model or serial" in r.getMessage() for r in caplog.records)
+
+
+def test_a_vanished_controller_is_gone_from_the_scrape(tmp_path: Path) -> None:
+    spec = variant("seed-spec-tuned")
+    build(tmp_path, spec)
+    collector = make_collector(tmp_path, nvme_replay_dir=str(tmp_path / fx.REPLAY_DIR))
+    collector.start()
+    try:
+        assert value(scrape(collector), "nodeslo_nvme_state_live", controller="nvme5") == 1
+        build(tmp_path, spec.with_faults("nvme-vanished"))
+        text = scrape(collector)
+    finally:
+        collector.close()
+    assert not [k for k in samples(text) if dict(k[1]).get("controller") == "nvme5"]
+    infos = [k for k in samples(text) if k[0] == "nodeslo_nvme_info"]
+    assert len(infos) == 15

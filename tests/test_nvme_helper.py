@@ -283,3 +283,66 @@ def test_helper_bounds_commands_in_flight() -> None:
     finally:
         device.release.set()
         ours.close()
+
+
+# -- issue 19: refused floods, peers that stop reading, the socket's path --------------------
+
+
+def test_a_flood_of_refused_requests_is_logged_once_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="nodeslo.nvme.helper")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = helper.HelperServer(FakeDevice())  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve, args=(theirs,), daemon=True)
+    thread.start()
+    ours.settimeout(10)
+    try:
+        for i in range(2000):  # each one refused, each one answered EPERM
+            ours.send(b"junk %d" % i)
+            assert helper.unpack_response(ours.recv(helper.MAX_RESPONSE)).error == errno.EPERM
+    finally:
+        ours.close()
+        thread.join(5)
+    assert server.refused == 2000
+    lines = [r for r in caplog.records if r.getMessage() == "refused request"]
+    assert len(lines) == 1
+
+
+def test_a_peer_that_stops_reading_holds_a_bounded_number_of_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(helper, "SEND_TIMEOUT_SECONDS", 0.2)
+    device = FakeDevice()
+    device.pages = {f"nvme{i}": b"\x00" * 4096 for i in range(4000)}
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = helper.HelperServer(device)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve, args=(theirs,), daemon=True).start()
+    before = threading.active_count()
+    most = 0
+    try:
+        ours.setblocking(False)
+        for i in range(4000):  # 4 KiB answers, never read: the socket's buffer fills
+            try:
+                ours.send(helper.pack_request(i, requests.smart_log(f"nvme{i}"), 1000))
+            except BlockingIOError:
+                time.sleep(0.01)
+            most = max(most, threading.active_count() - before)
+    finally:
+        ours.close()
+    assert most <= helper.MAX_IN_FLIGHT + 1, most
+
+
+def test_the_socket_is_created_with_its_mode_and_refuses_a_shared_directory(
+    tmp_path: Path,
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o755)
+    listener = helper.listen(str(private / "helper.sock"), 0o600, None)
+    assert stat.S_IMODE(os.lstat(private / "helper.sock").st_mode) == 0o600
+    listener.close()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: someone else could swap the path
+    with pytest.raises(OSError, match="writable by it alone"):
+        helper.listen(str(shared / "helper.sock"), 0o660, None)

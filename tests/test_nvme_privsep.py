@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -143,3 +144,31 @@ def test_helper_as_its_own_service(readable_tree: Path, tmp_path: Path) -> None:
     finally:
         helper.terminate()
         helper.wait(5)
+
+
+def test_a_killed_helper_is_restarted_and_a_dead_one_reaped(readable_tree: Path) -> None:
+    """Issue 19: the forked helper's death used to be permanent, its zombie never reaped."""
+    with d.running(readable_tree, *FLAGS, "--run-as-user=nobody") as daemon:
+        (supervisor,) = children(daemon.proc.pid)
+        deadline = time.monotonic() + 10
+        while not children(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (worker,) = children(supervisor)
+        os.kill(worker, signal.SIGKILL)
+        daemon.wait_log("nvme helper died, restarting it")
+        deadline = time.monotonic() + 10
+        while children(supervisor) in ([], [worker]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (restarted,) = children(supervisor)
+        assert restarted != worker
+        helper = status(restarted)
+        assert helper["Uid"].split()[0] == "0"
+        assert int(helper["CapEff"], 16) == 1 << 21
+        # Killing the supervisor itself ends SMART reads, loudly, and leaves no zombie.
+        os.kill(supervisor, signal.SIGKILL)
+        daemon.wait_log("nvme helper exited")
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{supervisor}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{supervisor}"), status(supervisor).get("State")
+        assert value(daemon.scrape(), "nodeslo_collector_success", collector="nvme") == 1

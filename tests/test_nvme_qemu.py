@@ -3,8 +3,11 @@
 One boot (../shared/tools/qemu-nvme) runs tests/support/nvme_guest.sh inside the guest:
 `nodeslo serve` started as root forks its helper and drops to nobody; its SMART values
 are compared here with `nvme smart-log -o json` for the same controllers; `nodeslo nvme
-dump` captures the pages and `--collector.nvme.replay-dir` replays them; and a process
-that dropped privileges the way the daemon does is refused the ioctl.
+dump` captures the pages and `--collector.nvme.replay-dir` replays them; a process
+that dropped privileges the way the daemon does is refused the ioctl; the real md
+driver degrades, stops and re-assembles an array inactive over the namespaces; and a
+controller is removed from the bus. What the guest's daemons exported pages through a
+real Prometheus and Alertmanager on this side.
 """
 
 from __future__ import annotations
@@ -57,10 +60,6 @@ def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             missing(f"{tool} is not installed (Debian package {package})")
     if not glob.glob("/boot/vmlinuz-*") or not os.path.isdir("/lib/modules"):
         missing("no kernel image in /boot (Debian package linux-image-amd64)")
-    # The guest sees this machine's root read-only but mounts its own /tmp.
-    for path in (str(REPO), sys.executable):
-        if path.startswith("/tmp/"):
-            pytest.skip(f"{path} is under /tmp, which the guest does not see")
     work = tmp_path_factory.mktemp("qemu-nvme")
     initrd = work / "initrd.cpio.gz"
     subprocess.run(
@@ -80,7 +79,11 @@ def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
         timeout=1500,
-        env={**os.environ, "GUEST_TIMEOUT": "1200"},
+        env={
+            **os.environ,
+            "GUEST_TIMEOUT": "1200",
+            "GUEST_TMP_DIRS": " ".join(tmp_dirs(GUEST_PATHS)),
+        },
     )
     if result.returncode != 0 or not (share / "done").exists():
         logs = [
@@ -91,10 +94,40 @@ def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return share
 
 
+def tmp_dirs(paths: list[Path]) -> list[str]:
+    """The directories under /tmp the guest must see (it mounts a /tmp of its own), for
+    run-guest.sh's GUEST_TMP_DIRS: outermost first, none inside another."""
+    out: list[Path] = []
+    for path in sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts)):
+        if path.parts[:2] == ("/", "tmp") and not any(path.is_relative_to(o) for o in out):
+            out.append(path)
+    return [str(p) for p in out]
+
+
+# The checkout, its virtualenv and the interpreter's own directory.
+GUEST_PATHS = [REPO, Path(sys.prefix), Path(os.path.realpath(sys.executable)).parent]
+
+
+def test_a_checkout_under_tmp_is_shared_into_the_guest() -> None:
+    """Where the clone lives is no reason to skip: /tmp paths go to GUEST_TMP_DIRS."""
+    clone = Path("/tmp/ci-clone")
+    assert tmp_dirs([clone, clone / ".venv", Path("/usr/bin")]) == ["/tmp/ci-clone"]
+    assert tmp_dirs([Path("/work/main"), Path("/root/.pyenv/bin")]) == []
+    assert tmp_dirs([clone, Path("/tmp/venv/bin")]) == ["/tmp/ci-clone", "/tmp/venv/bin"]
+
+
 def controllers(guest: Path) -> list[str]:
     names = (guest / "controllers.txt").read_text().split()
     assert len(names) == len(CONTROLLERS), names
     return names
+
+
+def serials(text: str) -> dict[str, str]:
+    return {
+        dict(labels)["controller"]: dict(labels)["serial"]
+        for (m, labels) in samples(text)
+        if m == "nodeslo_nvme_info"
+    }
 
 
 def test_daemon_reads_every_controller_through_its_helper(guest: Path) -> None:
@@ -255,12 +288,52 @@ def test_md_over_the_nvme_namespaces_healthy_then_degraded(guest: Path) -> None:
         assert value(text, "nodeslo_md_active", device="md0") == 1
         assert value(text, "nodeslo_md_disks_required", device="md0") == 4
         assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
-    states = {"active": (4, 3), "failed": (0, 1), "down": (0, 1), "spare": (0, 0)}
+    states = {"active": (4, 3), "failed": (0, 1), "spare": (0, 0)}
     for state, (before, after) in states.items():
         assert value(healthy, "nodeslo_md_disks", device="md0", state=state) == before, state
         assert value(degraded, "nodeslo_md_disks", device="md0", state=state) == after, state
+    # The kernel's own count and the member's state, from sysfs.
+    assert value(healthy, "nodeslo_md_degraded", device="md0") == 0
+    assert value(degraded, "nodeslo_md_degraded", device="md0") == 1
+    member = {"device": "md0", "member": failed_member}
+    assert value(degraded, "nodeslo_md_member_state", state="faulty", **member) == 1
+    assert value(healthy, "nodeslo_md_member_state", state="in_sync", **member) == 1
     log = (guest / "md.log").read_text()
     assert log.rstrip().endswith("exit 0")
+
+
+def test_md_stopped_then_reassembled_inactive(guest: Path) -> None:
+    """`mdadm --stop` removes the array from sysfs; `mdadm --incremental` with two of its
+    four members (no --run) assembles it without starting it: what RAIDArrayInactive
+    and RAIDArrayMissing read, from the real md driver."""
+    assert "stopped /dev/md0" in (guest / "md-stop.log").read_text()
+    stopped = (guest / "md-stopped.prom").read_text()
+    assert value(stopped, "nodeslo_collector_success", collector="redundancy") == 1
+    assert "nodeslo_md_" not in stopped
+    assert "not enough to start" in (guest / "md-incremental.log").read_text()
+    mdstat = (guest / "mdstat-inactive.txt").read_text()
+    assert " : inactive " in mdstat, mdstat
+    inactive = (guest / "md-inactive.prom").read_text()
+    (device,) = {dict(ls)["device"] for (n, ls) in samples(inactive) if n == "nodeslo_md_info"}
+    assert value(inactive, "nodeslo_md_state", device=device, state="inactive") == 1
+    assert value(inactive, "nodeslo_md_active", device=device) == 0
+    assert value(inactive, "nodeslo_md_info", device=device, level="") == 1
+    for state, count in {"active": 0, "failed": 0, "spare": 2}.items():
+        assert value(inactive, "nodeslo_md_disks", device=device, state=state) == count, state
+    # The kernel knows neither its size nor how degraded it is while it does not run.
+    assert "nodeslo_md_degraded{" not in inactive
+    assert "nodeslo_md_disks_required{" not in inactive
+    assert value(inactive, "nodeslo_collector_success", collector="redundancy") == 1
+
+
+def test_a_controller_removed_from_the_bus_is_gone(guest: Path) -> None:
+    before = serials((guest / "late-before.prom").read_text())
+    after = serials((guest / "nvme-removed.prom").read_text())
+    gone = (guest / "removed.txt").read_text().strip()
+    assert set(before) == set(controllers(guest))
+    assert set(after) == set(before) - {gone}
+    assert {c: before[c] for c in after} == after  # the others keep their identity
+    assert (guest / "late.log").read_text().rstrip().endswith("exit 0")
 
 
 def test_storage_probe_measures_through_md(guest: Path) -> None:
@@ -285,7 +358,9 @@ def test_storage_probe_measures_through_md(guest: Path) -> None:
 def test_real_kernel_faults_page(guest: Path, tmp_path: Path) -> None:
     """What the guest's daemons exported, scraped by a real Prometheus with the generated
     rules of the e2e profile: the failed md member and the drive reporting reliability
-    degraded each page through Alertmanager."""
+    degraded each page through Alertmanager, and so do the array re-assembled inactive,
+    and, once the target's exposition moves on from before to after, the array stopped
+    and the controller removed."""
     prometheus = st.tool("prometheus")
     alertmanager = st.tool("prometheus-alertmanager", "alertmanager")
     if not (prometheus and alertmanager):
@@ -294,24 +369,46 @@ def test_real_kernel_faults_page(guest: Path, tmp_path: Path) -> None:
     generated = d.run_cli("generate", f"--profile={profile}", f"--out={tmp_path / 'pack'}")
     assert generated.returncode == 0, generated.stderr
     rules = str(tmp_path / "pack" / "alerts" / "nodeslo.rules.yaml")
+    # One host whose exposition changes: md0 and four controllers, then neither md0 nor
+    # the removed controller (the stop and the removal, as Prometheus sees them).
+    changing = tmp_path / "changing.prom"
+    shutil.copyfile(guest / "late-before.prom", changing)
+    inactive = (guest / "md-inactive.prom").read_text()
+    (device,) = {dict(ls)["device"] for (n, ls) in samples(inactive) if n == "nodeslo_md_info"}
+    gone = (guest / "removed.txt").read_text().strip()
+    gone_serial = serials((guest / "late-before.prom").read_text())[gone]
     with (
         st.serving(guest / "md-degraded.prom") as md_target,
         st.serving(guest / "live.prom") as nvme_target,
-        st.running(tmp_path, [md_target, nvme_target], [rules]) as stack,
+        st.serving(guest / "md-inactive.prom") as inactive_target,
+        st.serving(changing) as changing_target,
+        st.running(
+            tmp_path, [md_target, nvme_target, inactive_target, changing_target], [rules]
+        ) as stack,
     ):
-        stack.wait_scraped(min_targets=2)
+        stack.wait_scraped(min_targets=4)
         raid = stack.webhook.wait_for(60, alertname="RAIDArrayDegraded", instance=md_target)
         assert (raid.receiver, raid.labels["device"]) == ("pager", "md0")
-        bad = [
-            dict(labels)["controller"]
-            for (m, labels) in samples((guest / "live.prom").read_text())
-            if m == "nodeslo_nvme_info" and dict(labels)["serial"] == "BAD00002"
-        ]
+        failed = stack.webhook.wait_for(60, alertname="RAIDDiskFailed", instance=md_target)
+        assert failed.receiver == "pager" and failed.labels["device"] == "md0"
         nvme = stack.webhook.wait_for(
             60,
             alertname="NVMeCriticalWarning",
             instance=nvme_target,
-            controller=bad[0],
+            serial="BAD00002",
             flag="reliability",
         )
         assert nvme.receiver == "pager"
+        down = stack.webhook.wait_for(60, alertname="RAIDArrayInactive", instance=inactive_target)
+        assert (down.receiver, down.labels["device"]) == ("pager", device)
+        assert "array_state inactive" in down.annotations["description"]
+        # Replaced whole, never seen half written by a scrape.
+        shutil.copyfile(guest / "nvme-removed.prom", tmp_path / "next.prom")
+        os.replace(tmp_path / "next.prom", changing)
+        array = stack.webhook.wait_for(60, alertname="RAIDArrayMissing", instance=changing_target)
+        assert array.receiver == "pager" and "Gone: md0" in array.annotations["description"]
+        drive = stack.webhook.wait_for(
+            60, alertname="NVMeControllerMissing", instance=changing_target
+        )
+        assert drive.receiver == "pager"
+        assert f"Gone, by serial: {gone_serial}" in drive.annotations["description"]

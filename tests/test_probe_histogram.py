@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -88,6 +90,21 @@ def test_take_returns_the_delta_and_starts_again() -> None:
     merged.add(first.counts, first.sum_ns)
     merged.add(first.counts, first.sum_ns)
     assert merged.snapshot().count == 2 and merged.snapshot().sum_ns == 6000
+
+
+@given(
+    smallest=st.integers(1, 10**12),
+    step=st.integers(1, 10**10),
+    n=st.integers(0, 300),
+)
+def test_spaced_observations_equal_one_by_one(smallest: int, step: int, n: int) -> None:
+    """The gap accounting's arithmetic: the same buckets and sum as observing each."""
+    bounds = latency_bounds(SEED_THRESHOLDS)
+    bulk, single = LatencyHistogram(bounds), LatencyHistogram(bounds)
+    bulk.observe_spaced(smallest, step, n)
+    for k in range(n):
+        single.observe(smallest + k * step)
+    assert bulk.snapshot() == single.snapshot()
 
 
 def test_a_report_over_other_buckets_is_refused() -> None:

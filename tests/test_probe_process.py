@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,6 +67,37 @@ def test_without_flags_the_profile_decides() -> None:
     w = wakeup_settings(profile, serve_options())
     assert (w.enabled, w.engine, w.interval_seconds, w.policy) == (True, "auto", 0.01, "other")
     assert w.thresholds == (5e-05,)
+
+
+def test_each_operation_is_overdue_past_the_largest_slo_threshold_that_judges_it(
+    tmp_path: Path,
+) -> None:
+    shipped = storage_settings(load_profile(), serve_options())
+    assert shipped.overdue == (
+        ("/var/lib/nodeslo", "write_sync", 1e-4),
+        ("/var/lib/nodeslo", "read", 5e-5),
+    )
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "extends: process-management\nprofile: site\n"
+        "slos:\n"
+        "  storage-read-latency: null\n"
+        "  state-write-lax:\n"
+        "    description: x\n    objective: 99.9%\n    probe: storage\n"
+        "    sli: {latency: {histogram: nodeslo_probe_io_latency_seconds,"
+        " matchers: {op: write_sync}, threshold: 1ms, by: [target]}}\n"
+        "  archive-only:\n"
+        "    description: x\n    objective: 99%\n    probe: storage\n"
+        "    sli: {latency: {histogram: nodeslo_probe_io_latency_seconds,"
+        " matchers: {target: /srv/archive}, threshold: 5ms, by: [target]}}\n"
+        "probes:\n  storage: {targets: [/var/lib/nodeslo, /srv/archive]}\n"
+    )
+    settings = storage_settings(load_profile(str(site)), serve_options())
+    assert settings.overdue == (
+        ("/var/lib/nodeslo", "write_sync", 1e-3),  # the larger of 100 µs and 1 ms
+        ("/srv/archive", "write_sync", 5e-3),
+        ("/srv/archive", "read", 5e-3),
+    )  # no SLO judges /var/lib/nodeslo's reads: the probe's default applies
 
 
 def test_flags_override_the_profile_key_by_key(tmp_path: Path) -> None:
@@ -166,7 +198,7 @@ def test_a_crashed_probe_process_is_restarted_with_backoff_and_visible() -> None
         first = process.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        wait_for(lambda: up(collector) == 0, timeout=5)
+        wait_for(lambda: up(collector) == 0 and process.restarts == 1, timeout=5)
         got = scrape(collector)
         assert got[("nodeslo_probe_restarts_total", (("probe", "wakeup"),))] == 1
         assert "killed by signal 9" in process.last_exit
@@ -201,6 +233,64 @@ def test_a_silent_probe_process_is_killed_and_restarted(tmp_path: Path) -> None:
     finally:
         process.stop()
     assert process.pid is None
+
+
+def test_the_probe_hears_of_each_ended_process_but_not_of_a_replacement(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "beat.py"
+    script.write_text(
+        'import sys, time\nwhile True:\n    sys.stdout.write(\'{"t": "beat"}\\n\')\n'
+        "    sys.stdout.flush(); time.sleep(0.05)\n"
+    )
+    ended: list[str] = []
+    process = ProbeProcess(
+        "beat",
+        [sys.executable, str(script)],
+        lambda m: None,
+        report_timeout=5,
+        backoff=Backoff(initial=0.1, maximum=0.1),
+        on_exit=ended.append,
+    )
+    process.start()
+    try:
+        wait_for(process.reporting)
+        process.replace([sys.executable, str(script)])
+        wait_for(lambda: process.reporting() and process.pid is not None)
+        time.sleep(0.3)
+        assert ended == []  # a replacement is no gap
+        pid = process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len(ended) == 1)
+        assert ended == ["killed by signal 9"]
+    finally:
+        process.stop()
+    assert len(ended) == 1  # stopping is no gap either
+
+
+def test_a_slow_start_gets_the_start_timeout_then_the_report_timeout(tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time\ntime.sleep(1.2)\n"  # an interpreter slow to start
+        'sys.stdout.write(\'{"t": "beat"}\\n\'); sys.stdout.flush()\ntime.sleep(60)\n'
+    )
+    process = ProbeProcess(
+        "slow",
+        [sys.executable, str(script)],
+        lambda m: None,
+        report_timeout=0.5,
+        start_timeout=3.0,
+        backoff=Backoff(initial=30, maximum=30),
+    )
+    process.start()
+    try:
+        wait_for(process.reporting, timeout=5)  # not killed at 0.5 s
+        assert process.restarts == 0
+        wait_for(lambda: process.restarts == 1, timeout=5)  # then silent: 0.5 s applies
+        assert process.last_exit == "no report for 0.5s"
+    finally:
+        process.stop()
 
 
 def test_garbage_on_the_pipe_is_logged_not_fatal(tmp_path: Path) -> None:
@@ -278,6 +368,48 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
     except OSError:
         return True
+
+
+def test_a_stopped_storage_probe_is_replaced_and_its_gap_counted_bad(tmp_path: Path) -> None:
+    """SIGSTOP: silent, killed at the report timeout, restarted; meanwhile every intended
+    operation is a missed, bad event and the stall grows; then it measures again."""
+    ctx = CollectorContext(
+        options=serve_options(
+            "--no-probe.wakeup", f"--probe.storage.target={tmp_path}", "--probe.storage.rate=50"
+        )
+    )
+    collector = ProbesCollector(ctx, backoff=Backoff(initial=1.0, maximum=1.0))
+    probe = collector.probes["storage"]
+    probe.report_timeout = 2.0
+    collector.start()
+    target = str(tmp_path)
+
+    def got(name: str, **labels: str) -> float:
+        want = tuple(sorted({"target": target, **labels}.items()))
+        return scrape(collector).get((name, want), 0.0)
+
+    try:
+        wait_for(lambda: up(collector, "storage") == 1)
+        assert probe._process is not None
+        pid = probe._process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: probe.restarts == 1, timeout=10)
+        stalled = got("nodeslo_probe_io_stalled_seconds", op="read")
+        assert stalled >= 2.0  # since the last report before the stop
+        assert up(collector, "storage") == 0
+        wait_for(lambda: up(collector, "storage") == 1, timeout=10)
+        missed = got("nodeslo_probe_io_missed_total", op="read", reason="probe_down")
+        # From the last report to the new schedule: >= the 2 s timeout + 1 s backoff at 50/s
+        assert 140 <= missed <= 260, missed
+        assert got("nodeslo_probe_io_stalled_seconds", op="read") < 1.5
+        count = got("nodeslo_probe_io_latency_seconds_count", op="read")
+        good = got("nodeslo_probe_io_latency_seconds_bucket", op="read", le="5e-05")
+        assert count - good >= missed  # every missed one is a bad event of the SLI
+    finally:
+        collector.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- the real daemon --------------------------------------------------------------------

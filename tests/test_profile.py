@@ -81,6 +81,7 @@ def test_the_shipped_profile_carries_the_seed_numbers() -> None:
         bad_seconds="nodeslo_cpu_throttle_seconds_total",
         capacity="nodeslo_cpu_physical_cores",
         matchers=(("scope", "core"),),
+        fallback_bad_seconds="nodeslo_cpu_below_target_frequency_seconds_total",
     )
     assert profile.histogram_thresholds("nodeslo_probe_io_latency_seconds") == (50e-6, 100e-6)
     nvme, memory, power = profile.health.nvme, profile.health.memory, profile.health.power
@@ -98,6 +99,10 @@ def test_the_shipped_profile_carries_the_seed_numbers() -> None:
     assert profile.alerting.for_scale == 1
     assert profile.alerting.instance_labels == ("cluster", "instance")
     assert profile.alerting.exporter_selector == 'job="nodeslo"'
+    assert profile.alerting.exporter_lookback_seconds == 86400
+    assert profile.health.cpu.temperature_max_celsius == (("amd", 85), ("intel", 90))
+    assert profile.health.cpu.temperature_crit_celsius == (("amd", 95), ("intel", 100))
+    assert profile.alerting.prometheus_selector == 'job="prometheus"'
 
 
 def test_the_digest_covers_the_effective_profile(tmp_path: Path) -> None:
@@ -141,6 +146,14 @@ def test_a_site_profile_overrides_single_values(tmp_path: Path) -> None:
     assert profile.health.nvme.wear_warning_ratio == 0.9
     assert profile.health.nvme.write_amplification_max == 3
     assert profile.alerting.labels == (("team", "infra"),)
+
+
+def test_cpu_temperature_limits_one_for_all_vendors_or_per_vendor(tmp_path: Path) -> None:
+    one = load_profile(str(site(tmp_path, "health: {cpu: {temperature_max: 80}}\n")))
+    assert one.health.cpu.temperature_max_celsius == (("amd", 80), ("intel", 80))
+    # A site overrides one vendor; the other is inherited.
+    per = load_profile(str(site(tmp_path, "health: {cpu: {temperature_crit: {amd: 100}}}\n")))
+    assert per.health.cpu.temperature_crit_celsius == (("amd", 100), ("intel", 100))
 
 
 def test_null_removes_an_inherited_key(tmp_path: Path) -> None:
@@ -274,6 +287,14 @@ BAD = [
     ("period: monthly\n", "period", 3, "not a duration: 'monthly'"),
     ("health:\n  cpu:\n    throttling_window: 100us\n", "health.cpu.throttling_window", 5,
      "not a whole number of milliseconds"),
+    ("health:\n  cpu:\n    temperature_max: {arm: 80}\n", "health.cpu.temperature_max.arm", 5,
+     "unknown key (allowed: intel, amd)"),
+    ("health:\n  cpu:\n    temperature_crit: {amd: hot}\n", "health.cpu.temperature_crit.amd",
+     5, "must be a number"),
+    ("health:\n  cpu:\n    temperature_max: {amd: 96}\n", "health.cpu.temperature_max", 5,
+     "amd: temperature_max (96) must be below temperature_crit (95)"),
+    ("health:\n  cpu:\n    temperature_crit: 0\n", "health.cpu.temperature_crit", 5,
+     "must be positive"),
     ("health:\n  nvme:\n    wear_warning: 180%\n", "health.nvme.wear_warning", 5,
      "must be between 0 and 1"),
     ("health:\n  nvme:\n    write_amplification_max: -3\n",
@@ -300,6 +321,10 @@ BAD = [
      "not a list of label matchers"),
     ("alerting:\n  exporter_selector: '{job=\"nodeslo\"}'\n", "alerting.exporter_selector", 4,
      "not a list of label matchers"),
+    ("alerting:\n  prometheus_selector: prometheus\n", "alerting.prometheus_selector", 4,
+     "not a list of label matchers"),
+    ("alerting:\n  exporter_lookback: 0s\n", "alerting.exporter_lookback", 4,
+     "must be a positive duration"),
     ("alerting:\n  instance_labels: []\n", "alerting.instance_labels", 4,
      "must name at least one label"),
     ("alerting:\n  runbook_base_url: 42\n", "alerting.runbook_base_url", 4,

@@ -1,4 +1,5 @@
-"""redundancy collector: /proc/mdstat in its many shapes, ZFS pool states, bad input."""
+"""redundancy collector: md arrays from sysfs in every state the kernel reports, cross-
+checked against node_exporter's md fixtures; ZFS pool states; bad input."""
 
 from __future__ import annotations
 
@@ -9,176 +10,61 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from fixtures import mdraid as fx
+from fixtures.make_fixtures import build, variant
+from fixtures.tree import Tree
 from nodeslo.collectors.base import CollectorContext, CollectorSet
-from nodeslo.collectors.redundancy import (
-    MalformedMdstat,
-    RedundancyCollector,
-    RedundancyReader,
-    parse_mdstat,
+from nodeslo.collectors.mdraid import (
+    MdReader,
+    parse_count,
+    parse_member_state,
+    parse_sync_completed,
 )
+from nodeslo.collectors.redundancy import RedundancyCollector, ZfsReader, zfs_state_label
 from nodeslo.paths import Roots
 from support.exposition import samples, value
 
-PERSONALITIES = "Personalities : [raid1] [raid10] [raid0] [raid6] [raid5] [raid4] [linear]\n"
-
-HEALTHY_AND_RECOVERING = (
-    PERSONALITIES
-    + """md1 : active raid1 sdb2[2] sda2[0]
-      976630464 blocks super 1.2 [2/1] [U_]
-      [=>...................]  recovery =  8.5% (83017920/976630464) finish=74.3min speed=2003K/sec
-      bitmap: 8/8 pages [32KB], 65536KB chunk
-
-md0 : active raid10 nvme3n1[3] nvme2n1[2] nvme1n1[1] nvme0n1[0]
-      1953260544 blocks super 1.2 512K chunks 2 near-copies [4/4] [UUUU]
-
-unused devices: <none>
-"""
-)
-
-
-def test_healthy_and_recovering_arrays() -> None:
-    md1, md0 = parse_mdstat(HEALTHY_AND_RECOVERING)
-    assert (md0.device, md0.level, md0.active, md0.raid_disks, md0.working) == (
-        "md0",
-        "raid10",
-        True,
-        4,
-        4,
-    )
-    assert md0.down == 0 and not md0.degraded and md0.sync_action is None
-    # The member being rebuilt is neither in sync nor a spare.
-    assert (md1.raid_disks, md1.working, md1.down, md1.failed, md1.spares) == (2, 1, 1, 0, 0)
-    assert md1.degraded
-    assert md1.sync_action == "recovery"
-    assert md1.sync_progress == pytest.approx(83017920 / 976630464)
-    assert md0.problems == () and md1.problems == ()
-
-
-def test_failed_and_spare_members() -> None:
-    (md,) = parse_mdstat(
-        "md5 : active raid5 sde[4](S) sdd[3](F) sdc[2] sdb[1] sda[0]\n"
-        "      2929893888 blocks super 1.2 level 5, 512k chunk, algorithm 2 [4/3] [UUU_]\n"
-    )
-    assert (md.failed, md.spares, md.working, md.down, md.degraded) == (1, 1, 3, 1, True)
-    assert [m.name for m in md.members if m.faulty] == ["sdd"]
-
-
-def test_write_mostly_journal_and_replacement_flags() -> None:
-    (md,) = parse_mdstat(
-        "md2 : active raid1 sdc1[2](R) sdb1[1](W) sda1[0] nvme0n1p1[3](J)\n"
-        "      1048512 blocks [2/2] [UU]\n"
-    )
-    assert {m.name: m.flags for m in md.members} == {
-        "sdc1": "R",
-        "sdb1": "W",
-        "sda1": "",
-        "nvme0n1p1": "J",
-    }
-    assert (md.failed, md.spares, md.working) == (0, 0, 2)
-
-
-def test_raid0_and_linear_have_no_redundancy_status() -> None:
-    (md,) = parse_mdstat(
-        "md3 : active raid0 sdb[1] sda[0]\n      1953262592 blocks super 1.2 512k chunks\n"
-    )
-    assert md.raid_disks is None and md.down is None
-    assert md.working == 2 and not md.degraded and md.problems == ()
-
-
-def test_inactive_array() -> None:
-    (md,) = parse_mdstat(
-        "md127 : inactive sdb[1](S) sda[0](S)\n      3906764976 blocks super 1.2\n"
-    )
-    assert (md.active, md.level, md.spares, md.working, md.degraded) == (False, "", 2, 0, True)
-    assert md.problems == ()
-
-
-def test_read_only_array_is_active() -> None:
-    (md,) = parse_mdstat(
-        "md0 : active (auto-read-only) raid1 sdb[1] sda[0]\n      1046528 blocks [2/2] [UU]\n"
-    )
-    assert md.active and md.read_only and md.level == "raid1" and not md.degraded
+# --- pure decoders --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("line", "action", "progress"),
-    [
-        ("[====>....]  resync = 21.4% (1/4) finish=1min speed=1K/sec", "resync", 0.25),
-        ("[==>......]  check = 12.6% (117/1000) finish=..", "check", 0.117),
-        ("[=>.......]  reshape =  5.0% (5/100)", "reshape", 0.05),
-        ("resync=DELAYED", "resync", 0.0),
-        ("resync=PENDING", "resync", 0.0),
-        ("[==>......]  recovery = 33.3%", "recovery", 0.333),
-    ],
+    ("text", "ratio"),
+    [("none", None), ("delayed", 0.0), ("5 / 20", 0.25), ("49059 / 65408", 0.7500458659491194)],
 )
-def test_sync_progress(line: str, action: str, progress: float) -> None:
-    (md,) = parse_mdstat(
-        f"md0 : active raid1 sdb[1] sda[0]\n      1046528 blocks [2/2] [UU]\n      {line}\n"
-    )
-    assert md.sync_action == action
-    assert md.sync_progress == pytest.approx(progress)
+def test_sync_completed(text: str, ratio: float | None) -> None:
+    assert parse_sync_completed(text) == ratio
 
 
-def test_unknown_personality_is_reported_from_its_own_lines() -> None:
-    (md,) = parse_mdstat(
-        "md9 : active raid7 sdc[2] sdb[1] sda[0]\n      100 blocks super 1.2 [3/2] [UU_]\n"
-    )
-    assert md.level == "raid7"
-    assert md.problems == ("unknown personality 'raid7'",)
-    assert (md.raid_disks, md.working, md.degraded) == (3, 2, True)
+@pytest.mark.parametrize("text", ["", "12", "a / b", "5 / 0", "5/"])
+def test_sync_completed_refuses_what_is_no_fraction(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_sync_completed(text)
 
 
-def test_missing_status_line() -> None:
-    (md, ok) = parse_mdstat(
-        "md0 : active raid10 nvme1n1[1] nvme0n1[0]\n"
-        "md1 : active raid1 sdb[1] sda[0]\n      1046528 blocks [2/2] [UU]\n"
-    )
-    assert md.problems == ("missing status line",)
-    assert md.raid_disks is None and md.working == 2
-    assert ok.problems == () and ok.raid_disks == 2
+def test_member_state() -> None:
+    assert parse_member_state("in_sync,write_mostly") == {"in_sync", "write_mostly"}
+    assert parse_member_state("faulty") == {"faulty"}
+    for bad in ("", "in sync", "IN_SYNC", "spare,\x00"):
+        with pytest.raises(ValueError):
+            parse_member_state(bad)
 
 
-def test_redundant_array_without_slot_status() -> None:
-    (md,) = parse_mdstat("md0 : active raid1 sdb[1] sda[0]\n      1046528 blocks super 1.2\n")
-    assert md.problems == ("raid1 status line without [n/m] [U_]",)
+def test_counts() -> None:
+    assert parse_count("") is None  # raid_disks of an inactive array
+    assert parse_count("4") == 4
+    for bad in ("-1", "four"):
+        with pytest.raises(ValueError):
+            parse_count(bad)
 
 
-def test_inconsistent_status() -> None:
-    (md,) = parse_mdstat("md0 : active raid1 sdb[1] sda[0]\n      10 blocks [2/2] [U_]\n")
-    assert md.problems == ("status [2/2] [U_] is inconsistent",)
+# --- the reader on the fixture variants -----------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "complaint"),
-    [
-        ("      1046528 blocks [2/2] [UU]\n", "line 1: continuation outside an array"),
-        (PERSONALITIES + "garbage here\n", "line 2: not an array header"),
-    ],
-)
-def test_malformed_mdstat(text: str, complaint: str) -> None:
-    with pytest.raises(MalformedMdstat, match=complaint):
-        parse_mdstat(text)
-
-
-def test_empty_mdstat() -> None:
-    assert parse_mdstat(PERSONALITIES + "unused devices: <none>\n") == []
-
-
-# --- the collector -------------------------------------------------------------
-
-
-def tree(root: Path, mdstat: str | None = None, pools: dict[str, str] | None = None) -> Roots:
-    if mdstat is not None:
-        (root / "proc").mkdir(parents=True, exist_ok=True)
-        (root / "proc" / "mdstat").write_text(mdstat)
-    kstat = root / "proc/spl/kstat/zfs"
-    for pool, state in (pools or {}).items():
-        (kstat / pool).mkdir(parents=True, exist_ok=True)
-        (kstat / pool / "state").write_text(f"{state}\n")
-    if pools is not None:
-        kstat.mkdir(parents=True, exist_ok=True)
-        (kstat / "arcstats").write_text("13 1 0x01 147 39984 1 1\n")
-    return Roots.under(str(root))
+def md_tree(tmp_path: Path, *arrays: fx.Array) -> Roots:
+    tree = Tree(tmp_path)
+    for array in arrays:
+        fx.write_sysfs(tree, array)
+    return Roots.under(str(tmp_path))
 
 
 def scrape(roots: Roots) -> str:
@@ -188,107 +74,221 @@ def scrape(roots: Roots) -> str:
     return generate_latest(registry).decode()
 
 
-def test_collector_md_metrics(tmp_path: Path) -> None:
-    text = scrape(tree(tmp_path, HEALTHY_AND_RECOVERING))
-    assert value(text, "nodeslo_md_disks", device="md1", state="active") == 1
-    assert value(text, "nodeslo_md_disks", device="md1", state="down") == 1
-    assert value(text, "nodeslo_md_disks", device="md1", state="failed") == 0
-    assert value(text, "nodeslo_md_disks", device="md1", state="spare") == 0
-    assert value(text, "nodeslo_md_disks_required", device="md0") == 4
-    assert value(
-        text, "nodeslo_md_sync_progress_ratio", device="md1", action="recovery"
-    ) == pytest.approx(0.085, abs=1e-3)
-    assert not any(
-        n == "nodeslo_md_sync_progress_ratio" and ("device", "md0") in ls
-        for (n, ls) in samples(text)
+def disks(text: str, device: str) -> tuple[float, float, float]:
+    return tuple(  # type: ignore[return-value]
+        value(text, "nodeslo_md_disks", device=device, state=s)
+        for s in ("active", "failed", "spare")
     )
-    assert value(text, "nodeslo_md_active", device="md0") == 1
-    assert samples(text)[("nodeslo_md_info", (("device", "md0"), ("level", "raid10")))] == 1
 
 
-def test_collector_without_md_or_zfs_exports_nothing(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("md-shapes")
+    build(root, variant("md-shapes"))
+    return scrape(Roots.under(str(root)))
+
+
+def test_node_exporter_inactive_raid1_has_no_active_member(shapes: str) -> None:
+    """node_exporter's mdstat md4 (`inactive raid1 sda3[0](F) sdb3[1](S)`): 0 active,
+    1 failed, 1 spare, inactive. Its raid_disks is unknown (node_exporter says 0)."""
+    assert disks(shapes, "md40") == (0, 1, 1)
+    assert value(shapes, "nodeslo_md_state", device="md40", state="inactive") == 1
+    assert value(shapes, "nodeslo_md_active", device="md40") == 0
+    assert 'nodeslo_md_disks_required{device="md40"}' not in shapes
+    assert 'nodeslo_md_degraded{device="md40"}' not in shapes
+    # md219 (`inactive sdc[2](S) sda[0](S) sdb[1](S)`): 3 spares, nothing else.
+    assert disks(shapes, "md219") == (0, 0, 3)
+    assert value(shapes, "nodeslo_md_active", device="md219") == 0
+
+
+# node_exporter's node_md_raid_disks and node_md_degraded for procfs's sysfs fixtures.
+NODE_EXPORTER_SYSFS = {
+    "md0": (2, 0),
+    "md1": (2, 0),
+    "md10": (4, 0),
+    "md4": (3, 0),
+    "md5": (3, 1),
+    "md6": (4, 1),
+}
+
+
+@pytest.mark.parametrize("device", NODE_EXPORTER_SYSFS)
+def test_node_exporter_sysfs_shapes(shapes: str, device: str) -> None:
+    raid_disks, degraded = NODE_EXPORTER_SYSFS[device]
+    assert value(shapes, "nodeslo_md_disks_required", device=device) == raid_disks
+    assert value(shapes, "nodeslo_md_active", device=device) == 1
+    if device == "md0":
+        # raid0 has no degraded attribute: node_exporter reports 0, nodeslo nothing.
+        assert 'nodeslo_md_degraded{device="md0"}' not in shapes
+        assert value(shapes, "nodeslo_md_info", device="md0", level="raid0") == 1
+    else:
+        assert value(shapes, "nodeslo_md_degraded", device=device) == degraded
+
+
+def test_node_exporter_member_states_and_recovery(shapes: str) -> None:
+    # md5: sdaa spare, sdn and sdo in_sync, sdp faulty; md6 recovering onto sdt at 75 %.
+    assert disks(shapes, "md5") == (2, 1, 1)
+    assert value(shapes, "nodeslo_md_member_state", device="md5", member="sdp", state="faulty") == 1
+    assert disks(shapes, "md6") == (3, 0, 1)
+    progress = value(shapes, "nodeslo_md_sync_progress_ratio", device="md6", action="recover")
+    assert progress == pytest.approx(0.7500458659491194)
+    assert value(shapes, "nodeslo_md_state", device="md6", state="active") == 1
+    assert sum(v for (n, _), v in samples(shapes).items() if n == "nodeslo_md_state") == 8
+
+
+def test_seed_spec_and_its_faults(make_tree) -> None:  # type: ignore[no-untyped-def]
+    healthy = scrape(Roots.under(str(make_tree("seed-spec"))))
+    assert disks(healthy, "md0") == (8, 0, 0)
+    assert value(healthy, "nodeslo_md_degraded", device="md0") == 0
+    assert value(healthy, "nodeslo_md_disks_required", device="md0") == 8
+    assert value(healthy, "nodeslo_md_state", device="md0", state="clean") == 1
+    assert value(healthy, "nodeslo_md_mismatched_sectors", device="md0") == 0
+    assert "nodeslo_md_sync_progress_ratio{" not in healthy
+
+    degraded = scrape(Roots.under(str(make_tree("raid-degraded"))))
+    assert disks(degraded, "md0") == (7, 1, 0)
+    assert value(degraded, "nodeslo_md_degraded", device="md0") == 1
+    assert (
+        value(degraded, "nodeslo_md_member_state", device="md0", member="nvme5n1", state="faulty")
+        == 1
+    )
+
+    resyncing = scrape(Roots.under(str(make_tree("raid-resyncing"))))
+    ratio = value(resyncing, "nodeslo_md_sync_progress_ratio", device="md0", action="resync")
+    assert ratio == pytest.approx(1 / 3)
+    assert value(resyncing, "nodeslo_md_degraded", device="md0") == 0  # a resync is no loss
+
+    inactive = scrape(Roots.under(str(make_tree("raid-inactive"))))
+    assert value(inactive, "nodeslo_md_active", device="md0") == 0
+    assert value(inactive, "nodeslo_md_state", device="md0", state="inactive") == 1
+    assert disks(inactive, "md0") == (0, 0, 4)
+    assert value(inactive, "nodeslo_md_info", device="md0", level="") == 1
+
+    stopped = scrape(Roots.under(str(make_tree("raid-stopped"))))
+    assert "nodeslo_md_" not in stopped
+
+
+def test_a_fault_switched_off_again_leaves_no_stale_files(tmp_path: Path) -> None:
+    """The scenario player re-renders trees: inactive -> running must bring back the
+    sync files, running -> inactive must take them and the dropped members away."""
+    build(tmp_path, variant("seed-spec-tuned"))
+    build(tmp_path, variant("raid-inactive"))
+    assert not (tmp_path / fx.SYSFS / "md0/md/degraded").exists()
+    assert not (tmp_path / fx.SYSFS / "md0/md/dev-nvme1n1").exists()
+    build(tmp_path, variant("seed-spec-tuned"))
     text = scrape(Roots.under(str(tmp_path)))
-    assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
-    assert "nodeslo_md_" not in text and "nodeslo_zfs_" not in text
+    assert disks(text, "md0") == (8, 0, 0)
+    assert value(text, "nodeslo_md_degraded", device="md0") == 0
 
 
-def test_collector_malformed_mdstat_keeps_zfs_and_succeeds(
+def test_broken_raid0_and_a_write_mostly_member(tmp_path: Path) -> None:
+    """As seen under QEMU: a raid0 that lost a member and a raid1 whose last member
+    was failed read `broken`; broken is not running."""
+    roots = md_tree(
+        tmp_path,
+        fx.Array(
+            "md2",
+            "broken",
+            "raid0",
+            2,
+            (fx.Member("nvme2n1", 0, "in_sync"), fx.Member("nvme3n1", 1, "in_sync")),
+            100,
+        ),
+        fx.Array(
+            "md1",
+            "clean",
+            "raid1",
+            2,
+            (fx.Member("sda", 0, "in_sync"), fx.Member("sdb", 1, "in_sync,write_mostly")),
+            100,
+            degraded=0,
+        ),
+    )
+    text = scrape(roots)
+    assert value(text, "nodeslo_md_active", device="md2") == 0
+    assert value(text, "nodeslo_md_state", device="md2", state="broken") == 1
+    assert value(text, "nodeslo_md_disks_required", device="md2") == 2  # raid0 too
+    assert disks(text, "md1") == (2, 0, 0)
+    for state in ("in_sync", "write_mostly"):
+        got = value(text, "nodeslo_md_member_state", device="md1", member="sdb", state=state)
+        assert got == 1
+
+
+# --- bad input: each array and each value on its own ---------------------------------
+
+
+def test_unknown_or_unreadable_array_state_is_not_running_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    roots = tree(tmp_path, "      orphan continuation\n", {"pdds": "ONLINE"})
+    good = fx.Array("md1", "clean", "raid1", 2, (fx.Member("sda", 0, "in_sync"),), 1, degraded=1)
+    weird = fx.Array("md3", "exploded", "raid1", 2, (fx.Member("sdc", 0, "in_sync"),), 1)
+    unreadable = fx.Array("md4", "clean", "raid1", 2, (fx.Member("sdd", 0, "in_sync"),), 1)
+    roots = md_tree(tmp_path, good, weird, unreadable)
+    state = tmp_path / fx.SYSFS / "md4/md/array_state"
+    state.unlink()
+    state.mkdir()  # reading it fails with EISDIR
     with caplog.at_level(logging.WARNING):
         text = scrape(roots)
     assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
-    assert "nodeslo_md_disks{" not in text
-    assert value(text, "nodeslo_zfs_pool_state", pool="pdds", state="ONLINE") == 1
-    assert any("mdstat" in r.getMessage() and "line 1" in r.getMessage() for r in caplog.records)
-
-
-def test_collector_unknown_personality_and_missing_status_are_exported_and_logged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    mdstat = (
-        "md9 : active raid7 sdb[1] sda[0]\n      100 blocks [2/2] [UU]\n"
-        "md0 : active raid10 nvme1n1[1] nvme0n1[0](F)\n"
-    )
-    with caplog.at_level(logging.WARNING):
-        text = scrape(tree(tmp_path, mdstat))
-    assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
-    assert value(text, "nodeslo_md_disks_required", device="md9") == 2
-    # Without a status line the slots are unknown; the members still tell failed ones.
-    assert value(text, "nodeslo_md_disks", device="md0", state="failed") == 1
-    assert value(text, "nodeslo_md_disks", device="md0", state="active") == 1
-    assert 'nodeslo_md_disks_required{device="md0"}' not in text
+    for device in ("md3", "md4"):
+        # Missing data is no good news: the array counts as not running.
+        assert value(text, "nodeslo_md_active", device=device) == 0
+        states = [
+            v
+            for (n, ls), v in samples(text).items()
+            if n == "nodeslo_md_state" and dict(ls)["device"] == device
+        ]
+        assert len(states) == 10 and sum(states) == 0
+    assert value(text, "nodeslo_md_active", device="md1") == 1
     messages = " ".join(r.getMessage() for r in caplog.records)
-    assert "unknown personality 'raid7'" in messages
-    assert "md0: missing status line" in messages
+    assert "md3/md/array_state: unknown state 'exploded'" in messages
+    assert "md4/md/array_state" in messages
 
 
-def test_zfs_one_hot_states(tmp_path: Path) -> None:
-    text = scrape(tree(tmp_path, pools={"pdds": "DEGRADED", "boot": "ONLINE"}))
-    states = {
-        (dict(ls)["pool"], dict(ls)["state"]): v
-        for (n, ls), v in samples(text).items()
-        if n == "nodeslo_zfs_pool_state"
-    }
-    assert len(states) == 14  # 7 states x 2 pools; arcstats is not a pool
-    assert states[("pdds", "DEGRADED")] == 1 and states[("pdds", "ONLINE")] == 0
-    assert sum(v for (pool, _), v in states.items() if pool == "boot") == 1
-
-
-def test_zfs_unknown_state_is_all_zeros_and_logged(
+def test_malformed_values_are_skipped_one_by_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    array = fx.Array(
+        "md0",
+        "active",
+        "raid10",
+        4,
+        tuple(fx.Member(f"sd{c}", i, "in_sync") for i, c in enumerate("abcd")),
+        1,
+        degraded=0,
+        sync_action="check",
+        sync_completed="half of it",
+    )
+    roots = md_tree(tmp_path, array)
+    md = tmp_path / fx.SYSFS / "md0/md"
+    (md / "raid_disks").write_text("four\n")
+    (md / "dev-sdc/state").write_text("in sync!\n")
     with caplog.at_level(logging.WARNING):
-        text = scrape(tree(tmp_path, pools={"pdds": "RESILVERING?"}))
-    values = [v for (n, ls), v in samples(text).items() if n == "nodeslo_zfs_pool_state"]
-    assert len(values) == 7 and sum(values) == 0
-    assert any("unknown state 'RESILVERING?'" in r.getMessage() for r in caplog.records)
-
-
-def test_vanished_pool_is_left_out(tmp_path: Path) -> None:
-    """A pool exported between listing the kstat directory and reading its state."""
-    roots = tree(tmp_path, pools={"pdds": "ONLINE", "scratch": "ONLINE"})
-    reader = RedundancyReader(roots)
-    errors: list[tuple[str, Exception]] = []
-    assert [p.name for p in reader.zfs_pools(lambda k, e: errors.append((k, e)))] == [
-        "pdds",
-        "scratch",
-    ]
-    shutil.rmtree(tmp_path / "proc/spl/kstat/zfs/scratch")
-    (tmp_path / "proc/spl/kstat/zfs/scratch").mkdir()  # the directory outlives its files
-    assert [p.name for p in reader.zfs_pools(lambda k, e: errors.append((k, e)))] == ["pdds"]
-    assert errors == []
-    text = scrape(roots)
+        text = scrape(roots)
     assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
-    assert 'pool="scratch"' not in text
+    assert 'nodeslo_md_disks_required{device="md0"}' not in text
+    assert "nodeslo_md_sync_progress_ratio{" not in text
+    assert disks(text, "md0") == (3, 0, 0)  # sdc left out, the others counted
+    assert value(text, "nodeslo_md_degraded", device="md0") == 0
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    for complaint in ("raid_disks: not a count", "sync_completed", "dev-sdc/state"):
+        assert complaint in messages
 
 
-def test_seed_spec_fixture(seed_tree: Path) -> None:
-    text = scrape(Roots.under(str(seed_tree)))
-    assert value(text, "nodeslo_md_disks", device="md0", state="active") == 8
-    assert value(text, "nodeslo_md_disks_required", device="md0") == 8
-    assert value(text, "nodeslo_zfs_pool_state", pool="pdds", state="ONLINE") == 1
+def test_an_array_stopped_while_it_is_read_is_left_out(tmp_path: Path) -> None:
+    roots = md_tree(tmp_path, fx.Array("md0", "clean", "raid1", 2, (), 1, degraded=0))
+    reader = MdReader(roots)
+    assert [a.device for a in reader.arrays()] == ["md0"]
+    shutil.rmtree(tmp_path / fx.SYSFS / "md0/md")  # the block device outlives md/ briefly
+    assert reader.arrays() == []
+    (tmp_path / "sys/block/mdnotraid").mkdir()  # a device named md* without md/
+    assert reader.arrays() == []
+
+
+def test_no_md_or_zfs_exports_nothing(tmp_path: Path) -> None:
+    text = scrape(Roots.under(str(tmp_path)))
+    assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
+    assert "nodeslo_md_" not in text and "nodeslo_zfs_" not in text
 
 
 def test_real_captures_have_no_md_or_zfs(real_captures: dict[str, Path]) -> None:
@@ -296,3 +296,72 @@ def test_real_captures_have_no_md_or_zfs(real_captures: dict[str, Path]) -> None
         text = scrape(Roots.under(str(root)))
         assert value(text, "nodeslo_collector_success", collector="redundancy") == 1, name
         assert "nodeslo_md_" not in text and "nodeslo_zfs_" not in text, name
+
+
+# --- ZFS ------------------------------------------------------------------------------
+
+
+def zfs_tree(root: Path, pools: dict[str, str]) -> Roots:
+    kstat = root / "proc/spl/kstat/zfs"
+    for pool, state in pools.items():
+        (kstat / pool).mkdir(parents=True, exist_ok=True)
+        (kstat / pool / "state").write_text(f"{state}\n")
+    kstat.mkdir(parents=True, exist_ok=True)
+    (kstat / "arcstats").write_text("13 1 0x01 147 39984 1 1\n")
+    return Roots.under(str(root))
+
+
+def pool_states(text: str) -> dict[tuple[str, str], float]:
+    return {
+        (dict(ls)["pool"], dict(ls)["state"]): v
+        for (n, ls), v in samples(text).items()
+        if n == "nodeslo_zfs_pool_state"
+    }
+
+
+def test_zfs_one_hot_states(tmp_path: Path) -> None:
+    states = pool_states(scrape(zfs_tree(tmp_path, {"pdds": "DEGRADED", "boot": "ONLINE"})))
+    assert len(states) == 14  # 7 states x 2 pools; arcstats is not a pool
+    assert states[("pdds", "DEGRADED")] == 1 and states[("pdds", "ONLINE")] == 0
+    assert sum(v for (pool, _), v in states.items() if pool == "boot") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"),
+    [("SPLIT", "SPLIT"), ("RESILVERING?", "UNKNOWN"), ("x" * 80, "UNKNOWN"), ("", "UNKNOWN")],
+)
+def test_zfs_unknown_state_is_named_not_hidden(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, raw: str, label: str
+) -> None:
+    """A state this exporter does not know is a state that is not ONLINE: it is exported
+    under its own name when it is a word, else as UNKNOWN, so ZFSPoolDegraded names it."""
+    assert zfs_state_label(raw) == label
+    with caplog.at_level(logging.WARNING):
+        states = pool_states(scrape(zfs_tree(tmp_path, {"pdds": raw})))
+    assert states[("pdds", label)] == 1
+    assert states[("pdds", "ONLINE")] == 0
+    assert len(states) == 8 and sum(states.values()) == 1
+    assert any("unknown state" in r.getMessage() for r in caplog.records)
+
+
+def test_vanished_pool_is_left_out(tmp_path: Path) -> None:
+    """A pool exported between listing the kstat directory and reading its state."""
+    roots = zfs_tree(tmp_path, {"pdds": "ONLINE", "scratch": "ONLINE"})
+    reader = ZfsReader(roots)
+    errors: list[tuple[str, Exception]] = []
+    assert [p.name for p in reader.pools(lambda k, e: errors.append((k, e)))] == [
+        "pdds",
+        "scratch",
+    ]
+    shutil.rmtree(tmp_path / "proc/spl/kstat/zfs/scratch")
+    (tmp_path / "proc/spl/kstat/zfs/scratch").mkdir()  # the directory outlives its files
+    assert [p.name for p in reader.pools(lambda k, e: errors.append((k, e)))] == ["pdds"]
+    assert errors == []
+    text = scrape(roots)
+    assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
+    assert 'pool="scratch"' not in text
+
+
+def test_seed_spec_zfs(seed_tree: Path) -> None:
+    text = scrape(Roots.under(str(seed_tree)))
+    assert value(text, "nodeslo_zfs_pool_state", pool="pdds", state="ONLINE") == 1

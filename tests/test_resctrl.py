@@ -39,7 +39,7 @@ def test_parse_mbm() -> None:
     assert parse_mbm("f", "123") == 123
     for state in ("Unavailable", "Error", "Unassigned"):
         assert parse_mbm("f", state) is None
-    with pytest.raises(MalformedValue, match="f: not a byte count"):
+    with pytest.raises(MalformedValue, match="f: not an integer"):
         parse_mbm("f", "12 MB")
 
 

@@ -25,7 +25,7 @@ from conftest import REPO
 from nodeslo import burnrate
 from nodeslo.cli import main
 from nodeslo.pack import catalog, generate, promql, rules, slo
-from nodeslo.profile import Profile, load_profile
+from nodeslo.profile import LatencySLI, Profile, load_profile
 
 DAY = 86400.0
 
@@ -169,9 +169,10 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-links",
         "nodeslo-inventory",
         "nodeslo-exporter",
+        "nodeslo-pipeline",
         "nodeslo-hourly",
     ]
-    assert [g.get("interval") for g in groups] == [None] * 12 + ["1h"]
+    assert [g.get("interval") for g in groups] == [None] * 13 + ["1h"]
 
 
 def test_generation_is_deterministic(profile: Profile) -> None:
@@ -185,9 +186,9 @@ def test_each_recording_is_read_after_it_is_written(groups: list[dict[str, Any]]
     schedule, e.g. the hourly one) is read only through a range, never as a value."""
     recorded = {r["record"] for r in all_rules(groups) if "record" in r}
     assert {r["record"] for r in groups[-1]["rules"]} == {
-        "instance_slo:nodeslo_sli_errors:rate1h",
-        "instance_slo:nodeslo_sli_events:rate1h",
-        "instance_controller:nodeslo_nvme_percentage_used_ratio:hourly",
+        "instance_serial:nodeslo_nvme_percentage_used_ratio:hourly",
+        "instance_slo:nodeslo_sli_errors:sum1h_rate5m",
+        "instance_slo:nodeslo_sli_events:sum1h_rate5m",
         "instance_interface:nodeslo_network_speed_bytes_per_second:max1h",
         "instance:nodeslo_inventory_memory_bytes:hourly",
         "instance:nodeslo_inventory_dimms:hourly",
@@ -231,13 +232,20 @@ def test_slo_records_are_the_documented_ones(profile: Profile) -> None:
         assert tuple(r["record"] for r in group["rules"] if "record" in r) == names
 
 
-def test_only_the_5m_rates_read_raw_series(groups: list[dict[str, Any]]) -> None:
-    """Long windows and the period come from recordings, never a 30d range over raw data."""
+def test_only_windows_up_to_an_hour_read_raw_series(groups: list[dict[str, Any]]) -> None:
+    """Long windows and the period come from recordings, never a 30d range over raw data;
+    the paging tier's windows (30m, 1h) of latency SLIs read the raw counters, free of the
+    5m rates' lag (a time SLI's capacity is a gauge: its windows stay on the recordings)."""
+    profile = load_profile()
     for group in groups[:4]:
+        slo_name = group["name"].removeprefix("nodeslo-slo-")
+        latency = isinstance(profile.slo(slo_name).sli, LatencySLI)
+        raw_records = ("ratio_rate30m", "ratio_rate1h") if latency else ()
         for rule in group["rules"]:
             raw = set(re.findall(r"(?<![:a-z_])nodeslo_[a-z0-9_]+", rule["expr"]))
-            if rule.get("record", "").endswith(":rate5m"):
+            if rule.get("record", "").endswith((":rate5m", *raw_records)):
                 assert raw, rule["record"]
+                assert "_over_time(" not in rule["expr"]
             else:
                 assert not raw, (rule.get("record") or rule["alert"], raw)
                 assert not re.search(r"\[\d+[smhd]:", rule["expr"])  # no subquery either
@@ -265,7 +273,8 @@ def test_latency_slis_read_the_threshold_bucket_in_every_spelling(
 
 def test_every_alert_is_complete(profile: Profile, groups: list[dict[str, Any]]) -> None:
     for alert in alerts(groups):
-        assert alert["labels"]["severity"] in ("critical", "warning")
+        heartbeat = alert["alert"] == "Watchdog" and alert["labels"]["severity"] == "none"
+        assert alert["labels"]["severity"] in ("critical", "warning") or heartbeat
         assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}
         assert alert["annotations"]["runbook_url"] == (
             f"{profile.alerting.runbook_base_url}/{alert['alert']}.md"
@@ -417,9 +426,53 @@ def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
     absent = [
         a
         for a in rules.health_alerts(profile)
-        if a.name == "NodeSLOProbeDown" and "unless on" in a.expr
+        if a.name == "NodeSLOProbeDown" and "unless" in a.expr
     ]
+    absent = [a for a in rules.health_alerts(profile) if a.name == "NodeSLOProbeDown" and a.labels]
     assert [dict(a.labels)["probe"] for a in absent] == ["storage"]
+
+
+def test_without_a_prometheus_selector_the_rule_evaluation_alerts_are_off(
+    tmp_path: Path,
+) -> None:
+    """Rules run where prometheus_rule_* do not exist (a Mimir ruler): the heartbeat stays."""
+    names = rules.alert_names(site(tmp_path, "alerting: {prometheus_selector: false}\n"))
+    assert "Watchdog" in names
+    assert not [n for n in names if n.startswith("NodeSLORule")]
+
+
+def test_the_site_selectors_reach_the_absence_alerts(tmp_path: Path) -> None:
+    profile = site(
+        tmp_path,
+        """
+        alerting:
+          prometheus_selector: job="prometheus-k8s", namespace="monitoring"
+          exporter_lookback: 7d
+          instance_labels: [region, instance]
+        """,
+    )
+    text = rules.rule_file(profile)[0][1]
+    assert (
+        'absent(prometheus_rule_group_iterations_total{job="prometheus-k8s", '
+        'namespace="monitoring", rule_group=~".+;nodeslo-.+"})' in text
+    )
+    assert 'group by (region, instance, job) (present_over_time(up{job="nodeslo"}[7d]))' in text
+    assert "unless on (region, instance)" in text
+
+
+def test_without_a_throttling_slo_a_missing_throttle_signal_is_no_ticket(tmp_path: Path) -> None:
+    assert "CPUThrottleSignalMissing" in rules.alert_names(load_profile())
+    names = rules.alert_names(site(tmp_path, "slos: {cpu-unthrottled: null}\n"))
+    assert "CPUThrottleSignalMissing" not in names
+
+
+def test_cpu_temperature_limits_follow_the_profile(tmp_path: Path) -> None:
+    """Only the vendors the profile names get a fallback limit."""
+    profile = site(tmp_path, "health: {cpu: {temperature_crit: {amd: null, intel: 105}}}\n")
+    text = rules.rule_file(profile)[0][1]
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"coretemp"} + 105' in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 95' not in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 85' in text
 
 
 def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
@@ -435,9 +488,19 @@ def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
 # Metrics outside the design's contract table, each agreed with its collector's owner.
 CONTRACT_EXTRAS = {
     "nodeslo_cpu_physical_cores",  # capacity of cpu-unthrottled (thermal collector)
+    "nodeslo_cpu_below_target_frequency_seconds_total",  # its bad time on AMD (thermal)
+    "nodeslo_cpu_throttle_signal_info",  # which of the two a host has (thermal)
     "nodeslo_firmware_microcode_revisions",  # firmware collector
     "nodeslo_firmware_microcode_outdated",  # firmware collector
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics
+    "nodeslo_probe_wakeup_engine_info",  # the wake-up probe's engine (WakeupProbeEngineFallback)
+    "nodeslo_probe_io_stalled_seconds",  # storage probe (NodeSLOStorageStalled, issue 13)
+    # md as the kernel's sysfs reports it (redundancy collector, issue 13).
+    "nodeslo_md_active",
+    "nodeslo_md_degraded",
+    "nodeslo_md_info",
+    "nodeslo_md_member_state",
+    "nodeslo_md_state",
     # The design's "links" row names these areas only; the names are issue 15's
     # (docs/links-and-inventory.md): pcie, network and inventory collectors.
     "nodeslo_pcie_link_speed_transfers_per_second",
@@ -488,7 +551,9 @@ def test_the_catalogue_names_what_each_alert_reads(profile: Profile) -> None:
     params = catalog.parameters(profile)
     for alert in rules.health_alerts(profile):
         expr = catalog.fill(alert.expr, params)
-        read = set(re.findall(r"(?<![:a-z_])(?:nodeslo_[a-z0-9_]+|up)(?=[{[\s)]|$)", expr))
+        read = set(
+            re.findall(r"(?<![:a-z_])(?:(?:nodeslo|prometheus)_[a-z0-9_]+|up)(?=[{[\s)]|$)", expr)
+        )
         recorded = {catalog.fill(r.record, params): set(r.source) for r in catalog.RECORDINGS}
         for name, sources in recorded.items():
             if name in expr:

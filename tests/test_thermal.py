@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from fixtures import cpufreq as fx_cpufreq
 from fixtures import hwmon as fx_hwmon
+from fixtures import procfs as fx_procfs
 from fixtures import thermal as fx
+from fixtures.make_fixtures import variant
 from fixtures.spec import SEED_SPEC, cpus
 from nodeslo import readers
 from nodeslo.collectors.base import CollectorContext, CollectorSet
 from nodeslo.collectors.thermal import ThermalCollector
 from nodeslo.paths import Roots
+from nodeslo.profile import load_profile
 from support.areas import partial_tree
 from support.exposition import names, samples, value
 from support.syscalls import CountingOs, FaultyOs
@@ -309,3 +313,160 @@ def test_nvme_chips_are_left_to_the_nvme_collector(tmp_path: Path) -> None:
     ctx.options.thermal_hwmon_chip_exclude = ""
     everything = scrape_with(ThermalCollector(ctx))
     assert value(everything, "nodeslo_hwmon_temperature_celsius", chip_name="nvme") == 35.85
+
+
+# --- the frequency signal, where there is no thermal_throttle (AMD) --------------------
+
+AMD_THROTTLING = "thermal-throttling-amd"
+SECONDS = 100.0
+# 2 packages x 4 cores x 2 threads: core 0 of each package is the throttled quarter.
+CPUS = 16
+
+
+def fixture_busy_ticks(cpu: int, uptime: float) -> int:
+    """What fixtures.procfs writes as user + system + softirq for one CPU."""
+    busy = 0.30 + 0.001 * (cpu % 50)
+    return int(uptime * 100 * busy * 0.8) + int(uptime * 100 * busy * 0.2) + int(uptime)
+
+
+def amd_tree(root: Path, name: str, uptime: float) -> Roots:
+    areas = (fx.write, fx_procfs.write, fx_cpufreq.write)
+    return partial_tree(root, name, *areas, uptime=uptime, cpus=CPUS)
+
+
+def test_amd_counts_busy_core_time_below_the_target(tmp_path: Path) -> None:
+    """A quarter of the cores run at 2.2 GHz, under the profile's 3.5 GHz: their busy time
+    (the busier SMT sibling's) is below target; the others, at 3.5-3.75 GHz, are not."""
+    start = variant(AMD_THROTTLING).uptime_seconds
+    collector = make(amd_tree(tmp_path, AMD_THROTTLING, start))
+    first = scrape_with(collector)
+    assert value(first, "nodeslo_cpu_throttle_signal_info", source="frequency") == 1
+    assert value(first, "nodeslo_cpu_busy_seconds_total", package="0") == 0
+    amd_tree(tmp_path, AMD_THROTTLING, start + SECONDS)
+    text = scrape_with(collector)
+    spec = variant(AMD_THROTTLING, CPUS)
+    busy = {"0": 0.0, "1": 0.0}
+    below = {"0": 0.0, "1": 0.0}
+    for package in range(spec.sockets):
+        for core in range(spec.cores_per_socket):
+            siblings = [c for c in cpus(spec) if c.package == package and c.core == core]
+            ticks = max(
+                fixture_busy_ticks(c.number, start + SECONDS) - fixture_busy_ticks(c.number, start)
+                for c in siblings
+            )
+            busy[str(package)] += ticks / 100
+            if fx.core_throttled(spec, package, core):
+                below[str(package)] += ticks / 100
+    for package in ("0", "1"):
+        got = value(text, "nodeslo_cpu_busy_seconds_total", package=package)
+        assert got == pytest.approx(busy[package])
+        got = value(text, "nodeslo_cpu_below_target_frequency_seconds_total", package=package)
+        assert got == pytest.approx(below[package])
+    # About a third of each core's time is busy; a quarter of the cores are slow.
+    assert below["0"] / (4 * SECONDS) == pytest.approx(0.25 * 0.31, rel=0.05)
+    assert "nodeslo_cpu_throttle_seconds_total" not in names(text)
+
+
+def test_intel_reads_thermal_throttle_and_not_frequencies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    areas = (fx.write, fx_procfs.write, fx_cpufreq.write)
+    roots = partial_tree(tmp_path, "seed-spec", *areas, cpus=CPUS)
+    collector = make(roots)
+    counting = CountingOs()
+    monkeypatch.setattr(readers, "os", counting)
+    text = scrape_with(collector)
+    assert value(text, "nodeslo_cpu_throttle_signal_info", source="thermal_throttle") == 1
+    assert "nodeslo_cpu_below_target_frequency_seconds_total" not in names(text)
+    assert not any(name.endswith(("_cur_freq", "/stat")) for name in counting.opened)
+
+
+def test_amd_without_cpufreq_has_no_signal(tmp_path: Path) -> None:
+    collector = make(amd_tree(tmp_path, "amd-no-cpufreq", 1000.0))
+    text = scrape_with(collector)
+    assert value(text, "nodeslo_cpu_throttle_signal_info", source="none") == 1
+    assert "nodeslo_cpu_busy_seconds_total" not in names(text)
+    assert value(text, "nodeslo_collector_success", collector="thermal") == 1
+
+
+def test_a_profile_without_a_frequency_target_has_no_signal(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "extends: process-management\nprofile: site\ncapacity: {all_core_frequency_hertz: null}\n"
+    )
+    profile = load_profile(str(site))
+    roots = amd_tree(tmp_path / "tree", AMD_THROTTLING, 1000.0)
+    collector = ThermalCollector(CollectorContext(roots=roots, profile=lambda: profile))
+    text = scrape_with(collector)
+    assert value(text, "nodeslo_cpu_throttle_signal_info", source="none") == 1
+
+
+@pytest.mark.parametrize(
+    ("stat", "why"),
+    [
+        (None, "missing"),
+        ("cpu  1 2 3\ncpu0 1 2\n", "a per-CPU line with too few counters"),
+        ("cpu0 1 2 x 4 5 6 7 8\n", "not a number"),
+    ],
+)
+def test_a_bad_proc_stat_skips_the_interval_not_the_scrape(
+    tmp_path: Path, stat: str | None, why: str
+) -> None:
+    """The counters hold (no bad time invented, none lost later), the rest is served."""
+    start = 1000.0
+    roots = amd_tree(tmp_path, AMD_THROTTLING, start)
+    collector = make(roots)
+    scrape_with(collector)
+    amd_tree(tmp_path, AMD_THROTTLING, start + SECONDS)
+    proc_stat = tmp_path / "proc" / "stat"
+    if stat is None:
+        proc_stat.unlink()
+    else:
+        proc_stat.write_text(stat)
+    text = scrape_with(collector)
+    assert value(text, "nodeslo_collector_success", collector="thermal") == 1, why
+    assert value(text, "nodeslo_cpu_busy_seconds_total", package="0") == 0, why
+    assert value(text, "nodeslo_cpu_throttle_signal_info", source="frequency") == 1
+    assert value(text, "nodeslo_cpu_physical_cores", package="0") == CPUS // 4
+
+
+def test_an_unreadable_frequency_counts_as_below_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not knowing how fast a busy core ran is not evidence that it was fast."""
+    start = 1000.0
+    collector = make(amd_tree(tmp_path, "seed-spec-amd", start))
+    scrape_with(collector)
+    amd_tree(tmp_path, "seed-spec-amd", start + SECONDS)
+    # CPU 1 and CPU 9 are the two threads of core 1, package 0 (the fixture numbers all
+    # first threads, then all second ones). One unreadable: judged on the other (3.5+ GHz).
+    monkeypatch.setattr(readers, "os", FaultyOs({"policy1/scaling_cur_freq": errno.EIO}))
+    text = scrape_with(collector)
+    assert value(text, "nodeslo_collector_success", collector="thermal") == 1
+    assert value(text, "nodeslo_cpu_below_target_frequency_seconds_total", package="0") == 0
+    # Both unreadable: the core's busy time counts as below the target.
+    faults = {"policy1/scaling_cur_freq": errno.EIO, "policy9/scaling_cur_freq": errno.EIO}
+    monkeypatch.setattr(readers, "os", FaultyOs(faults))
+    amd_tree(tmp_path, "seed-spec-amd", start + 2 * SECONDS)
+    text = scrape_with(collector)
+    expected = max(
+        fixture_busy_ticks(cpu, start + 2 * SECONDS) - fixture_busy_ticks(cpu, start + SECONDS)
+        for cpu in (1, 9)
+    )
+    got = value(text, "nodeslo_cpu_below_target_frequency_seconds_total", package="0")
+    assert got == pytest.approx(expected / 100)
+
+
+def test_cpuinfo_avg_freq_is_preferred_when_the_kernel_has_it(tmp_path: Path) -> None:
+    """6.14+: the hardware's average; scaling_cur_freq may then be the requested one."""
+    start = 1000.0
+    roots = amd_tree(tmp_path, "seed-spec-amd", start)
+    for policy in (tmp_path / "sys/devices/system/cpu/cpufreq").glob("policy*"):
+        (policy / "cpuinfo_avg_freq").write_text("2000000\n")  # all held at 2 GHz
+    collector = make(roots)
+    scrape_with(collector)
+    amd_tree(tmp_path, "seed-spec-amd", start + SECONDS)
+    text = scrape_with(collector)
+    busy = value(text, "nodeslo_cpu_busy_seconds_total", package="0")
+    assert busy > 0
+    assert value(text, "nodeslo_cpu_below_target_frequency_seconds_total", package="0") == busy

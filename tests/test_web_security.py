@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 
 from conftest import missing
 from nodeslo.web import auth as webauth
+from nodeslo.web.clienthello import client_max_version
 from nodeslo.web.webconfig import (
     CIPHER_SUITES,
     WebConfigCollector,
@@ -187,6 +189,74 @@ def test_tls_1_1_client_is_served_when_min_version_allows_it(
         )
         with sock:
             assert sock.version() == "TLSv1.1"
+
+
+LEGACY_WARNINGS = (
+    "ignore:ssl.TLSVersion.TLSv1_1 is deprecated",
+    "ignore:ssl.TLSVersion.TLSv1 is deprecated",
+)
+
+
+@pytest.mark.filterwarnings(*LEGACY_WARNINGS)
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA"])
+def test_allowing_tls_1_0_never_gives_a_tls_1_2_client_a_legacy_suite(
+    cipher: str, certs: tlscerts.Certs, tmp_path: Path
+) -> None:
+    # Issue 19 item 9: min_version TLS10 used to drop the whole context to level 0.
+    path = write(tmp_path / "web.yml", tls_config(certs, "  min_version: TLS10\n", users=False))
+    config = WebConfigSource(path)
+    with w.serving(config) as server:
+        port = w.port(server)
+        weak = client(certs, minimum=ssl.TLSVersion.TLSv1_2, maximum=ssl.TLSVersion.TLSv1_2)
+        weak.set_ciphers(cipher + ":@SECLEVEL=0")
+        _refused(port, weak)  # a TLS 1.2 client offering only CBC-SHA: no common suite
+        # The same suite is what a TLS 1.0 client gets: the legacy context serves it.
+        legacy = client(certs, minimum=ssl.TLSVersion.TLSv1, maximum=ssl.TLSVersion.TLSv1)
+        legacy.set_ciphers(cipher + ":@SECLEVEL=0")
+        with legacy.wrap_socket(
+            socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1"
+        ) as sock:
+            assert sock.version() == "TLSv1"
+            assert (sock.cipher() or ("",))[0] == cipher
+        modern = client(certs, maximum=ssl.TLSVersion.TLSv1_2)
+        with modern.wrap_socket(
+            socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1"
+        ) as sock:
+            assert sock.version() == "TLSv1.2"
+            assert "GCM" in (sock.cipher() or ("",))[0] or "CHACHA" in (sock.cipher() or ("",))[0]
+    tls = config.config.tls
+    assert tls is not None and tls.legacy is not None
+    # Neither context has a static-RSA suite; only the legacy one has CBC-SHA.
+    for context in (tls.context, tls.legacy):
+        assert not [c for c in context.get_ciphers() if c["kea"] == "kx-rsa"]
+    modern_suites = {c["name"] for c in tls.context.get_ciphers() if c["protocol"] != "TLSv1.3"}
+    assert not {n for n in modern_suites if n.endswith("-SHA")}
+
+
+def test_client_hello_versions_are_read_from_the_first_bytes() -> None:
+    def hello(**versions: ssl.TLSVersion) -> bytes:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for name, version in versions.items():
+                setattr(context, name, version)
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        outgoing = ssl.MemoryBIO()
+        conn = context.wrap_bio(ssl.MemoryBIO(), outgoing)
+        with pytest.raises(ssl.SSLWantReadError):
+            conn.do_handshake()
+        return outgoing.read()
+
+    modern = hello()
+    assert client_max_version(modern) == 0x0304
+    assert client_max_version(hello(maximum_version=ssl.TLSVersion.TLSv1_2)) == 0x0303
+    old = hello(minimum_version=ssl.TLSVersion.TLSv1, maximum_version=ssl.TLSVersion.TLSv1_1)
+    assert client_max_version(old) == 0x0302
+    for cut in (0, 1, 10, 50, len(modern) // 2):
+        assert client_max_version(modern[:cut]) in (None, 0x0304)
+    assert client_max_version(b"GET / HTTP/1.1\r\n") is None
 
 
 def test_max_version_and_cipher_suites_are_what_is_negotiated(
@@ -388,7 +458,23 @@ def test_cache_is_bounded() -> None:
     users = {"prometheus": HASH.encode()}
     for i in range(20):
         assert not auth.check(users, w.basic("prometheus", f"guess {i}")["Authorization"])
-    assert len(auth._cache) <= 4
+    assert len(auth._bad.entries) <= 4
+
+
+def test_failed_logins_never_push_out_a_good_one_and_are_throttled_per_client() -> None:
+    auth = webauth.BasicAuth(size=4)
+    users = {"prometheus": HASH.encode()}
+    assert auth.check(users, GOOD["Authorization"], "10.0.0.1")
+    for i in range(40):  # ten times the cache size, from one guessing client
+        assert not auth.check(users, w.basic("prometheus", f"guess {i}")["Authorization"], "x")
+    assert auth.bcrypt_calls == 1 + webauth.MAX_FAILURES  # then refused without bcrypt
+    assert auth.throttled == 40 - webauth.MAX_FAILURES
+    # The scraper's login is still cached: no bcrypt, no wait behind the guesses.
+    assert auth.check(users, GOOD["Authorization"], "10.0.0.1")
+    assert auth.bcrypt_calls == 1 + webauth.MAX_FAILURES
+    # Another client is not throttled by the first one's failures.
+    assert not auth.check(users, w.basic("prometheus", "other")["Authorization"], "y")
+    assert auth.bcrypt_calls == 2 + webauth.MAX_FAILURES
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ from typing import Literal, Protocol, TextIO
 
 from nodeslo.collectors.edac import EdacReader, EdacSnapshot
 from nodeslo.collectors.firmware import FirmwareReader, Microcode
-from nodeslo.collectors.redundancy import MalformedMdstat, MdArray, RedundancyReader, ZfsPool
+from nodeslo.collectors.mdraid import MdArray, MdReader
+from nodeslo.collectors.redundancy import ZfsPool, ZfsReader
 from nodeslo.collectors.thermal import throttle_sources
 from nodeslo.collectors.tuning import TuningReader, TuningResult
 from nodeslo.cpus import Topology
@@ -190,12 +191,18 @@ def ecc_findings(edac: EdacSnapshot) -> list[Finding]:
 
 
 def md_finding(array: MdArray) -> Finding:
+    """The kernel's verdict on the array: its state, its degraded count, failed members."""
     setting = f"md:{array.device}"
-    if not array.active:
-        return finding(setting, "active", "inactive (assembled, not started)", "fail")
-    members = f"{array.working}/{array.raid_disks}" if array.raid_disks else str(array.working)
-    expected = f"{array.raid_disks}/{array.raid_disks} in sync" if array.raid_disks else "active"
-    parts = [f"{members} in sync" if array.raid_disks else f"{members} members"]
+    if not array.running:
+        state = array.state or "unreadable"
+        what = "assembled, not started" if state == "inactive" else "not running"
+        return finding(setting, "active", f"{state} ({what})", "fail")
+    total = array.raid_disks
+    expected = f"{total}/{total} in sync" if total else "active"
+    if total and array.degraded is not None:
+        parts = [f"{total - array.degraded}/{total} in sync"]
+    else:
+        parts = [f"{array.active_members} members"]
     failed = [m.name for m in array.members if m.faulty]
     if failed:
         parts.append(f"failed: {', '.join(failed)}")
@@ -204,8 +211,8 @@ def md_finding(array: MdArray) -> Finding:
     if array.problems:
         parts.append("; ".join(array.problems))
     verdict: Verdict = "fail" if array.degraded or failed else "pass"
-    if array.problems and verdict == "pass" and array.raid_disks is None:
-        verdict = "error"  # a redundant array whose status we could not read
+    if array.problems and verdict == "pass":
+        verdict = "error"  # part of the array could not be read: no verdict on it
     return finding(setting, expected, ", ".join(parts), verdict)
 
 
@@ -389,15 +396,15 @@ class Host:
     ) -> list[Finding]:
         try:
             return read()
-        except (ReadError, MalformedMdstat) as exc:
+        except ReadError as exc:
             return [error_finding(setting, expected, exc)]
 
     def _ecc(self) -> list[Finding]:
         return ecc_findings(EdacReader(self.roots).read(self.warn))
 
     def _redundancy(self) -> list[Finding]:
-        reader = RedundancyReader(self.roots)
-        return redundancy_findings(reader.md_arrays(), reader.zfs_pools(self.warn))
+        arrays = MdReader(self.roots).arrays()
+        return redundancy_findings(arrays, ZfsReader(self.roots).pools(self.warn))
 
     def _microcode(self) -> list[Finding]:
         reader = FirmwareReader(self.roots, self.topology)

@@ -8,12 +8,15 @@ exits 2, before anything starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from nodeslo import __version__
 from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
+from nodeslo.collectors.base import DEFAULT_TIMEOUT_SECONDS
+from nodeslo.flagtypes import duration
 from nodeslo.nvme import cli as nvme_cli
 from nodeslo.pack import generate as pack_generate
 from nodeslo.probes import settings as probe_flags
@@ -147,6 +150,15 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         action="store_true",
         help="run only the collectors enabled explicitly",
     )
+    collectors.add_argument(
+        "--collector.timeout",
+        dest="collector_timeout",
+        type=duration,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="DURATION",
+        help="how long a scrape waits for one collector; one that overruns (a blocking "
+        "read) is reported failed and skipped until it returns (default: 4s)",
+    )
     for name, cls in sorted(COLLECTORS.items()):
         state = "on" if cls.default_enabled else "off"
         collectors.add_argument(
@@ -201,6 +213,47 @@ def _check(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def add_probe_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "probe",
+        help="run a probe outside the daemon (the wake-up probe with CAP_SYS_NICE)",
+        description="Run a probe in a process of its own that reports to `nodeslo serve`.",
+    )
+    probes = parser.add_subparsers(dest="probe", metavar="PROBE", required=True)
+    wakeup = probes.add_parser(
+        "wakeup",
+        help="the wake-up latency probe, reporting to --probe.wakeup.socket",
+        description="Connect to the daemon's --probe.wakeup.socket, receive the probe's "
+        "settings, measure wake-up latency (cyclictest keeps this process's capabilities: "
+        "CAP_SYS_NICE from its unit or container) and report; reconnect whenever either "
+        "side goes.",
+    )
+    wakeup.add_argument(
+        "--connect",
+        required=True,
+        metavar="PATH",
+        help="the daemon's socket (its --probe.wakeup.socket)",
+    )
+    add_log_flags(wakeup)
+    wakeup.set_defaults(func=_probe_wakeup)
+
+
+def _probe_wakeup(args: argparse.Namespace) -> int:
+    """Become the relay, lean: this process has imported every collector and the
+    generator; exec keeps the PID (systemd's MainPID) and the ambient capability."""
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "nodeslo.probes.relay",
+            f"--connect={args.connect}",
+            f"--log.level={args.log_level}",
+            f"--log.format={args.log_format}",
+        ],
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nodeslo",
@@ -212,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_parser(commands)
     nvme_cli.add_parsers(commands)
     pack_generate.add_parser(commands)
+    add_probe_parser(commands)
     return parser
 
 

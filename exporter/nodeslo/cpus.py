@@ -14,6 +14,9 @@ from nodeslo.paths import Roots
 from nodeslo.readers import MalformedValue, list_dir, read_int, read_text
 
 CPU_DIR = "devices/system/cpu"
+# Above any kernel's NR_CPUS (8192 on x86 MAXSMP): a list reaching past it is corrupt, and
+# expanding `0-99999999999` would exhaust memory.
+MAX_CPUS = 1 << 16
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -31,6 +34,8 @@ def parse_cpu_list(text: str) -> list[int]:
             raise ValueError(f"not a CPU list: {text!r}") from None
         if last < first:
             raise ValueError(f"descending range {part!r} in CPU list {text!r}")
+        if first < 0 or last >= MAX_CPUS:
+            raise ValueError(f"CPU number out of range (0-{MAX_CPUS - 1}) in {text[:40]!r}")
         cpus.update(range(first, last + 1))
     return sorted(cpus)
 

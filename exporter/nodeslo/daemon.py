@@ -17,7 +17,12 @@ from prometheus_client.process_collector import ProcessCollector
 
 from nodeslo import privileges
 from nodeslo.collectors import COLLECTORS
-from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
+from nodeslo.collectors.base import (
+    DEFAULT_TIMEOUT_SECONDS,
+    Collector,
+    CollectorContext,
+    CollectorSet,
+)
 from nodeslo.log import OnceLog
 from nodeslo.paths import Roots
 from nodeslo.probes.collector import probe_collectors
@@ -70,7 +75,8 @@ class Daemon:
         self.disabled = [n for n in COLLECTORS if n not in names]
         collectors: list[Collector] = [COLLECTORS[name](ctx) for name in names]
         collectors += probe_collectors(ctx)  # --probe.* flags, not --collector.*
-        self.collectors = CollectorSet(collectors, self.errors)
+        timeout = getattr(args, "collector_timeout", DEFAULT_TIMEOUT_SECONDS)
+        self.collectors = CollectorSet(collectors, self.errors, timeout)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SelfCollector(lambda: self.profile, self.reload_state))
         self.registry.register(self.collectors)
@@ -79,7 +85,12 @@ class Daemon:
         # The daemon's own CPU and memory, always from the real /proc/self.
         ProcessCollector(registry=self.registry)
         self.notifier = Notifier()
-        self.commands: queue.SimpleQueue[str] = queue.SimpleQueue()
+        # (command, payload): ("reload", None), ("stop", None), ("loaded", result).
+        self.commands: queue.SimpleQueue[tuple[str, Profile | ProfileError | None]] = (
+            queue.SimpleQueue()
+        )
+        self._reloading = False
+        self._reload_again = False
         self._ready = threading.Event()
         self.server: Server | None = None
 
@@ -104,32 +115,50 @@ class Daemon:
         self.server = make_server(self.args.web_listen_address, app, max_connections)
         return self.server
 
-    def reload(self) -> bool:
-        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+    def _load(self) -> Profile | ProfileError:
         try:
-            profile = load_profile(self.args.profile)
+            return load_profile(self.args.profile)
         except ProfileError as exc:
+            return exc
+        except Exception as exc:  # a validator bug must not end the daemon either
+            log.debug("profile load raised", exc_info=True)
+            path = self.args.profile or self.profile.name
+            return ProfileError(path, None, "", f"cannot load: {type(exc).__name__}: {exc}")
+
+    def _start_reload(self) -> None:
+        """SIGHUP: load on a worker thread, so watchdog pings and SIGTERM are answered
+        while a large file parses; a SIGHUP during a load queues one more."""
+        if self._reloading:
+            self._reload_again = True
+            return
+        self._reloading = True
+        self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        threading.Thread(
+            target=lambda: self.commands.put(("loaded", self._load())),
+            name="profile-reload",
+            daemon=True,
+        ).start()
+
+    def _apply(self, result: Profile | ProfileError) -> None:
+        if isinstance(result, ProfileError):
             self.reload_state.successful = False
             log.error(
                 "profile reload failed, keeping the old profile",
-                extra={"fields": {"err": str(exc), "profile": self.profile.name}},
+                extra={"fields": {"err": str(result), "profile": self.profile.name}},
             )
-            ok = False
         else:
-            self.profile = profile
+            self.profile = result
             self.reload_state.successful = True
             self.reload_state.success_timestamp = time.time()
             self.collectors.profile_changed()
             log.info(
                 "profile reloaded",
-                extra={"fields": {"profile": profile.name, "sha256": profile.sha256[:12]}},
+                extra={"fields": {"profile": result.name, "sha256": result.sha256[:12]}},
             )
-            ok = True
         self.notifier.notify("READY=1")
-        return ok
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.commands.put("reload" if signum == signal.SIGHUP else "stop")
+        self.commands.put(("reload", None) if signum == signal.SIGHUP else ("stop", None))
 
     def run(self) -> int:
         server = self.server or self.bind()
@@ -153,17 +182,28 @@ class Daemon:
         )
         self.notifier.notify("READY=1")
         tick = self.notifier.ping_interval() or IDLE_TICK_SECONDS
+        next_ping = time.monotonic() + tick
         while True:
             try:
-                command = self.commands.get(timeout=tick)
+                command, payload = self.commands.get(timeout=max(0.0, next_ping - time.monotonic()))
             except queue.Empty:
+                command, payload = "", None
+            if time.monotonic() >= next_ping:
                 # Ping only while the HTTP thread is alive: a dead server must be restarted.
+                # On a clock, not on idleness: a flood of SIGHUPs must not starve it.
                 if thread.is_alive():
                     self.notifier.notify("WATCHDOG=1")
-                continue
+                next_ping = time.monotonic() + tick
             if command == "reload":
-                self.reload()
-            else:
+                self._start_reload()
+            elif command == "loaded":
+                assert payload is not None
+                self._apply(payload)
+                self._reloading = False
+                if self._reload_again:
+                    self._reload_again = False
+                    self._start_reload()
+            elif command == "stop":
                 break
         return self.shutdown(thread)
 
@@ -173,7 +213,7 @@ class Daemon:
         self.notifier.notify("STOPPING=1")
         assert self.server is not None
         self.server.shutdown()
-        self.server.server_close()
+        self.server.drain()
         thread.join(timeout=1.0)
         self.collectors.close()
         return 0
@@ -184,6 +224,12 @@ def serve(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile)
     except ProfileError as exc:
         log.error("invalid profile", extra={"fields": {"err": str(exc)}})
+        return 2
+    except Exception as exc:  # the same documented exit for a validator bug
+        log.error(
+            "invalid profile",
+            extra={"fields": {"err": f"{args.profile}: {type(exc).__name__}: {exc}"}},
+        )
         return 2
     web = None
     if getattr(args, "web_config_file", ""):

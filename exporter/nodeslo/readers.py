@@ -11,7 +11,12 @@ decide per value what it means:
   the file exists but the driver has no value right now (a sleeping hwmon sensor,
   a device in reset). Skip that value, keep the rest.
 - `AccessDenied` (EACCES, EPERM): root-only attributes such as RAPL energy_uj.
-- `MalformedValue`: the content does not parse; the message carries the path.
+- `MalformedValue`: the content does not parse, or is a number no kernel prints (over
+  64 bits, negative where unsigned); the message carries the path.
+
+Every number read from a kernel file goes through `to_int` / `to_u64` (directly or
+via `parse_int` / `read_int`): a hostile or corrupt 400-digit value is refused where it
+is read, so no counter state keeps it and no float conversion overflows later.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ __all__ = [
     "ValueUnavailable",
     "list_dir",
     "parse_int",
+    "parse_u64",
     "read_all",
     "read_int",
     "read_key_values",
     "read_small",
     "read_text",
+    "to_int",
+    "to_u64",
 ]
 
 # sysfs attributes are at most one page; one read of this size gets all of it.
@@ -52,7 +60,9 @@ UNAVAILABLE = frozenset(
 )
 DENIED = frozenset({errno.EACCES, errno.EPERM})
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+# O_NONBLOCK: kernfs and procfs ignore it, but a FIFO put in a file's place then reads
+# as empty at once instead of blocking the collector until a writer comes.
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class ReadError(Exception):
@@ -143,12 +153,49 @@ def read_text(path: str) -> str | None:
     return raw.decode("utf-8", "replace").strip()
 
 
+# What the kernel can print for a number: a 64-bit value, signed or unsigned.
+I64_MIN = -(2**63)
+U64_MAX = 2**64 - 1
+
+
+class OutOfRange(ValueError):
+    """A number no 64-bit kernel value can be."""
+
+
+def to_int(text: str | bytes) -> int:
+    """A decimal the kernel printed, in -2**63 .. 2**64-1; ValueError otherwise."""
+    value = int(text)
+    if not I64_MIN <= value <= U64_MAX:
+        raise OutOfRange(f"out of the 64-bit range: {_shown(text)[:24]}... ({len(text)} chars)")
+    return value
+
+
+def to_u64(text: str | bytes) -> int:
+    """A kernel counter or size: a decimal in 0 .. 2**64-1; ValueError otherwise."""
+    value = to_int(text)
+    if value < 0:
+        raise OutOfRange(f"negative where unsigned: {value}")
+    return value
+
+
+def _shown(text: str | bytes) -> str:
+    return (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).strip()
+
+
 def parse_int(path: str, text: str | bytes) -> int:
     try:
-        return int(text)
+        return to_int(text)
+    except OutOfRange as exc:
+        raise MalformedValue(path, str(exc)) from None
     except ValueError:
-        shown = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        raise MalformedValue(path, f"not an integer: {shown.strip()[:40]!r}") from None
+        raise MalformedValue(path, f"not an integer: {_shown(text)[:40]!r}") from None
+
+
+def parse_u64(path: str, text: str | bytes) -> int:
+    value = parse_int(path, text)
+    if value < 0:
+        raise MalformedValue(path, f"negative where unsigned: {value}")
+    return value
 
 
 def read_int(path: str) -> int | None:

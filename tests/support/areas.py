@@ -14,10 +14,15 @@ from nodeslo.paths import Roots
 
 
 def partial_tree(
-    root: Path, name: str, *areas: Callable[[Tree, ServerSpec], None], uptime: float | None = None
+    root: Path,
+    name: str,
+    *areas: Callable[[Tree, ServerSpec], None],
+    uptime: float | None = None,
+    cpus: int | None = None,
 ) -> Roots:
-    """Write the CPU topology plus `areas` of variant `name` under root (again: a refresh)."""
-    spec = variant(name)
+    """Write the CPU topology plus `areas` of variant `name` under root (again: a refresh),
+    with `cpus` logical CPUs instead of the variant's if given."""
+    spec = variant(name, cpus)
     if uptime is not None:
         spec = replace(spec, uptime_seconds=uptime)
     tree = Tree(root)

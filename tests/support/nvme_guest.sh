@@ -42,12 +42,16 @@ port_of() {
 }
 scrape() { busybox wget -q -O - "http://127.0.0.1:$1/metrics"; }
 
-# 1. Two daemons start at once: one on the devices through its forked helper, one
-#    replaying $OUT/dump (empty for now; it polls every second until the dump lands).
+# 1. Three daemons start at once: one on the devices through its forked helper, one
+#    replaying $OUT/dump (empty for now; it polls every second until the dump lands),
+#    and one with the redundancy collector too, for steps 6 and 7 (started now so that
+#    its slow start overlaps the others').
 serve "$OUT/live.log"
 main=$!
 serve "$OUT/replay.log" --collector.nvme.replay-dir "$OUT/dump" --collector.nvme.poll-interval 1s
 replay=$!
+serve "$OUT/late.log" --collector.redundancy
+late=$!
 live_port=$(port_of "$OUT/live.log" "$main")
 scrape "$live_port" >"$OUT/live.prom"
 cat "/proc/$main/status" >"$OUT/main.status"
@@ -127,4 +131,39 @@ for _ in $(seq 120); do
     sleep 0.5
 done
 kill "$md"; wait "$md"; echo "exit $?" >>"$OUT/md.log"
+
+# 6. The array stopped (gone from sysfs), then re-assembled short of members the way
+#    udev does at boot: `mdadm --incremental` without --run leaves it inactive.
+late_port=$(port_of "$OUT/late.log" "$late")
+scrape "$late_port" >"$OUT/late-before.prom"
+umount /tmp/state
+mdadm --stop /dev/md0 >"$OUT/md-stop.log" 2>&1
+for _ in $(seq 120); do
+    scrape "$late_port" >"$OUT/md-stopped.prom"
+    grep -q '^nodeslo_md_info{' "$OUT/md-stopped.prom" || break
+    sleep 0.5
+done
+{
+    for m in $(echo "$members" | sed -n '1p;3p'); do mdadm --incremental "/dev/$m"; done
+    echo "exit $?"
+} >"$OUT/md-incremental.log" 2>&1
+cat /proc/mdstat >"$OUT/mdstat-inactive.txt"
+grep . /sys/block/md*/md/array_state /sys/block/md*/md/dev-*/state >"$OUT/md-inactive-sysfs.txt" 2>&1
+for _ in $(seq 120); do
+    scrape "$late_port" >"$OUT/md-inactive.prom"
+    grep -q '^nodeslo_md_state{device="md[0-9]*",state="inactive"} 1.0$' "$OUT/md-inactive.prom" && break
+    sleep 0.5
+done
+mdadm --stop --scan >>"$OUT/md-stop.log" 2>&1
+
+# 7. A drive vanishes: the last controller is removed from the PCI bus.
+gone=$(echo $controllers | tr ' ' '\n' | tail -n 1)
+echo "$gone" >"$OUT/removed.txt"
+echo 1 >"/sys/class/nvme/$gone/device/remove"
+for _ in $(seq 120); do
+    scrape "$late_port" >"$OUT/nvme-removed.prom"
+    [ "$(grep -c '^nodeslo_nvme_info{' "$OUT/nvme-removed.prom")" -lt "$(echo $controllers | wc -w)" ] && break
+    sleep 0.5
+done
+kill "$late"; wait "$late"; echo "exit $?" >>"$OUT/late.log"
 echo done >"$OUT/done"

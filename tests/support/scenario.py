@@ -5,9 +5,11 @@ per wall-clock second). The player re-renders the tree every `tick` with the upt
 advanced, so every counter grows at `speed` times its rate; at each step's time it
 switches fixture faults on or off (a member failing, a critical-warning NVMe page, a
 throttling CPU ...), makes the CPU temperatures climb (`heat`: °C added, reached over
-`over`), changes the storage probe's injected I/O delay, or kills the exporter. The
-expected alerts and the silences a scenario requires live in the same file;
-tests/test_e2e_scenarios.py runs them against a real Prometheus + Alertmanager.
+`over`), changes the storage probe's injected I/O delay (`io_delay: 5s`, or `hang`:
+blocked until a later step sets another), kills the exporter, or restarts it on the
+same port (`restart: exporter`, a reboot as Prometheus sees it). The expected alerts
+and the silences a scenario requires live in the same file; tests/test_e2e_scenarios.py
+runs them against a real Prometheus + Alertmanager.
 
     description: md0 loses a member
     variant: seed-spec-tuned
@@ -19,11 +21,13 @@ tests/test_e2e_scenarios.py runs them against a real Prometheus + Alertmanager.
          labels: {device: md0}, within: 90s}
 
 `silent` lists label matchers of which no notification may arrive by `duration`;
-`inhibited` lists alerts that must be active in Alertmanager by then, yet inhibited.
+`inhibited` lists alerts that must be active in Alertmanager by then, yet inhibited;
+`still_firing` lists alerts that must still be active by then, never once resolved.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +53,7 @@ class Step:
     heat_celsius: float | None = None  # reached linearly over `over` seconds from `at`
     over: float = 0.0
     kill: bool = False
+    restart: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ class Scenario:
     expect: tuple[Expectation, ...]
     silent: tuple[dict[str, str], ...]
     inhibited: tuple[dict[str, str], ...]
+    still_firing: tuple[dict[str, str], ...]
     duration: float
 
     def spec_at(self, elapsed: float, base: ServerSpec) -> ServerSpec:
@@ -117,6 +123,11 @@ def _seconds(value: Any) -> float:
     return parse_duration(value)
 
 
+def _io_delay_us(value: Any) -> float:
+    """A duration, or `hang`: the probe's I/O blocks until a later step releases it."""
+    return math.inf if value == "hang" else _seconds(value) * 1e6
+
+
 def _matchers(items: list[dict[str, Any]]) -> tuple[dict[str, str], ...]:
     return tuple({k: str(v) for k, v in item.items()} for item in items)
 
@@ -128,10 +139,11 @@ def load(name: str) -> Scenario:
             at=_seconds(s["at"]),
             faults=frozenset(s.get("faults", ())),
             clear=frozenset(s.get("clear", ())),
-            io_delay_us=_seconds(s["io_delay"]) * 1e6 if "io_delay" in s else None,
+            io_delay_us=_io_delay_us(s["io_delay"]) if "io_delay" in s else None,
             heat_celsius=float(s["heat"]) if "heat" in s else None,
             over=_seconds(s.get("over", "0s")),
             kill=s.get("kill") == "exporter",
+            restart=s.get("restart") == "exporter",
         )
         for s in raw.get("steps", [])
     )
@@ -157,6 +169,7 @@ def load(name: str) -> Scenario:
         expect=expect,
         silent=_matchers(raw.get("silent", [])),
         inhibited=_matchers(raw.get("inhibited", [])),
+        still_firing=_matchers(raw.get("still_firing", [])),
         duration=_seconds(raw.get("duration", "0s")),
     )
 
@@ -173,6 +186,7 @@ class Player:
     root: Path
     delay_file: Path
     on_kill: Callable[[], None] = lambda: None
+    on_restart: Callable[[], None] = lambda: None
     started: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -180,6 +194,7 @@ class Player:
         self._base = variant(self.scenario.variant, self.scenario.cpus)
         self._stop = threading.Event()
         self._killed = False
+        self._restarted: set[int] = set()
         self._thread = threading.Thread(
             target=self._run, name=f"player-{self.scenario.name}", daemon=True
         )
@@ -187,7 +202,14 @@ class Player:
     def prepare(self) -> None:
         """The tree as it is at t=0, before the daemon starts."""
         build(self.root, self.scenario.spec_at(0.0, self._base))
-        self.delay_file.write_text("0\n")
+        self._set_delay("0")
+
+    def _set_delay(self, text: str) -> None:
+        """Replaced in one rename: the shim must never read a half-written file (an
+        empty read is no delay, which would release a hang)."""
+        partial = self.delay_file.with_name(self.delay_file.name + ".new")
+        partial.write_text(text + "\n")
+        partial.replace(self.delay_file)
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -201,12 +223,17 @@ class Player:
             elapsed = self.elapsed()
             try:
                 build(self.root, self.scenario.spec_at(elapsed, self._base))
-                self.delay_file.write_text(f"{self.scenario.io_delay_at(elapsed):g}\n")
+                delay = self.scenario.io_delay_at(elapsed)
+                self._set_delay("hang" if math.isinf(delay) else f"{delay:g}")
                 if not self._killed and any(
                     s.kill and s.at <= elapsed for s in self.scenario.steps
                 ):
                     self._killed = True
                     self.on_kill()
+                for index, step in enumerate(self.scenario.steps):
+                    if step.restart and step.at <= elapsed and index not in self._restarted:
+                        self._restarted.add(index)
+                        self.on_restart()
             except Exception as exc:  # surfaced by the test, never lost in a thread
                 self.errors.append(f"{type(exc).__name__}: {exc}")
 

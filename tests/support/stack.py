@@ -86,11 +86,14 @@ class Webhook:
         return Handler
 
     def firing(self, **labels: str) -> list[Notification]:
+        return self.received("firing", **labels)
+
+    def received(self, status: str, **labels: str) -> list[Notification]:
         with self.lock:
             return [
                 n
                 for n in self.notifications
-                if n.status == "firing" and all(n.labels.get(k) == v for k, v in labels.items())
+                if n.status == status and all(n.labels.get(k) == v for k, v in labels.items())
             ]
 
     def wait_for(self, timeout: float, **labels: str) -> Notification:
@@ -108,12 +111,13 @@ class Webhook:
 
 @contextlib.contextmanager
 def serving(exposition: Path) -> Iterator[str]:
-    """A scrape target that serves one captured exposition (e.g. from a QEMU guest,
-    which has no network) at /metrics; yields its host:port."""
-    body = exposition.read_bytes()
+    """A scrape target that serves a captured exposition (e.g. from a QEMU guest, which
+    has no network) at /metrics, read at each scrape so a test can change it; yields
+    its host:port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            body = exposition.read_bytes()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))

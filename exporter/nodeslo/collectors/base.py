@@ -7,6 +7,13 @@ state, so a test builds one on a fixture root and asserts on its exact samples.
 `CollectorSet` runs the enabled collectors for one scrape. A collector that raises is
 reported by `nodeslo_collector_success{collector}=0`, its partial output dropped, and
 its error logged once; the other collectors' metrics are served as usual.
+
+Each collector runs on a thread of its own (one per collector, started on first use)
+while the scrape waits at most `timeout` for it. A read that blocks (a hung sysfs
+attribute on a sick device) makes that collector fail this scrape with a timeout
+reason; its thread stays with the stuck read, and later scrapes skip the collector at
+once, reporting it failed, until the read returns. So a stuck read costs one scrape
+at most `timeout`, never a connection slot for ever, and never more than one thread.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +49,10 @@ COLLECTOR_DURATION = Desc(
     "Time the collector's last run took.",
     ("collector",),
 )
+
+
+# How long a scrape waits for one collector (--collector.timeout).
+DEFAULT_TIMEOUT_SECONDS = 4.0
 
 
 @functools.cache
@@ -110,14 +122,81 @@ class CollectorStatus:
     last_run: float = 0.0
 
 
+class CollectorTimeout(Exception):
+    """The collector did not finish within its deadline."""
+
+
+class _Run:
+    """One collect() of one collector: its result once done."""
+
+    __slots__ = ("done", "error", "families", "started")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.done = threading.Event()
+        self.families: list[Metric] = []
+        self.error: Exception | None = None
+
+
+class _Runner:
+    """A collector's own thread. Runs never overlap: a scrape that finds a run in
+    flight (a concurrent scrape's, or a stuck one) shares it instead of starting one."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+        self._lock = threading.Lock()
+        self._current: _Run | None = None
+        self._queue: queue.SimpleQueue[_Run | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, timeout: float) -> tuple[list[Metric], Exception | None]:
+        """The families of a collection, or why there are none; waits at most until
+        `timeout` after that collection started."""
+        with self._lock:
+            run = self._current
+            if run is None or run.done.is_set():
+                run = self._current = _Run()
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name=f"collector-{self.collector.name}", daemon=True
+                    )
+                    self._thread.start()
+                self._queue.put(run)
+        if not run.done.wait(max(0.0, run.started + timeout - time.monotonic())):
+            waited = time.monotonic() - run.started
+            return [], CollectorTimeout(
+                f"no result within {timeout:g}s (running for {waited:.1f}s: a blocking read?)"
+            )
+        return run.families, run.error
+
+    def _loop(self) -> None:
+        while (run := self._queue.get()) is not None:
+            try:
+                # Empty families are dropped: absent hardware exports nothing, not a bare HELP.
+                run.families = [f for f in self.collector.collect() if f.samples]
+            except Exception as exc:  # a collector bug or a hostile file must not fail the scrape
+                run.error = exc
+            run.done.set()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+
 class CollectorSet:
     """Runs the enabled collectors for a scrape, containing each one's failures."""
 
-    def __init__(self, collectors: Iterable[Collector], errors: OnceLog) -> None:
+    def __init__(
+        self,
+        collectors: Iterable[Collector],
+        errors: OnceLog,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         self.collectors = list(collectors)
+        self.timeout = timeout
         self.status: dict[str, CollectorStatus] = {
             c.name: CollectorStatus() for c in self.collectors
         }
+        self._runners = {c.name: _Runner(c) for c in self.collectors}
         self._errors = errors
         self._lock = threading.Lock()
 
@@ -138,18 +217,22 @@ class CollectorSet:
     def _run(self, collector: Collector) -> tuple[list[Metric], CollectorStatus]:
         start = time.perf_counter()
         key = f"collector:{collector.name}"
-        try:
-            # Empty families are dropped: absent hardware exports nothing, not a bare HELP line.
-            families = [f for f in collector.collect() if f.samples]
+        families, exc = self._runners[collector.name].run(self.timeout)
+        if exc is None:
             ok, error = True, ""
-        except Exception as exc:  # a collector bug or a hostile file must not fail the scrape
-            families, ok, error = [], False, f"{type(exc).__name__}: {exc}"
-            self._errors.log(
-                logging.ERROR, key, "collector failed", collector=collector.name, err=error
-            )
-        else:
             if self._errors.clear(key):
                 log.info("collector recovered", extra={"fields": {"collector": collector.name}})
+        else:
+            families, ok, error = [], False, f"{type(exc).__name__}: {exc}"
+            reason = "timeout" if isinstance(exc, CollectorTimeout) else "error"
+            self._errors.log(
+                logging.ERROR,
+                key,
+                "collector failed",
+                collector=collector.name,
+                reason=reason,
+                err=error if reason == "error" else f"no result within {self.timeout:g}s",
+            )
         status = CollectorStatus(ok, time.perf_counter() - start, error, time.time())
         with self._lock:
             self.status[collector.name] = status
@@ -172,3 +255,5 @@ class CollectorSet:
 
     def close(self) -> None:
         self._each("close")
+        for runner in self._runners.values():
+            runner.stop()

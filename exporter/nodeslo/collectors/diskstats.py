@@ -21,7 +21,7 @@ from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.flagtypes import as_pattern, regex
 from nodeslo.metrics import Desc, add
-from nodeslo.readers import read_all
+from nodeslo.readers import read_all, to_u64
 
 READS = Desc("nodeslo_disk_reads_completed_total", "counter", "Reads completed.", ("device",))
 WRITES = Desc("nodeslo_disk_writes_completed_total", "counter", "Writes completed.", ("device",))
@@ -91,7 +91,7 @@ def parse_line(line: str) -> DiskStats:
         raise MalformedLine(f"{len(parts)} fields, expected at least {MIN_FIELDS}")
     device = parts[2]
     try:
-        values = [int(v) for v in parts[3:]]
+        values = [to_u64(v) for v in parts[3:]]
     except ValueError:
         raise MalformedLine(f"device {device}: non-numeric field") from None
     return DiskStats(

@@ -20,7 +20,7 @@ from prometheus_client.core import Metric
 from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.metrics import Desc, add
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_all
+from nodeslo.readers import MalformedValue, ReadError, list_dir, read_all, to_u64
 
 LOCAL_PAGES = Desc(
     "nodeslo_numa_local_pages_total",
@@ -57,7 +57,7 @@ def parse_numastat(text: str) -> dict[str, int]:
         if len(parts) != 2:
             raise ValueError(f"expected 'name value', got {line.strip()[:60]!r}")
         try:
-            values[parts[0]] = int(parts[1])
+            values[parts[0]] = to_u64(parts[1])
         except ValueError:
             raise ValueError(f"{parts[0]}: not an integer: {parts[1][:40]!r}") from None
     return values

@@ -8,8 +8,15 @@ reads the poller's cache, the controller directory and each controller's `state`
 A controller whose last round failed or timed out keeps its last values with
 `nodeslo_nvme_smart_up` 0, so an alert on a critical warning does not resolve because
 the drive stopped answering; `..._last_success_timestamp_seconds` says how old they are.
-Without any page source the collector exports nvme_info, nvme_state_live and the
-temperatures of the NVMe hwmon chip.
+Without any page source the collector exports nvme_info, nvme_state_live, the
+temperatures of the NVMe hwmon chip, and `nodeslo_nvme_smart_up` 0 (SMART never read).
+
+Identity: every per-drive series carries the drive's `model` and `serial` besides its
+`controller` name, so that a rename across a reboot (nvme0 <-> nvme1) or another drive
+hot-swapped into a slot starts new series instead of continuing another drive's. The
+serial is read again at each scrape: when it differs from the poller's, the drive in
+that slot changed since its last round, and its series wait for the next read rather
+than carry the previous drive's values under the new drive's name.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from nodeslo.readers import ReadError, read_text
 
 log = logging.getLogger("nodeslo.collector")
 
-C = ("controller",)
+# Every per-drive series: the controller's name now, and the drive's identity.
+C = ("controller", "model", "serial")
 INFO = Desc(
     "nodeslo_nvme_info",
     "gauge",
@@ -55,19 +63,19 @@ CRITICAL_WARNING_FLAG = Desc(
     "gauge",
     "One SMART critical warning bit: spare, temperature, reliability, read_only, "
     "volatile_backup, pmr_read_only.",
-    ("controller", "flag"),
+    (*C, "flag"),
 )
 TEMPERATURE = Desc(
     "nodeslo_nvme_temperature_celsius",
     "gauge",
     "Composite and sensor temperatures (SMART page, or the NVMe hwmon chip without it).",
-    ("controller", "sensor"),
+    (*C, "sensor"),
 )
 TEMPERATURE_THRESHOLD = Desc(
     "nodeslo_nvme_temperature_threshold_celsius",
     "gauge",
     "Warning (WCTEMP) and critical (CCTEMP) composite temperature thresholds.",
-    ("controller", "level"),
+    (*C, "level"),
 )
 AVAILABLE_SPARE = Desc(
     "nodeslo_nvme_available_spare_ratio", "gauge", "Remaining spare capacity, 0-1.", C
@@ -147,7 +155,7 @@ BAD_BLOCKS = Desc(
     "nodeslo_nvme_bad_blocks",
     "gauge",
     "Bad NAND blocks (OCP C0h raw count), user or system.",
-    ("controller", "kind"),
+    (*C, "kind"),
 )
 UNCORRECTABLE_READ_ERRORS = Desc(
     "nodeslo_nvme_uncorrectable_read_errors_total",
@@ -164,7 +172,8 @@ PCIE_CORRECTABLE_ERRORS = Desc(
 SMART_UP = Desc(
     "nodeslo_nvme_smart_up",
     "gauge",
-    "1 when the last poll read the SMART page; 0 when it failed or timed out (values stale).",
+    "1 when the last poll read the SMART page; 0 when it failed or timed out (values "
+    "stale), or when there is no privileged helper to read it (never read).",
     C,
 )
 SMART_LAST_SUCCESS = Desc(
@@ -309,14 +318,16 @@ class NvmeCollector(Collector):
             errors=ctx.errors,
             extra_controllers=replay.controllers if replay is not None else None,
         )
-        self._state_paths: dict[str, str] = {}
+        # (controller, attribute) -> path, built once per name.
+        self._paths: dict[tuple[str, str], str] = {}
 
     def start(self) -> None:
         if self.source is None:
             log.warning(
                 "nvme: no privileged helper: exporting nvme_info, nvme_state_live and hwmon "
-                "temperatures only; SMART and OCP pages need the daemon started as root "
-                "(it forks the helper; add --run-as-user) or --collector.nvme.helper-socket",
+                "temperatures only, and nvme_smart_up 0; SMART and OCP pages need the daemon "
+                "started as root (it forks the helper; add --run-as-user) or "
+                "--collector.nvme.helper-socket",
                 extra={"fields": {"collector": "nvme"}},
             )
         else:
@@ -326,29 +337,49 @@ class NvmeCollector(Collector):
     def close(self) -> None:
         self.poller.close()
 
-    def _state_live(self, controller: str) -> float | None:
-        path = self._state_paths.get(controller)
+    def _sysfs(self, controller: str, attribute: str) -> str | None:
+        """One attribute of the controller, read at scrape time (state, serial)."""
+        path = self._paths.get((controller, attribute))
         if path is None:
-            path = self._state_paths[controller] = os.path.join(self.class_dir, controller, "state")
+            path = os.path.join(self.class_dir, controller, attribute)
+            self._paths[(controller, attribute)] = path
         try:
-            state = read_text(path)
+            return read_text(path)
         except ReadError as exc:
-            self.skip(f"{controller}:state", exc)
+            self.skip(f"{controller}:{attribute}", exc)
             return None
-        if state is None:
-            return None
-        return 1.0 if state == "live" else 0.0
+
+    def _same_drive(self, snap: Snapshot) -> bool:
+        """Whether the drive behind the name is still the one the poller last read."""
+        if snap.attributes is None:
+            return True  # no serial in sysfs to compare with
+        serial = self._sysfs(snap.controller, "serial")
+        if serial is None or serial == snap.attributes.serial:
+            return True
+        self.poller.refresh(snap.controller)
+        return False
 
     def collect(self) -> Iterator[Metric]:
         present = self.poller.controllers()
-        if len(self._state_paths) > 4 * len(present) + 64:
-            self._state_paths.clear()
+        if len(self._paths) > 8 * len(present) + 64:
+            self._paths.clear()
         families = {d: d.family() for d in ALL_DESCS}
         for snap in self.poller.snapshot(present):
-            ctrl = [snap.controller]
-            live = self._state_live(snap.controller)
-            if live is not None:
-                add(families[STATE_LIVE], ctrl, live)
+            if not self._same_drive(snap):
+                continue
+            identity = snap.identity
+            if identity is None:
+                # Neither sysfs nor Identify named the drive: its series cannot be told
+                # from another drive's, and it does not count as present.
+                self.skip(
+                    f"{snap.controller}:identity",
+                    ValueError(f"{self.class_dir}/{snap.controller}: no model or serial"),
+                )
+                continue
+            ctrl = [snap.controller, *identity]
+            state = self._sysfs(snap.controller, "state")
+            if state is not None:
+                add(families[STATE_LIVE], ctrl, 1.0 if state == "live" else 0.0)
             a = snap.attributes
             if a is not None:
                 add(
@@ -356,15 +387,17 @@ class NvmeCollector(Collector):
                     [snap.controller, a.model, a.serial, a.firmware, a.transport],
                     1.0,
                 )
-            self._temperatures(families, snap)
+            elif snap.identify is not None:
+                add(families[INFO], [*ctrl, snap.identify.firmware, ""], 1.0)
+            self._temperatures(families, ctrl, snap)
             if snap.smart is not None:
-                self._smart(families, snap.controller, snap.smart)
+                self._smart(families, ctrl, snap.smart)
             if snap.ocp is not None:
                 o = snap.ocp
                 add(families[MEDIA_WRITTEN], ctrl, float(o.physical_media_units_written))
                 add(families[MEDIA_READ], ctrl, float(o.physical_media_units_read))
-                add(families[BAD_BLOCKS], [snap.controller, "user"], o.bad_user_nand_blocks_raw)
-                add(families[BAD_BLOCKS], [snap.controller, "system"], o.bad_system_nand_blocks_raw)
+                add(families[BAD_BLOCKS], [*ctrl, "user"], o.bad_user_nand_blocks_raw)
+                add(families[BAD_BLOCKS], [*ctrl, "system"], o.bad_system_nand_blocks_raw)
                 add(families[UNCORRECTABLE_READ_ERRORS], ctrl, o.uncorrectable_read_errors)
                 add(families[PCIE_CORRECTABLE_ERRORS], ctrl, o.pcie_correctable_errors)
             if snap.up is not None:
@@ -373,37 +406,36 @@ class NvmeCollector(Collector):
                 add(families[SMART_LAST_SUCCESS], ctrl, snap.last_success)
         yield from families.values()
 
-    def _smart(self, families: dict[Desc, Metric], controller: str, s: SmartLog) -> None:
-        ctrl = [controller]
+    def _smart(self, families: dict[Desc, Metric], ctrl: list[str], s: SmartLog) -> None:
         add(families[CRITICAL_WARNING], ctrl, s.critical_warning)
         for bit, flag in CRITICAL_WARNING_FLAGS:
-            add(families[CRITICAL_WARNING_FLAG], [controller, flag], s.critical_warning >> bit & 1)
+            add(families[CRITICAL_WARNING_FLAG], [*ctrl, flag], s.critical_warning >> bit & 1)
         add(families[AVAILABLE_SPARE], ctrl, s.available_spare_percent / 100)
         add(families[AVAILABLE_SPARE_THRESHOLD], ctrl, s.available_spare_threshold_percent / 100)
         add(families[PERCENTAGE_USED], ctrl, s.percentage_used / 100)
         for desc, attr, factor in SMART_COUNTERS:
             add(families[desc], ctrl, float(getattr(s, attr)) * factor)
 
-    def _temperatures(self, families: dict[Desc, Metric], snap: Snapshot) -> None:
+    def _temperatures(self, families: dict[Desc, Metric], ctrl: list[str], snap: Snapshot) -> None:
         family = families[TEMPERATURE]
         if snap.smart is not None:
             if snap.smart.composite_temperature_kelvin:
                 kelvin = snap.smart.composite_temperature_kelvin
-                add(family, [snap.controller, "composite"], celsius(kelvin))
+                add(family, [*ctrl, "composite"], celsius(kelvin))
             for number, kelvin in enumerate(snap.smart.temperature_sensors_kelvin, 1):
                 if kelvin:  # 0 K: the sensor is not implemented
-                    add(family, [snap.controller, f"sensor{number}"], celsius(kelvin))
+                    add(family, [*ctrl, f"sensor{number}"], celsius(kelvin))
         elif snap.hwmon is not None:
             for sensor, value in snap.hwmon.temperatures:
-                add(family, [snap.controller, sensor], value)
+                add(family, [*ctrl, sensor], value)
         thresholds = families[TEMPERATURE_THRESHOLD]
         if snap.identify is not None:
             if snap.identify.warning_temperature_kelvin:
                 kelvin = snap.identify.warning_temperature_kelvin
-                add(thresholds, [snap.controller, "warning"], celsius(kelvin))
+                add(thresholds, [*ctrl, "warning"], celsius(kelvin))
             if snap.identify.critical_temperature_kelvin:
                 kelvin = snap.identify.critical_temperature_kelvin
-                add(thresholds, [snap.controller, "critical"], celsius(kelvin))
+                add(thresholds, [*ctrl, "critical"], celsius(kelvin))
         elif snap.hwmon is not None and snap.hwmon.critical_celsius is not None:
             # hwmon's temp1_crit is CCTEMP; its temp1_max is a settable feature, not WCTEMP.
-            add(thresholds, [snap.controller, "critical"], snap.hwmon.critical_celsius)
+            add(thresholds, [*ctrl, "critical"], snap.hwmon.critical_celsius)

@@ -27,7 +27,7 @@ from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_text
+from nodeslo.readers import ReadError, list_dir, parse_u64, read_text
 
 BANDWIDTH = Desc(
     "nodeslo_memory_bandwidth_bytes_total",
@@ -55,10 +55,7 @@ def parse_mbm(path: str, text: str) -> int | None:
     """An MBM counter: bytes, or None for the kernel's not-a-count states."""
     if text in NOT_A_COUNT:
         return None
-    try:
-        return int(text)
-    except ValueError:
-        raise MalformedValue(path, f"not a byte count: {text[:40]!r}") from None
+    return parse_u64(path, text)
 
 
 class MonotonicSums:

@@ -18,7 +18,7 @@ from prometheus_client.core import Metric
 from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.metrics import Desc, add
-from nodeslo.readers import ValueUnavailable, read_all
+from nodeslo.readers import ValueUnavailable, read_all, to_u64
 
 RUNQUEUE_WAIT = Desc(
     "nodeslo_schedstat_runqueue_wait_seconds_total",
@@ -70,8 +70,8 @@ def parse_schedstat(text: str) -> Schedstat:
         if len(fields) < SCHEDSTAT_CPU_FIELDS + 1:
             raise MalformedFile(f"{fields[0]}: {len(fields) - 1} fields, expected 9")
         try:
-            run_delay += int(fields[1 + RUN_DELAY_FIELD])
-            timeslices += int(fields[1 + PCOUNT_FIELD])
+            run_delay += to_u64(fields[1 + RUN_DELAY_FIELD])
+            timeslices += to_u64(fields[1 + PCOUNT_FIELD])
         except ValueError:
             raise MalformedFile(f"{fields[0]}: non-numeric field") from None
         cpus += 1
@@ -88,7 +88,7 @@ def parse_stat(text: str) -> dict[str, int]:
         key, _, rest = line.partition(" ")
         if key in STAT_KEYS:
             try:
-                values[key] = int(rest.split()[0])
+                values[key] = to_u64(rest.split()[0])
             except (ValueError, IndexError):
                 raise MalformedFile(f"{key}: not an integer: {rest.strip()[:40]!r}") from None
     return values
@@ -105,7 +105,7 @@ def parse_pressure(text: str) -> dict[str, float]:
             name, _, value = item.partition("=")
             if name == "total":
                 try:
-                    totals[kind] = int(value) / 1e6
+                    totals[kind] = to_u64(value) / 1e6
                 except ValueError:
                     raise MalformedFile(f"{kind}: total is not an integer: {value!r}") from None
     return totals

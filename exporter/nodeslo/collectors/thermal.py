@@ -10,6 +10,12 @@ Sources:
 - `nodeslo_cpu_physical_cores{package}`: the denominator of the profile's
   cpu-unthrottled SLO (core-scope throttled seconds per second, over cores). Exported
   whenever the CPU topology is known, with or without thermal_throttle files.
+- Where there is no thermal_throttle (AMD), the SLI's bad time is busy core time held
+  below the profile's all-core frequency target (`nodeslo.busyfreq`: `/proc/stat` and
+  each cpufreq policy's `cpuinfo_avg_freq`, else `scaling_cur_freq`, per scrape).
+  `nodeslo_cpu_throttle_signal_info{source}` says which signal the host has, `none`
+  when neither (no cpufreq driver, or no target in the profile): never a silent
+  "unthrottled".
 - hwmon chips (`nodeslo.hwmon`): every `tempN_input` with `tempN_max` / `tempN_crit`
   when the driver offers them (coretemp, k10temp, nvme, drivetemp, any chip), and
   every `fanN_input`. A sensor that answers EAGAIN, ENODATA or EIO is skipped for
@@ -22,12 +28,14 @@ Throttle sums stay monotonic when CPUs go offline (`nodeslo.counters`).
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
+from nodeslo.busyfreq import BusyBelowTarget, Core, parse_cpu_ticks
 from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.counters import CounterSums, CounterTrack
@@ -35,7 +43,14 @@ from nodeslo.cpus import CpuTopology, Topology
 from nodeslo.flagtypes import as_pattern, regex
 from nodeslo.hwmon import MILLI, HwmonCatalog
 from nodeslo.metrics import Desc, add
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_int, read_text
+from nodeslo.readers import (
+    MalformedValue,
+    ReadError,
+    list_dir,
+    read_all,
+    read_int,
+    read_text,
+)
 
 THROTTLE_EVENTS = Desc(
     "nodeslo_cpu_throttle_events_total",
@@ -50,6 +65,28 @@ THROTTLE_SECONDS = Desc(
     "Time spent thermally throttled: scope=core summed over the package's physical cores"
     " (each counted once), scope=package the package's own (kernel 5.5+).",
     ("package", "scope"),
+)
+THROTTLE_SIGNAL = Desc(
+    "nodeslo_cpu_throttle_signal_info",
+    "gauge",
+    "Always 1: where the host's CPU throttling signal comes from: thermal_throttle (the"
+    " kernel's counters, Intel), frequency (busy core time below the profile's all-core"
+    " frequency target, where thermal_throttle is absent: AMD), or none.",
+    ("source",),
+)
+BUSY_SECONDS = Desc(
+    "nodeslo_cpu_busy_seconds_total",
+    "counter",
+    "Core-seconds the package's physical cores were busy (the busiest SMT sibling's"
+    " non-idle /proc/stat time), counted where source=frequency.",
+    ("package",),
+)
+BELOW_TARGET_SECONDS = Desc(
+    "nodeslo_cpu_below_target_frequency_seconds_total",
+    "counter",
+    "Busy core-seconds at a frequency below the profile's all-core target"
+    " (capacity.all_core_frequency_hertz): the throttling signal where source=frequency.",
+    ("package",),
 )
 PHYSICAL_CORES = Desc(
     "nodeslo_cpu_physical_cores",
@@ -85,6 +122,7 @@ ZONE_TEMPERATURE = Desc(
 )
 
 MS_PER_SECOND = 1000.0
+HZ_PER_KHZ = 1000.0
 # CounterTrack columns.
 EVENTS, MILLISECONDS = range(2)
 SCOPES = ("core", "package")
@@ -103,6 +141,14 @@ class _Source:
         self.time_path: str | None = f"{base}/{scope}_throttle_total_time_ms"
 
 
+@dataclass(frozen=True)
+class _FrequencyPlan:
+    """What the frequency signal reads: one file per cpufreq policy, and the cores."""
+
+    cores: tuple[Core, ...]
+    policies: tuple[tuple[str, tuple[int, ...]], ...]  # (frequency file, its CPUs)
+
+
 @dataclass
 class _Plan:
     cpus: tuple[CpuTopology, ...]
@@ -110,6 +156,7 @@ class _Plan:
     sources: list[_Source]
     tracks: list[CounterTrack]
     groups: list[tuple[str, str]]  # (package, scope), in exposition order
+    frequency: _FrequencyPlan | None = None
     stale: bool = False
 
 
@@ -170,6 +217,8 @@ class ThermalCollector(Collector):
         self._zones: tuple[list[str], list[tuple[str, str, str]]] | None = None
         self._sums = CounterSums(2)
         self._plan: _Plan | None = None
+        self._stat_path = ctx.roots.proc("stat")
+        self._busy = BusyBelowTarget()
 
     def collect(self) -> list[Metric]:
         # The threaded HTTP server may run two scrapes at once; the counters' state
@@ -199,7 +248,29 @@ class ThermalCollector(Collector):
                 sources.append(_Source(cpu.package, scope, base))
                 keys.append(((scope, cpu.cpu), (cpu.package, scope)))
         groups = sorted({group for _, group in keys}, key=lambda g: (_number(g[0]), g[1]))
-        return _Plan(cpus, physical_cores, sources, self._sums.rebuild(keys), groups)
+        frequency = None if present else self._frequency_plan(cpus)
+        return _Plan(cpus, physical_cores, sources, self._sums.rebuild(keys), groups, frequency)
+
+    def _frequency_plan(self, cpus: tuple[CpuTopology, ...]) -> _FrequencyPlan | None:
+        """The cpufreq policy of each CPU (one file per policy); None without cpufreq."""
+        members: dict[str, list[int]] = {}
+        for cpu in cpus:
+            policy = os.path.realpath(self._topology.cpu_path(cpu.cpu, "cpufreq"))
+            if os.path.isdir(policy):
+                members.setdefault(policy, []).append(cpu.cpu)
+        if not members:
+            return None
+        # cpuinfo_avg_freq (6.14+) is the hardware's average over the last milliseconds;
+        # scaling_cur_freq is that on older x86 kernels, the requested one elsewhere.
+        average = os.path.exists(f"{next(iter(members))}/cpuinfo_avg_freq")
+        name = "cpuinfo_avg_freq" if average else "scaling_cur_freq"
+        cores: dict[tuple[str, str], list[int]] = {}
+        for cpu in cpus:
+            cores.setdefault(cpu.core_key, []).append(cpu.cpu)
+        return _FrequencyPlan(
+            cores=tuple(Core(package, tuple(ids)) for (package, _), ids in cores.items()),
+            policies=tuple((f"{p}/{name}", tuple(ids)) for p, ids in members.items()),
+        )
 
     def _throttling(self) -> Iterator[Metric]:
         cpus = self._topology.online()
@@ -210,6 +281,15 @@ class ThermalCollector(Collector):
         for package in sorted(plan.physical_cores, key=_number):
             add(cores, [package], plan.physical_cores[package])
         yield cores
+        target = self.ctx.profile().capacity.all_core_frequency_hertz
+        if plan.sources:
+            signal = "thermal_throttle"
+        elif plan.frequency is not None and target is not None and plan.physical_cores:
+            signal = "frequency"
+            yield from self._below_target(plan, plan.frequency, target)
+        else:
+            signal = "none"
+        yield THROTTLE_SIGNAL.single(1, signal)
         if not plan.sources:
             return
         for source, track in zip(plan.sources, plan.tracks, strict=True):
@@ -245,6 +325,44 @@ class ThermalCollector(Collector):
                 add(seconds_family, group, millis / MS_PER_SECOND)
         yield events_family
         yield seconds_family
+
+    def _below_target(
+        self, plan: _Plan, frequency: _FrequencyPlan, target_hertz: float
+    ) -> Iterator[Metric]:
+        """Account the busy core time since the last scrape, then export the totals."""
+        try:
+            raw = read_all(self._stat_path)
+            ticks = parse_cpu_ticks(raw.decode()) if raw is not None else None
+        except ReadError as exc:
+            self.skip(exc.path, exc)
+            ticks = None
+        except ValueError as exc:  # a malformed line: skip this interval, keep counting
+            self.skip(self._stat_path, MalformedValue(self._stat_path, str(exc)))
+            ticks = None
+        if ticks is not None:
+            khz: dict[int, int | None] = {}
+            for path, cpus in frequency.policies:
+                value = self._frequency(path)
+                if value is None:
+                    plan.stale = True  # the policy went away: rebuild next time
+                for cpu in cpus:
+                    khz[cpu] = value if value is not None and value > 0 else None
+            self._busy.update(frequency.cores, ticks, khz, target_hertz / HZ_PER_KHZ)
+        busy = BUSY_SECONDS.family()
+        below = BELOW_TARGET_SECONDS.family()
+        for package in sorted(plan.physical_cores, key=_number):
+            add(busy, [package], self._busy.busy_seconds.get(package, 0.0))
+            add(below, [package], self._busy.below_seconds.get(package, 0.0))
+        yield busy
+        yield below
+
+    def _frequency(self, path: str) -> int | None:
+        """A policy's frequency in kHz; None when absent, -1 when unreadable (logged)."""
+        try:
+            return read_int(path)
+        except ReadError as exc:  # EAGAIN from cpuinfo_avg_freq on an idle CPU
+            self.skip(exc.path, exc)
+            return -1
 
     def _counter(self, path: str) -> int | None:
         """A throttle counter; None when absent, -1 when unreadable (logged once)."""

@@ -27,6 +27,7 @@ from nodeslo.nvme.client import HelperClient
 from nodeslo.nvme.direct import DirectSource
 from nodeslo.nvme.layout import PageError
 from nodeslo.nvme.requests import PageSource, SourceError, Unsupported
+from nodeslo.sdnotify import Notifier
 
 log = logging.getLogger("nodeslo.nvme")
 
@@ -176,6 +177,8 @@ def cmd_helper(args: argparse.Namespace) -> int:
         log.error("nvme helper cannot start", extra={"fields": {"err": str(exc)}})
         return 1
     log.info("nvme helper listening", extra={"fields": {"socket": args.socket}})
+    # Under systemd (Type=notify): the exporter's unit starts once the socket exists.
+    Notifier().notify("READY=1")
     server = helper.HelperServer(DirectSource(args.path_sysfs, args.dev_dir))
     try:
         helper.serve_socket(listener, server, allowed)

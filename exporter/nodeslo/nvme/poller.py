@@ -63,9 +63,19 @@ class Snapshot:
     ocp: OcpExtendedLog | None
     identify: IdentifyController | None
     hwmon: HwmonReading | None
-    # None while SMART is not read at all (no helper), else whether the last round worked.
+    # None until the first round ends, else whether its SMART page is current: False
+    # without a page source (no helper: never read), after a failed or timed-out read.
     up: bool | None
     last_success: float | None
+
+    @property
+    def identity(self) -> tuple[str, str] | None:
+        """(model, serial) of the drive: sysfs, else Identify Controller, else None."""
+        if self.attributes is not None and self.attributes.serial:
+            return self.attributes.model, self.attributes.serial
+        if self.identify is not None and self.identify.serial:
+            return self.identify.model, self.identify.serial
+        return None
 
 
 @dataclass
@@ -105,6 +115,8 @@ class Poller:
         self._extra = extra_controllers
         self._clock = clock
         self._states: dict[str, _State] = {}
+        # Controllers whose drive changed under their name: polled at the next wake-up.
+        self._refresh: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -149,6 +161,13 @@ class Poller:
         if new:
             self._wake.set()
         return out
+
+    def refresh(self, name: str) -> None:
+        """Another drive answers under `name` (hot swap, or a rename the poller has not
+        seen yet): read it again now instead of at the next round."""
+        with self._lock:
+            self._refresh.add(name)
+        self._wake.set()
 
     # -- the poller's side ---------------------------------------------------------
 
@@ -201,7 +220,7 @@ class Poller:
                 state = self._states.get(name)
                 if state is None:
                     state = self._states[name] = _State()
-                elif only_new:
+                elif only_new and name not in self._refresh:
                     continue
                 if state.busy_since is not None:
                     if now - state.busy_since > self._budget() and self.source is not None:
@@ -214,6 +233,7 @@ class Poller:
                         )
                     continue
                 state.busy_since = now
+                self._refresh.discard(name)
                 thread = threading.Thread(
                     target=self._poll_controller, args=(name,), name=f"nvme-poll-{name}"
                 )
@@ -262,11 +282,12 @@ class Poller:
         if state is None:
             return
         if self.source is None:
-            self._update(name, hwmon=self._read_hwmon(name))
+            self._update(name, hwmon=self._read_hwmon(name), up=False)
             return
         identity = (attributes.serial, attributes.firmware) if attributes else None
         if identity != state.identity:
-            # Another drive in the slot, or new firmware: its pages may differ.
+            # Another drive in the slot, or new firmware: its pages may differ, and the
+            # last drive's values must never be exported under this one's serial.
             self._update(
                 name,
                 identity=identity,
@@ -275,6 +296,9 @@ class Poller:
                 uuid_index=0,
                 ocp_supported=None,
                 ocp=None,
+                smart=None,
+                up=None,
+                last_success=None,
             )
             state = self._state(name)
             if state is None:

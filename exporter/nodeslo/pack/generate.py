@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from nodeslo import share
 from nodeslo.pack import dashboards, kubernetes, rules
 from nodeslo.profile import Profile, ProfileError, load_profile
 
@@ -26,6 +27,7 @@ PRODUCERS: list[Producer] = [
     rules.rule_file,
     dashboards.dashboard_files,
     kubernetes.kubernetes_files,
+    kubernetes.static_files,
 ]
 
 
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         files = outputs(profile)
-    except dashboards.MissingExtra as exc:
+    except (dashboards.MissingExtra, share.ShareMissing) as exc:
         # Nothing is written: a rule file without its dashboards would be half a pack.
         print(f"nodeslo generate: {exc}", file=sys.stderr)
         return 2

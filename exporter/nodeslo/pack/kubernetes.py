@@ -9,7 +9,10 @@
   `grafana_dashboard: "1"` for the Grafana sidecar that loads dashboards from
   ConfigMaps (kube-prometheus-stack, the grafana chart);
 - `kustomization.yaml`: the base, listing the hand-written DaemonSet, Service and
-  ServiceMonitor next to the generated files.
+  ServiceMonitor next to the generated files;
+- and those hand-written manifests themselves, copied from the shipped data
+  (`nodeslo.share`), so that `nodeslo generate --out DIR` from an installed nodeslo
+  gives a base that builds (in a checkout they are their own source: unchanged).
 
 Pure functions from plain data to plain data; `render` is the only place YAML is
 written, with a stable key order so the output can be committed and checked in CI.
@@ -25,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from nodeslo import share
 from nodeslo.profile import Profile
 
 Output = tuple[str, str]
@@ -138,6 +142,14 @@ def manifests(
         generated.append(DASHBOARD_FILE)
     out.append((f"{DIRECTORY}/{KUSTOMIZATION}", render([kustomization(generated)], profile_name)))
     return out
+
+
+def static_files(profile: Profile) -> list[Output]:
+    """The generate producer for the hand-written manifests the base lists."""
+    return [
+        (f"{DIRECTORY}/{name}", share.path(DIRECTORY, name).read_text(encoding="utf-8"))
+        for name in STATIC_RESOURCES
+    ]
 
 
 def kubernetes_files(profile: Profile) -> list[Output]:

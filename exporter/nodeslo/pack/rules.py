@@ -23,7 +23,7 @@ Rule = dict[str, Any]
 Group = dict[str, Any]
 
 RULES_PATH = "alerts/nodeslo.rules.yaml"
-GROUP_PREFIX = "nodeslo-"
+GROUP_PREFIX = catalog.GROUP_PREFIX
 # Health groups, in file order; SLO groups (one per SLO, profile order) come first.
 HEALTH_GROUPS = catalog.GROUPS
 # Evaluated once an hour: recordings that long windows read through range functions.
@@ -150,9 +150,10 @@ def rule_file(profile: Profile) -> list[tuple[str, str]]:
     return [(RULES_PATH, render(profile, rule_groups(profile)))]
 
 
-def alert_names(profile: Profile) -> tuple[str, ...]:
-    """Every alert name the profile's rules can raise, sorted, once each."""
-    names = {a.name for a in health_alerts(profile)}
+def alert_names(profile: Profile, heartbeats: bool = True) -> tuple[str, ...]:
+    """Every alert name the profile's rules can raise, sorted, once each; without the
+    always-firing heartbeats (Watchdog) if `heartbeats` is False."""
+    names = {a.name for a in health_alerts(profile) if heartbeats or a.severity != catalog.NONE}
     if profile.slos:
         names.add(slo.ALERT_NAME)
     return tuple(sorted(names))

@@ -6,20 +6,30 @@ the same evaluation:
 - `instance_slo:nodeslo_sli_errors:rate5m` and `instance_slo:nodeslo_sli_events:rate5m`:
   bad events and all events per second over 5m, per server (and per `by` label, e.g.
   the storage target). The only rules that read raw series.
-- `instance_slo:nodeslo_sli_error:ratio_rate<w>` for w in 5m 30m 1h 2h 6h 1d 3d: sum
-  of bad over sum of all events, both summed over the window from the 5m recordings.
-  Weighted by traffic, cheaper than ranges over raw series (one recorded sample per
-  evaluation instead of every scrape of every raw series), and free of the bias a raw
-  `rate(...[3d])` has while a series is younger than its window. With no events at all
-  the ratio is absent, never NaN: a probe that is not running must not page, nor poison
-  the period's ratio; its absence has an alert of its own.
-- `instance_slo:nodeslo_sli_errors:rate1h` and `instance_slo:nodeslo_sli_events:rate1h`,
-  in the group `nodeslo-hourly` evaluated once an hour: the hour's mean of the 5m
-  rates. Written once an hour, they tile the timeline without overlap; read them only
-  through range functions (an instant query finds them stale most of the hour).
+- `instance_slo:nodeslo_sli_error:ratio_rate<w>` for w in 5m 30m 1h 2h 6h 1d 3d: bad
+  over all events in the window. Latency SLIs' windows up to an hour (the paging tier's,
+  where minutes count) read the raw counters over the window: the mean of 5m rates would lag
+  a sudden failure by 2.5 minutes, a quarter of the time a 99 % objective's 1h window
+  needs to cross 14.4 % (8.6 minutes of total failure). Longer windows sum the 5m
+  recordings over the window: weighted by traffic, cheaper than ranges over raw series
+  (one recorded sample per evaluation instead of every scrape of every raw series), and
+  free of the bias a raw `rate(...[3d])` has while a series is younger than its window.
+  With no events at all the ratio is absent, never NaN: a probe that is not running
+  must not page, nor poison the period's ratio (the storage probe counts what it cannot
+  measure as bad events instead; other probes' absence has an alert of its own).
+- `instance_slo:nodeslo_sli_errors:sum1h_rate5m` and `..._events:sum1h_rate5m`, in
+  the group `nodeslo-hourly` evaluated once an hour: the SUM of the hour's 5m rates,
+  i.e. its events divided by the evaluation interval. Sums, not means, so that the
+  period weighs every hour by how much of it had data: a mean would count an hour
+  with 6 minutes of data as a full hour. Written once an hour, they tile the timeline
+  without overlap; read them only through range functions (an instant query finds
+  them stale most of the hour).
 - `instance_slo:nodeslo_sli_error:ratio_rate<period>` (30d by default): the hourly
-  bad over the hourly events, summed over the period. 720 samples per series for 30
-  days instead of 43,200 per-minute ones: the period is the costliest window.
+  bad over the hourly events, summed over the period: the same sum of bad over sum of
+  all 5m samples as the shorter windows, from 720 samples per series for 30 days
+  instead of 43,200 per-minute ones (the period is the costliest window). The
+  evaluation interval cancels out in the ratio; changing it re-weighs the hours
+  recorded before the change until they leave the period.
 - `instance_slo:nodeslo_error_budget_remaining:ratio`: 1 - period ratio / budget
   (1 = untouched, 0 = spent, negative = overspent), for the dashboards.
 - `NodeSLOErrorBudgetBurn`, one alert rule per tier of `burnrate.TIERS`.
@@ -40,11 +50,13 @@ from nodeslo.profile import SLO, LatencySLI, Profile, TimeSLI
 Rule = dict[str, Any]
 
 BASE_WINDOW_SECONDS = min(WINDOWS_SECONDS)
+# Windows up to this read the raw counters (see the module docstring).
+RAW_WINDOW_MAX_SECONDS = 3600.0
 ALERT_NAME = "NodeSLOErrorBudgetBurn"
 ERRORS_RATE = "instance_slo:nodeslo_sli_errors:rate5m"
 EVENTS_RATE = "instance_slo:nodeslo_sli_events:rate5m"
-HOURLY_ERRORS = "instance_slo:nodeslo_sli_errors:rate1h"
-HOURLY_EVENTS = "instance_slo:nodeslo_sli_events:rate1h"
+HOURLY_ERRORS = "instance_slo:nodeslo_sli_errors:sum1h_rate5m"
+HOURLY_EVENTS = "instance_slo:nodeslo_sli_events:sum1h_rate5m"
 HOUR_SECONDS = 3600.0
 HOUR_DURATION = promql.duration(HOUR_SECONDS)
 BUDGET_REMAINING = "instance_slo:nodeslo_error_budget_remaining:ratio"
@@ -70,8 +82,8 @@ def _labels(profile: Profile, slo: SLO) -> str:
     return promql.by((*profile.alerting.instance_labels, *slo.sli.by))
 
 
-def _rate(labels: str, series: str) -> str:
-    return f"sum by ({labels}) (rate({series}[{promql.duration(BASE_WINDOW_SECONDS)}]))"
+def _rate(labels: str, series: str, window_seconds: float = BASE_WINDOW_SECONDS) -> str:
+    return f"sum by ({labels}) (rate({series}[{promql.duration(window_seconds)}]))"
 
 
 def _or_zero(series: str, like: str) -> str:
@@ -83,26 +95,38 @@ def _or_zero(series: str, like: str) -> str:
     return f"(\n  {series}\n  or\n  0 * {like}\n)"
 
 
-def _errors_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
+def _bad_time(sli: TimeSLI, labels: str, window: float = BASE_WINDOW_SECONDS) -> str:
+    """Bad seconds per second; from the fallback on the servers without `bad_seconds`."""
+    bad = _rate(labels, promql.selector(sli.bad_seconds, sli.matchers), window)
+    if sli.fallback_bad_seconds is None:
+        return bad
+    fallback = _rate(labels, promql.selector(sli.fallback_bad_seconds, ()), window)
+    return f"(\n  {bad}\n  or\n  {fallback}\n)"
+
+
+def _errors_expr(
+    sli: LatencySLI | TimeSLI, labels: str, window: float = BASE_WINDOW_SECONDS
+) -> str:
     if isinstance(sli, TimeSLI):
-        return _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
+        return _bad_time(sli, labels, window)
     bucket = promql.selector(
         f"{sli.histogram}_bucket", sli.matchers, promql.le_matcher(sli.threshold_seconds)
     )
     # Bad = every event but those observed within the threshold.
-    return f"{_events_expr(sli, labels)}\n- {_rate(labels, bucket)}"
+    return f"{_events_expr(sli, labels, window)}\n- {_rate(labels, bucket, window)}"
 
 
-def _events_expr(sli: LatencySLI | TimeSLI, labels: str) -> str:
+def _events_expr(
+    sli: LatencySLI | TimeSLI, labels: str, window: float = BASE_WINDOW_SECONDS
+) -> str:
     if isinstance(sli, TimeSLI):
-        # Capacity counts only while the bad-seconds counter is measured: a host without
-        # it (no thermal_throttle on a VM) has no SLI rather than a perfect one.
-        bad = _rate(labels, promql.selector(sli.bad_seconds, sli.matchers))
-        return f"sum by ({labels}) ({sli.capacity})\nand\n{bad}"
-    count = _rate(labels, promql.selector(f"{sli.histogram}_count", sli.matchers))
+        # Capacity counts only while bad time is measured: a host without it (a VM: no
+        # thermal_throttle, no cpufreq) has no SLI rather than a perfect one.
+        return f"sum by ({labels}) ({sli.capacity})\nand\n{_bad_time(sli, labels, window)}"
+    count = _rate(labels, promql.selector(f"{sli.histogram}_count", sli.matchers), window)
     if sli.errors is None:
         return count
-    errors = _rate(labels, promql.selector(sli.errors, sli.matchers))
+    errors = _rate(labels, promql.selector(sli.errors, sli.matchers), window)
     # Failed events never reach the histogram: they are events too.
     return f"{count}\n+ {_or_zero(errors, count)}"
 
@@ -118,12 +142,16 @@ def _ratio_expr(slo: SLO, window_seconds: float, errors: str, events: str) -> st
 
 
 def hourly_rules(slo: SLO) -> list[Rule]:
-    """The hour's mean bad and all event rates, for the period (group `nodeslo-hourly`)."""
+    """The hour's sums of the 5m bad and all event rates (group `nodeslo-hourly`).
+
+    Sums, not means: an hour counts by how many of its evaluations saw events, so an
+    hour with 6 minutes of data weighs a tenth of a full one in the period's ratio.
+    """
     match = promql.matchers([("slo", slo.name)])
     return [
         {
             "record": hourly,
-            "expr": f"avg_over_time({rate}{{{match}}}[{HOUR_DURATION}])",
+            "expr": f"sum_over_time({rate}{{{match}}}[{HOUR_DURATION}])",
             "labels": {"slo": slo.name},
         }
         for hourly, rate in ((HOURLY_ERRORS, ERRORS_RATE), (HOURLY_EVENTS, EVENTS_RATE))
@@ -182,8 +210,17 @@ def slo_rules(profile: Profile, slo: SLO) -> list[Rule]:
         {"record": ERRORS_RATE, "expr": _errors_expr(slo.sli, by), "labels": labels},
         {"record": EVENTS_RATE, "expr": _events_expr(slo.sli, by), "labels": labels},
     ]
+    # Raw windows only where both sides are rates over the same range: a time SLI's
+    # capacity is a gauge, so a raw ratio would under-read while its counter is younger
+    # than the window (a host that just started, a new fallback counter).
+    raw = isinstance(slo.sli, LatencySLI)
     for window in WINDOWS_SECONDS:
-        expr = _ratio_expr(slo, window, ERRORS_RATE, EVENTS_RATE)
+        if raw and BASE_WINDOW_SECONDS < window <= RAW_WINDOW_MAX_SECONDS:
+            errors, events = _errors_expr(slo.sli, by, window), _events_expr(slo.sli, by, window)
+            # ( ) around the events: `a and b > 0` would compare b alone.
+            expr = f"(\n{errors}\n)\n/\n(\n(\n{events}\n)\n> 0\n)"
+        else:
+            expr = _ratio_expr(slo, window, ERRORS_RATE, EVENTS_RATE)
         rules.append({"record": ratio_record(window), "expr": expr, "labels": labels})
     period = _ratio_expr(slo, profile.period_seconds, HOURLY_ERRORS, HOURLY_EVENTS)
     rules.append({"record": ratio_record(profile.period_seconds), "expr": period, "labels": labels})

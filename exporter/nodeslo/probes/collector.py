@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import Metric
 
@@ -20,7 +21,9 @@ from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.metrics import Desc, add
 from nodeslo.probes import storage, wakeup
 from nodeslo.probes.histogram import LatencyHistogram, add_histogram, latency_bounds
+from nodeslo.probes.ledger import StorageLedger
 from nodeslo.probes.protocol import Message
+from nodeslo.probes.remote import RemoteProbe, RemoteProbeError
 from nodeslo.probes.settings import (
     StorageSettings,
     WakeupSettings,
@@ -47,22 +50,56 @@ PROBE_RESTARTS = Desc(
 IO_LATENCY = Desc(
     "nodeslo_probe_io_latency_seconds",
     "histogram",
-    "Completion time of one 4 KiB probe I/O: write_sync = O_DIRECT|O_DSYNC write "
-    "(or write + fdatasync), read = O_DIRECT read at a random offset.",
+    "Completion time of one 4 KiB probe I/O at its intended start (write_sync = "
+    "O_DIRECT|O_DSYNC write or write + fdatasync, read = O_DIRECT read at a random offset); "
+    "operations overdue or missed are observed at their age when counted, a lower bound.",
     ("target", "op"),
 )
 IO_ERRORS = Desc(
     "nodeslo_probe_io_errors_total",
     "counter",
-    "Probe I/O samples that failed (target missing, full, read-only, I/O error).",
+    "Probe I/O samples that failed (target missing, full, read-only, on another file "
+    "system, I/O error).",
     ("target", "op"),
+)
+IO_OVERDUE = Desc(
+    "nodeslo_probe_io_overdue_total",
+    "counter",
+    "Probe I/Os counted bad while still in flight, once older than the largest SLO "
+    "threshold on the operation (also in the latency histogram; not again on completion).",
+    ("target", "op"),
+)
+IO_MISSED = Desc(
+    "nodeslo_probe_io_missed_total",
+    "counter",
+    "Intended probe I/Os that never started, counted bad (in the latency histogram): "
+    "reason blocked = the previous one of that kind was still in flight, probe_down = no "
+    "probe process was running.",
+    ("target", "op", "reason"),
+)
+IO_STALLED = Desc(
+    "nodeslo_probe_io_stalled_seconds",
+    "gauge",
+    "Seconds since a probe I/O of this kind on the target was last seen well (an attempt "
+    "completed, with success or error, or none due), or since the target was configured: "
+    "about 0 while I/O completes; grows while one hangs or no probe process runs.",
+    ("target", "op"),
+)
+IO_FAILING = Desc(
+    "nodeslo_probe_io_failing",
+    "gauge",
+    "1 while the last attempt of this probe I/O on the target failed, with the reason: "
+    + ", ".join(storage.REASONS)
+    + ". Absent while it succeeds.",
+    ("target", "op", "reason"),
 )
 STORAGE_TARGET_INFO = Desc(
     "nodeslo_probe_storage_target_info",
     "gauge",
     "Always 1: a storage probe target's kind (file = probe file in a directory, block = "
     "device read only), I/O mode (direct = O_DIRECT; buffered = O_DIRECT refused, writes "
-    "fdatasync'd, read block dropped from the page cache first) and the block device measured.",
+    "fdatasync'd, read block dropped from the page cache first) and the block device "
+    "measured, fixed when the probe started.",
     ("target", "kind", "mode", "device"),
 )
 WAKEUP_LATENCY = Desc(
@@ -70,6 +107,14 @@ WAKEUP_LATENCY = Desc(
     "histogram",
     "How late a periodic absolute-deadline timer sleep woke up (CLOCK_MONOTONIC, 1 ns slack).",
     ("engine", "policy"),
+)
+WAKEUP_ENGINE = Desc(
+    "nodeslo_probe_wakeup_engine_info",
+    "gauge",
+    "Always 1: the engine the wake-up probe measures with (cyclictest, or python: "
+    "+~25 us bias) and its policy, next to the engine the profile or flag requested "
+    "(auto = cyclictest when installed). requested!=python with engine=python is a fallback.",
+    ("requested", "engine", "policy"),
 )
 WAKEUP_INTERVAL = Desc(
     "nodeslo_probe_wakeup_interval_seconds",
@@ -81,18 +126,22 @@ WAKEUP_INTERVAL = Desc(
 # still complete and be counted in a high bucket.
 STUCK_SECONDS = 5.0
 STORAGE_REPORT_TIMEOUT = 10.0
+# Until its first report: Python takes seconds to start on a loaded host (a minute under
+# emulation); killing it sooner would only loop. The stall grows meanwhile all the same.
+STORAGE_START_TIMEOUT = 60.0
 WAKEUP_REPORT_TIMEOUT = 30.0  # > a cyclictest burst (10 s) plus its start-up
 
 
 class _Probe:
     probe: str
     report_timeout: float
+    start_timeout: float | None = None
 
     def __init__(self, ctx: CollectorContext, backoff: Backoff | None = None) -> None:
         self.ctx = ctx
         self._backoff = backoff
         self._lock = threading.Lock()
-        self._process: ProbeProcess | None = None
+        self._process: ProbeProcess | RemoteProbe | None = None
         self._started = False
 
     def _run(self, enabled: bool, command: list[str]) -> None:
@@ -109,13 +158,18 @@ class _Probe:
                 report_timeout=self.report_timeout,
                 backoff=self._backoff,
                 errors=self.ctx.errors,
+                on_exit=self._on_exit,
+                start_timeout=self.start_timeout,
             )
             self._process.start()
-        else:
+        elif isinstance(self._process, ProbeProcess):
             self._process.replace(command)
 
     def _on_message(self, message: Message) -> None:
         raise NotImplementedError
+
+    def _on_exit(self, reason: str) -> None:
+        """The probe's process ended (not stopped or replaced by the daemon)."""
 
     @property
     def enabled(self) -> bool:
@@ -152,15 +206,18 @@ class _Probe:
 class StorageProbe(_Probe):
     probe = "storage"
     report_timeout = STORAGE_REPORT_TIMEOUT
+    start_timeout = STORAGE_START_TIMEOUT
 
-    def __init__(self, ctx: CollectorContext, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        ctx: CollectorContext,
+        backoff: Backoff | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         super().__init__(ctx, backoff)
         self.settings: StorageSettings | None = None
-        self._histograms: dict[tuple[str, str], LatencyHistogram] = {}
-        self._errors: dict[tuple[str, str], int] = {}
-        self._info: dict[str, tuple[str, str, str]] = {}
-        self._ok: dict[str, tuple[bool, float]] = {}
-        self._bounds: tuple[float, ...] = ()
+        self.ledger = StorageLedger(clock)
+        self._failing: dict[str, bool] = {}
 
     @property
     def enabled(self) -> bool:
@@ -171,22 +228,13 @@ class StorageProbe(_Probe):
         if new == self.settings:
             return
         bounds = latency_bounds(new.thresholds)
-        with self._lock:
-            if bounds != self._bounds:
-                self._histograms.clear()  # new buckets: the series start again
-                self._bounds = bounds
-            keep = set(new.targets)
-            for table in (self._histograms, self._errors):
-                for key in [k for k in table if k[0] not in keep]:
-                    del table[key]
-            for target in [t for t in self._info if t not in keep]:
-                del self._info[target]
-            self._ok = {t: v for t, v in self._ok.items() if t in keep}
+        self.ledger.configure(new.targets if new.enabled else (), new.rate, bounds, new.overdue)
         config = storage.Config(
             targets=new.targets,
             rate=new.rate,
             file_size=new.file_size,
             bounds=bounds,
+            overdue=new.overdue,
             sysfs=self.ctx.roots.sysfs,
         )
         command = [sys.executable, "-m", "nodeslo.probes.storage", config.to_json()]
@@ -198,37 +246,19 @@ class StorageProbe(_Probe):
             )
         self.settings = new
 
+    def _on_exit(self, reason: str) -> None:
+        self.ledger.process_ended()
+
     def _on_message(self, message: Message) -> None:
+        self.ledger.merge(message)
         kind = message["t"]
-        with self._lock:
-            if kind == "hist":
-                target, op = (str(v) for v in message["labels"])
-                histogram = self._histograms.get((target, op))
-                if histogram is None:
-                    histogram = self._histograms[(target, op)] = LatencyHistogram(self._bounds)
-                histogram.add(message["counts"], int(message["sum_ns"]))
-            elif kind == "err":
-                key = (str(message["target"]), str(message["op"]))
-                self._errors[key] = self._errors.get(key, 0) + int(message["n"])
-            elif kind == "target":
-                target = str(message["target"])
-                info = (str(message["kind"]), str(message["mode"]), str(message["device"]))
-                self._info[target] = info
-                for op in storage.OPS if info[0] == "file" else ("read",):
-                    self._errors.setdefault((target, op), 0)
-                    self._histograms.setdefault((target, op), LatencyHistogram(self._bounds))
-            elif kind == "status":
-                was = dict(self._ok)
-                self._ok = {
-                    str(t): (bool(s["ok"]), float(s["stuck_seconds"]))
-                    for t, s in message["targets"].items()
-                }
         if kind == "err":
+            # Keyed by target and reason: a target refused for both operations is one line.
             self._warn(
-                f"{message['target']}:{message['op']}",
-                "storage probe sample failed",
+                f"{message['target']}:{message['reason']}",
+                "storage probe failing",
                 target=str(message["target"]),
-                op=str(message["op"]),
+                reason=str(message["reason"]),
                 err=str(message["msg"]),
             )
         elif kind == "target":
@@ -243,41 +273,44 @@ class StorageProbe(_Probe):
                     target=str(message["target"]),
                 )
         elif kind == "status":
-            for target, (ok, _) in self._ok.items():
-                if ok and not was.get(target, (True, 0.0))[0]:
-                    for op in storage.OPS:
-                        self.ctx.errors.clear(f"probe:{self.probe}:{target}:{op}")
+            failing = self.ledger.failing()
+            with self._lock:
+                was, self._failing = self._failing, failing
+            for target, bad in failing.items():
+                if was.get(target) and not bad:
+                    for reason in storage.REASONS:
+                        self.ctx.errors.clear(f"probe:{self.probe}:{target}:{reason}")
                     log.info("storage probe target recovered", extra={"fields": {"target": target}})
 
     def _healthy(self) -> bool:
-        with self._lock:
-            targets = self.settings.targets if self.settings else ()
-            return all(
-                self._ok.get(t, (False, 0.0))[0] and self._ok[t][1] < STUCK_SECONDS for t in targets
-            )
+        return self.ledger.healthy(STUCK_SECONDS)
 
     def collect(self) -> Iterator[Metric]:
         settings = self.settings
         if settings is None or not settings.enabled:
             return
-        latency, errors, info = (
+        latency, errors, overdue, missed, stalled, failing, info = (
             IO_LATENCY.family(),
             IO_ERRORS.family(),
+            IO_OVERDUE.family(),
+            IO_MISSED.family(),
+            IO_STALLED.family(),
+            IO_FAILING.family(),
             STORAGE_TARGET_INFO.family(),
         )
-        with self._lock:
-            snapshots = {k: h.snapshot() for k, h in self._histograms.items()}
-            error_counts = dict(self._errors)
-            infos = dict(self._info)
-        for (target, op), snap in sorted(snapshots.items()):
-            add_histogram(latency, [target, op], snap)
-        for (target, op), n in sorted(error_counts.items()):
-            add(errors, [target, op], n)
-        for target, (kind, mode, device) in sorted(infos.items()):
+        for lane in self.ledger.view():
+            labels = [lane.target, lane.op]
+            add_histogram(latency, labels, lane.histogram)
+            add(errors, labels, lane.errors)
+            add(overdue, labels, lane.overdue)
+            for reason, n in sorted(lane.missed.items()):
+                add(missed, [*labels, reason], n)
+            add(stalled, labels, lane.stalled_seconds)
+            if lane.failing:
+                add(failing, [*labels, lane.failing], 1)
+        for target, (kind, mode, device) in sorted(self.ledger.info().items()):
             add(info, [target, kind, mode, device], 1)
-        yield latency
-        yield errors
-        yield info
+        yield from (latency, errors, overdue, missed, stalled, failing, info)
 
 
 class WakeupProbe(_Probe):
@@ -289,10 +322,36 @@ class WakeupProbe(_Probe):
         self.settings: WakeupSettings | None = None
         self._histograms: dict[tuple[str, str], LatencyHistogram] = {}
         self._bounds: tuple[float, ...] = ()
+        self._engine: tuple[str, str, str] | None = None
 
     @property
     def enabled(self) -> bool:
         return self.settings is not None and self.settings.enabled
+
+    def _run_remote(self, enabled: bool, path: str, config: str) -> None:
+        """The probe process connects to `path` (its own unit or container, holding
+        CAP_SYS_NICE for cyclictest) instead of being started here."""
+        if not enabled:
+            self._run(False, [])
+            return
+        if isinstance(self._process, RemoteProbe):
+            self._process.replace(config)
+            return
+        remote = RemoteProbe(
+            self.probe,
+            path,
+            config,
+            self._on_message,
+            report_timeout=self.report_timeout,
+            errors=self.ctx.errors,
+        )
+        try:
+            remote.start()
+        except RemoteProbeError as exc:
+            # The daemon serves on; the probe is down (nodeslo_probe_up 0) and says why.
+            log.error("cannot listen for the wake-up probe", extra={"fields": {"err": str(exc)}})
+            return
+        self._process = remote
 
     def apply(self) -> None:
         new = wakeup_settings(self.ctx.profile(), self.ctx.options)
@@ -309,7 +368,12 @@ class WakeupProbe(_Probe):
             policy=new.policy,
             bounds=bounds,
         )
-        self._run(new.enabled, [sys.executable, "-m", "nodeslo.probes.wakeup", config.to_json()])
+        socket_path = self.ctx.option("probe_wakeup_socket")
+        if socket_path:
+            self._run_remote(new.enabled, str(socket_path), config.to_json())
+        else:
+            command = [sys.executable, "-m", "nodeslo.probes.wakeup", config.to_json()]
+            self._run(new.enabled, command)
         self.settings = new
 
     def _on_message(self, message: Message) -> None:
@@ -322,10 +386,11 @@ class WakeupProbe(_Probe):
                     histogram = self._histograms[(engine, policy)] = LatencyHistogram(self._bounds)
                 histogram.add(message["counts"], int(message["sum_ns"]))
         elif kind == "hello":
+            engine, policy = str(message["engine"]), str(message["policy"])
+            requested = str(message.get("requested") or engine)
             with self._lock:
-                self._histograms.setdefault(
-                    (str(message["engine"]), str(message["policy"])), LatencyHistogram(self._bounds)
-                )
+                self._histograms.setdefault((engine, policy), LatencyHistogram(self._bounds))
+                self._engine = (requested, engine, policy)
             log.info(
                 "wake-up probe running",
                 extra={"fields": {"engine": message["engine"], "policy": message["policy"]}},
@@ -338,9 +403,15 @@ class WakeupProbe(_Probe):
         if settings is None or not settings.enabled:
             return
         yield WAKEUP_INTERVAL.single(settings.interval_seconds)
-        latency = WAKEUP_LATENCY.family()
+        latency, in_use = WAKEUP_LATENCY.family(), WAKEUP_ENGINE.family()
+        # The engine in use, while there is one: a probe that stopped reporting measures
+        # with nothing (nodeslo_probe_up says so), not with its last engine.
+        reporting = self._process is not None and self._process.reporting()
         with self._lock:
             snapshots = {k: h.snapshot() for k, h in self._histograms.items()}
+            if self._engine is not None and reporting:
+                add(in_use, list(self._engine), 1)
+        yield in_use
         for (engine, policy), snap in sorted(snapshots.items()):
             add_histogram(latency, [engine, policy], snap)
         yield latency

@@ -103,6 +103,21 @@ class LatencyHistogram:
             self._counts[index] += 1
             self._sum_ns += latency_ns
 
+    def observe_spaced(self, smallest_ns: int, step_ns: int, n: int) -> None:
+        """Observe n latencies smallest, smallest + step, ... in one go (bucket arithmetic:
+        a long gap of missed operations costs no loop over them)."""
+        if n <= 0:
+            return
+        if step_ns <= 0:
+            raise ValueError("step must be positive")
+        cumulative = [
+            0 if b < smallest_ns else min(n, (b - smallest_ns) // step_ns + 1)
+            for b in self.bounds_ns
+        ]
+        counts = [c - p for c, p in zip(cumulative, [0, *cumulative[:-1]], strict=True)]
+        counts.append(n - cumulative[-1])
+        self.add(counts, n * smallest_ns + step_ns * n * (n - 1) // 2)
+
     def add(self, counts: Sequence[int], sum_ns: int) -> None:
         """Merge per-bucket counts taken over the same bounds (a probe process's report)."""
         if len(counts) != len(self._counts):

@@ -1,15 +1,23 @@
 """The pipe between a probe process and the daemon: one JSON object per line.
 
+The same lines travel over a Unix socket when the probe runs outside the daemon
+(`remote`, `relay`); there the daemon first sends the probe's configuration line.
+
 A probe process measures and sends what it measured; the daemon only merges. Each
 message has a type `t`:
 
-- `hello`  {engine, policy}                the wake-up probe's effective engine and policy
+- `hello`  {engine, policy, requested}     the wake-up probe's effective engine and policy
+- `hello`  {start_ns}                      the storage probe's schedule starts here
 - `target` {target, kind, mode, device}    what a storage target turned out to be
 - `hist`   {labels, counts, sum_ns}        per-bucket counts since the last `hist`
-- `err`    {target, op, n, msg}            n failed samples of one operation, last reason
-- `status` {targets: {target: {ok, stuck_seconds}}}   storage heartbeat
+- `err`    {target, op, n, msg, reason}    n failed samples of one operation, last reason
+- `status` {at_ns, targets: {target: {op: {ok, reason, done_ns, busy_ns, overdue,
+  missed}}}}                               storage heartbeat: each operation's state, and
+                                           the overdue / missed counts since the last one
 - `beat`   {}                              "still alive", when there was nothing to send
 - `warn`   {msg}                           something the operator should read once
+
+Times (`*_ns`) are CLOCK_MONOTONIC nanoseconds, one clock for every process of a host.
 
 Counts are deltas, so a lost daemon-side message cannot double count, and a probe
 process restarting never resets the daemon's histograms.
@@ -23,6 +31,8 @@ from typing import IO, Any
 from nodeslo.probes.histogram import Snapshot
 
 Message = dict[str, Any]
+
+MAX_LINE_BYTES = 1 << 20
 
 
 class ParentGone(Exception):
@@ -49,6 +59,25 @@ class Reporter:
             return False
         self.send("hist", labels=labels, counts=list(snap.counts), sum_ns=snap.sum_ns)
         return True
+
+
+class LineTooLong(ValueError):
+    """More than MAX_LINE_BYTES without a newline: not a probe talking."""
+
+
+class LineBuffer:
+    """Splits a byte stream into the lines that are complete so far."""
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._pending = b""
+        self._limit = limit
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        if len(self._pending) > self._limit:
+            raise LineTooLong(f"{len(self._pending)} bytes without a newline")
+        return lines
 
 
 def decode(line: bytes) -> Message:

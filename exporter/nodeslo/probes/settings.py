@@ -11,9 +11,10 @@ import os
 from dataclasses import dataclass
 
 from nodeslo.flagtypes import duration, positive_float
-from nodeslo.profile import WAKEUP_ENGINES, WAKEUP_POLICIES, Profile
+from nodeslo.profile import WAKEUP_ENGINES, WAKEUP_POLICIES, LatencySLI, Profile
 
 IO_HISTOGRAM = "nodeslo_probe_io_latency_seconds"
+IO_OPS = ("write_sync", "read")
 WAKEUP_HISTOGRAM = "nodeslo_probe_wakeup_latency_seconds"
 MAX_STORAGE_RATE = 1000.0
 MIN_WAKEUP_INTERVAL = 100e-6
@@ -27,6 +28,9 @@ class StorageSettings:
     rate: float
     file_size: int
     thresholds: tuple[float, ...]
+    # (target, op, seconds): the largest latency SLO threshold on each operation of
+    # each target; an operation in flight longer than that is bad for every SLO on it.
+    overdue: tuple[tuple[str, str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,35 @@ def storage_settings(profile: Profile, options: argparse.Namespace) -> StorageSe
     targets = tuple(flag_targets) if isinstance(flag_targets, list) else section.targets
     rate = _option(options, "probe_storage_rate")
     switch = _option(options, "probe_storage")
+    unique = tuple(dict.fromkeys(targets))
     return StorageSettings(
         enabled=(switch is not False) and bool(targets),
-        targets=tuple(dict.fromkeys(targets)),
+        targets=unique,
         rate=float(rate) if isinstance(rate, float) else section.rate,
         file_size=section.file_size_bytes,
         thresholds=profile.histogram_thresholds(IO_HISTOGRAM),
+        overdue=tuple(
+            (target, op, seconds)
+            for target in unique
+            for op in IO_OPS
+            if (seconds := io_threshold(profile, target, op)) is not None
+        ),
     )
+
+
+def io_threshold(profile: Profile, target: str, op: str) -> float | None:
+    """The largest threshold of the latency SLOs on the I/O histogram that judge this
+    operation of this target (their matchers on `op` and `target` agree; matchers on
+    other labels do not exclude it); None when no SLO judges it."""
+    seen = {"op": op, "target": target}
+    thresholds = [
+        slo.sli.threshold_seconds
+        for slo in profile.slos
+        if isinstance(slo.sli, LatencySLI)
+        and slo.sli.histogram == IO_HISTOGRAM
+        and all(seen.get(label, value) == value for label, value in slo.sli.matchers)
+    ]
+    return max(thresholds, default=None)
 
 
 def wakeup_settings(profile: Profile, options: argparse.Namespace) -> WakeupSettings:
@@ -146,6 +172,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DURATION",
         help="timer period, 100us..1s (default: profile, 10ms)",
+    )
+    group.add_argument(
+        "--probe.wakeup.socket",
+        dest="probe_wakeup_socket",
+        type=absolute_path,
+        default=None,
+        metavar="PATH",
+        help="do not start the wake-up probe: listen on PATH for `nodeslo probe wakeup "
+        "--connect PATH`, run where cyclictest may have CAP_SYS_NICE (its own unit or "
+        "container) while this process holds no capability",
     )
     group.add_argument(
         "--probe.wakeup.policy",

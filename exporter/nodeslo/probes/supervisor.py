@@ -6,10 +6,12 @@ the probe's merge callback. The scrape never waits on any of this: it reads what
 callbacks merged.
 
 A child that exits, crashes, or stays silent longer than `report_timeout` (hung,
-SIGSTOPped) is killed and started again after a backoff that doubles from `initial`
+SIGSTOPped; before its first report: `start_timeout`, for an interpreter that starts
+slowly on a loaded host) is killed and started again after a backoff that doubles from `initial`
 to `maximum` and resets once a child has run for `stable_after` seconds. Each such
-restart is counted; `replace()` (a profile reload changed the settings) starts the
-new child at once and is not counted.
+restart is counted, and `on_exit` hears of it (the storage probe accounts the
+operations nobody runs until the next child starts); `replace()` (a profile reload
+changed the settings) starts the new child at once and is neither.
 """
 
 from __future__ import annotations
@@ -25,13 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nodeslo.log import OnceLog
-from nodeslo.probes.protocol import Message, decode
+from nodeslo.probes.protocol import LineBuffer, LineTooLong, Message, decode
 
 log = logging.getLogger("nodeslo.probe")
 
 MIN_WAIT_SECONDS = 0.05
 KILL_WAIT_SECONDS = 0.5
-MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,15 @@ class ProbeProcess:
         report_timeout: float,
         backoff: Backoff | None = None,
         errors: OnceLog | None = None,
+        on_exit: Callable[[str], None] | None = None,
+        start_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._command = list(command)
         self._on_message = on_message
+        self._on_exit = on_exit
         self._report_timeout = report_timeout
+        self._start_timeout = max(report_timeout, start_timeout or 0.0)
         self._backoff = backoff or Backoff()
         self._errors = errors or OnceLog(log)
         self._lock = threading.Lock()
@@ -133,6 +138,8 @@ class ProbeProcess:
             with self._lock:
                 self.restarts += 1
                 self.last_exit = reason
+            if self._on_exit is not None:
+                self._on_exit(reason)
             log.warning(
                 "probe process stopped, restarting",
                 extra={"fields": {"probe": self.name, "reason": reason, "backoff": delay}},
@@ -166,17 +173,18 @@ class ProbeProcess:
     def _pump(self, proc: subprocess.Popen[bytes], started: float) -> str:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        pending = b""
+        lines = LineBuffer()
         while True:
             if self._stop.is_set():
                 return "stopped"
             with self._lock:
                 if self._replace:
                     return "replaced"
-                last = self._last_message or started
-            left = last + self._report_timeout - time.monotonic()
+                last = self._last_message
+            timeout = self._report_timeout if last else self._start_timeout
+            left = (last or started) + timeout - time.monotonic()
             if left < 0:
-                return f"no report for {self._report_timeout:g}s"
+                return f"no report for {timeout:g}s"
             # Sleep until a report or the watchdog deadline, not on a short poll: each
             # wake-up costs CPU. stop() and replace() kill the child, which ends the wait.
             ready, _, _ = select.select([fd], [], [], max(MIN_WAIT_SECONDS, left))
@@ -185,11 +193,11 @@ class ProbeProcess:
             chunk = os.read(fd, 65536)
             if not chunk:
                 return "exited"
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_LINE_BYTES:
+            try:
+                complete = lines.feed(chunk)
+            except LineTooLong:
                 return "report line too long"
-            for line in lines:
+            for line in complete:
                 self._deliver(line)
 
     def _deliver(self, line: bytes) -> None:

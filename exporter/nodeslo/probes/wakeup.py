@@ -296,12 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if binary is not None:
             if policy == "fifo":
                 reset_policy()  # cyclictest sets its measuring thread's own policy
-            reporter.send("hello", engine="cyclictest", policy=policy)
+            reporter.send("hello", engine="cyclictest", policy=policy, requested=config.engine)
             if _cyclictest_loop(binary, config, policy, histogram, reporter):
                 return 1
             if policy == "fifo":
                 set_policy("fifo")
-        reporter.send("hello", engine="python", policy=policy)
+        reporter.send("hello", engine="python", policy=policy, requested=config.engine)
         labels = ["python", policy]
         gc.disable()  # a collection pause is the probe's latency, not the host's
 

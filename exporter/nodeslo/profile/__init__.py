@@ -11,6 +11,7 @@ Used by the daemon, the collectors, the probes, `nodeslo check` and the pack ali
 
 from nodeslo.profile.loader import load_profile, shipped_profile_path
 from nodeslo.profile.model import (
+    CPU_VENDORS,
     DEFAULT_PROFILE,
     GOVERNORS,
     SLO,
@@ -33,6 +34,7 @@ from nodeslo.profile.model import (
     Probes,
     Profile,
     ProfileError,
+    RedundancyHealth,
     StorageProbe,
     TimeSLI,
     Tuning,
@@ -41,6 +43,7 @@ from nodeslo.profile.model import (
 from nodeslo.profile.validate import build, format_cpu_list
 
 __all__ = [
+    "CPU_VENDORS",
     "DEFAULT_PROFILE",
     "GOVERNORS",
     "SLO",
@@ -63,6 +66,7 @@ __all__ = [
     "Probes",
     "Profile",
     "ProfileError",
+    "RedundancyHealth",
     "StorageProbe",
     "TimeSLI",
     "Tuning",

@@ -31,15 +31,23 @@ def load_profile(path: str | None = None) -> Profile:
         path = shipped_profile_path(DEFAULT_PROFILE)
         assert path is not None, "the default profile ships with the package"
     try:
-        tree = yamlsource.resolve_extends(yamlsource.load(path), _resolve)
-        # The digest covers the effective profile, parents included, so two hosts
-        # with the same sha256 hold the same targets whatever files produced them.
-        canonical = json.dumps(tree.plain(), sort_keys=True, default=str)
-        digest = hashlib.sha256(canonical.encode()).hexdigest()
-        return build(tree, path, digest)
+        return _load(path)
     except ProfileError:
         raise
     except SourceError as exc:
         raise ProfileError(exc.file, exc.line, exc.key, exc.message) from None
     except OSError as exc:
         raise ProfileError(path, None, "", exc.strerror or str(exc)) from None
+    except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as exc:
+        # Whatever slipped past the bounded reader and the validator: still the
+        # documented error naming the file, never a traceback or a dead daemon.
+        raise ProfileError(path, None, "", f"cannot load: {type(exc).__name__}: {exc}") from None
+
+
+def _load(path: str) -> Profile:
+    tree = yamlsource.resolve_extends(yamlsource.load(path), _resolve)
+    # The digest covers the effective profile, parents included, so two hosts
+    # with the same sha256 hold the same targets whatever files produced them.
+    canonical = json.dumps(tree.plain(), sort_keys=True, default=str)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return build(tree, path, digest)

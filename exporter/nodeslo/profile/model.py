@@ -16,6 +16,9 @@ WAKEUP_POLICIES = ("other", "fifo")
 WAKEUP_ENGINES = ("auto", "python", "cyclictest")
 THP_MODES = ("always", "madvise", "never")
 GOVERNORS = ("performance", "powersave", "schedutil", "ondemand", "conservative", "userspace")
+# CPU vendors the profile may give temperature limits for (the pack maps each to its
+# hwmon drivers: intel coretemp; amd k10temp, zenpower).
+CPU_VENDORS = ("intel", "amd")
 
 
 class ProfileError(SourceError):
@@ -40,12 +43,18 @@ class LatencySLI:
 
 @dataclass(frozen=True)
 class TimeSLI:
-    """Bad time over available time: rate(bad_seconds) / capacity (seconds per second)."""
+    """Bad time over available time: rate(bad_seconds) / capacity (seconds per second).
+
+    `fallback_bad_seconds` is read on the servers that do not export `bad_seconds` at all
+    (e.g. AMD CPUs have no thermal_throttle counters); `matchers` select `bad_seconds`
+    only.
+    """
 
     bad_seconds: str
     capacity: str
     matchers: tuple[tuple[str, str], ...] = ()
     by: tuple[str, ...] = ()
+    fallback_bad_seconds: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +86,22 @@ class NVMeHealth:
     temperature_for_seconds: float = 300
     # Below this many host bytes written over the window, the WAF is too noisy to judge.
     write_amplification_min_written_bytes: int = 10 * 1024**3
+    # Fewer controllers than the host had within this window: one vanished.
+    missing_lookback_seconds: float = 86400
+    # Leaving the `live` state this many times within the window is a reset loop.
+    reset_loop_resets: int = 2
+    reset_loop_window_seconds: float = 600
 
 
 @dataclass(frozen=True)
 class CPUHealth:
     throttling_window_seconds: float = 600
-    # Temperatures alert against each sensor's own max / crit, as the firmware sets them.
+    # Temperatures alert against each sensor's own max / crit, as the firmware sets them,
     temperature_for_seconds: float = 300
+    # or, for a sensor whose driver reports none (k10temp on AMD Zen has neither), these,
+    # per vendor (CPU_VENDORS), in °C. A vendor left out: such sensors are not judged.
+    temperature_max_celsius: tuple[tuple[str, float], ...] = (("amd", 85.0), ("intel", 90.0))
+    temperature_crit_celsius: tuple[tuple[str, float], ...] = (("amd", 95.0), ("intel", 100.0))
 
 
 @dataclass(frozen=True)
@@ -150,6 +168,12 @@ class LinkHealth:
 
 
 @dataclass(frozen=True)
+class RedundancyHealth:
+    # An md array or ZFS pool the host had within this window and has no more: missing.
+    missing_lookback_seconds: float = 86400
+
+
+@dataclass(frozen=True)
 class Health:
     nvme: NVMeHealth = field(default_factory=NVMeHealth)
     cpu: CPUHealth = field(default_factory=CPUHealth)
@@ -157,6 +181,7 @@ class Health:
     power: PowerHealth = field(default_factory=PowerHealth)
     firmware: FirmwareHealth = field(default_factory=FirmwareHealth)
     links: LinkHealth = field(default_factory=LinkHealth)
+    redundancy: RedundancyHealth = field(default_factory=RedundancyHealth)
 
 
 @dataclass(frozen=True)
@@ -264,6 +289,12 @@ class Alerting:
     labels: tuple[tuple[str, str], ...] = ()
     # Selects the exporter's scrape targets in `up` (exporter down, probe absent).
     exporter_selector: str = 'job="nodeslo"'
+    # A target scraped within this long and gone now pages (NodeSLOExporterAbsent).
+    exporter_lookback_seconds: float = 86400.0
+    # Selects Prometheus' scrape of itself, whose prometheus_rule_* metrics tell whether
+    # the nodeslo groups are evaluated. None (`false` in YAML): no rule-evaluation
+    # alerts (the rules run where those metrics are not, e.g. a Mimir ruler).
+    prometheus_selector: str | None = 'job="prometheus"'
     # The labels that identify one server; every aggregation keeps them, so a
     # `cluster` label (Thanos/Mimir external label or target label) is carried through.
     instance_labels: tuple[str, ...] = ("cluster", "instance")

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from nodeslo.burnrate import LONGEST_WINDOW_SECONDS, highest_factor
 from nodeslo.profile.model import (
+    CPU_VENDORS,
     GOVERNORS,
     SLO,
     THP_MODES,
@@ -36,6 +37,7 @@ from nodeslo.profile.model import (
     Probes,
     Profile,
     ProfileError,
+    RedundancyHealth,
     StorageProbe,
     TimeSLI,
     Tuning,
@@ -232,6 +234,7 @@ def _sli(node: Node) -> LatencySLI | TimeSLI:
         body,
         {
             "bad_seconds": lambda n: n.metric_name(),
+            "fallback_bad_seconds": lambda n: n.metric_name(),
             "capacity": lambda n: n.metric_name(),
             "matchers": lambda n: n.label_map(),
             "by": lambda n: n.label_names(),
@@ -301,10 +304,36 @@ def _component_names(node: Node) -> tuple[str, ...]:
     return names
 
 
+def _per_vendor_celsius(node: Node) -> tuple[tuple[str, float], ...]:
+    """`95` (every vendor) or `{intel: 100, amd: 95}`, in °C, sorted by vendor."""
+    if not isinstance(node.value, dict):
+        celsius = node.number(positive=True)
+        return tuple((vendor, celsius) for vendor in sorted(CPU_VENDORS))
+    limits = {
+        vendor: child.number(positive=True)
+        for vendor, child in node.mapping(CPU_VENDORS).items()
+        if child.value is not None
+    }
+    return tuple(sorted(limits.items()))
+
+
+def _check_temperature_limits(cpu: CPUHealth, node: Node | None) -> None:
+    crit = dict(cpu.temperature_crit_celsius)
+    for vendor, celsius in cpu.temperature_max_celsius:
+        if vendor in crit and celsius >= crit[vendor]:
+            assert node is not None  # the defaults are consistent
+            keys = node.mapping()
+            where = keys.get("temperature_max") or keys["temperature_crit"]
+            raise where.error(
+                f"{vendor}: temperature_max ({celsius:g}) must be below temperature_crit "
+                f"({crit[vendor]:g})"
+            )
+
+
 def _health(node: Node | None) -> Health:
     if node is None:
         return Health()
-    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware", "links"))
+    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware", "links", "redundancy"))
     nvme = _section(
         parts.get("nvme"),
         NVMeHealth,
@@ -324,6 +353,9 @@ def _health(node: Node | None) -> Health:
             "latency_outlier_min_iops": ("latency_outlier_min_iops", _pos),
             "smart_stale_after": ("smart_stale_after_seconds", _window),
             "temperature_for": ("temperature_for_seconds", _window),
+            "missing_lookback": ("missing_lookback_seconds", _window),
+            "reset_loop_resets": ("reset_loop_resets", lambda n: n.integer(minimum=1)),
+            "reset_loop_window": ("reset_loop_window_seconds", _window),
         },
     )
     cpu = _section(
@@ -332,8 +364,11 @@ def _health(node: Node | None) -> Health:
         {
             "throttling_window": ("throttling_window_seconds", _window),
             "temperature_for": ("temperature_for_seconds", _window),
+            "temperature_max": ("temperature_max_celsius", _per_vendor_celsius),
+            "temperature_crit": ("temperature_crit_celsius", _per_vendor_celsius),
         },
     )
+    _check_temperature_limits(cpu, parts.get("cpu"))
     memory = _section(
         parts.get("memory"),
         MemoryHealth,
@@ -366,8 +401,21 @@ def _health(node: Node | None) -> Health:
             "host_group_by": ("host_group_by", lambda n: n.label_names()),
         },
     )
+    redundancy = _section(
+        parts.get("redundancy"),
+        RedundancyHealth,
+        {"missing_lookback": ("missing_lookback_seconds", _window)},
+    )
     links = _section(parts.get("links"), LinkHealth, _LINKS)
-    return Health(nvme=nvme, cpu=cpu, memory=memory, power=power, firmware=firmware, links=links)
+    return Health(
+        nvme=nvme,
+        cpu=cpu,
+        memory=memory,
+        power=power,
+        firmware=firmware,
+        links=links,
+        redundancy=redundancy,
+    )
 
 
 def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:
@@ -611,11 +659,18 @@ def _instance_labels(node: Node) -> tuple[str, ...]:
     return names
 
 
+def _selector_or_off(node: Node) -> str | None:
+    """A selector, or false for "not there" (null would restore the inherited default)."""
+    return None if node.value is False else node.selector()
+
+
 _ALERTING: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "runbook_base_url": ("runbook_base_url", lambda n: n.string().rstrip("/")),
     "for_scale": ("for_scale", _pos),
     "labels": ("labels", _alert_labels),
     "exporter_selector": ("exporter_selector", lambda n: n.selector()),
+    "exporter_lookback": ("exporter_lookback_seconds", _window),
+    "prometheus_selector": ("prometheus_selector", _selector_or_off),
     "instance_labels": ("instance_labels", _instance_labels),
 }
 

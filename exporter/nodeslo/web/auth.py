@@ -8,7 +8,12 @@ way exporter-toolkit caches them, with these properties:
   the password itself is never kept, a different password never hits, and a changed
   hash in the file (password rotation) misses at once;
 - a removed user fails before the cache is consulted;
-- entries expire after CACHE_TTL_SECONDS and the cache holds at most CACHE_SIZE;
+- good and bad credentials live in separate caches, so a flood of bad passwords never
+  pushes the scraper's verified login out; a good entry's CACHE_TTL_SECONDS restarts
+  on each use, each cache holds at most CACHE_SIZE;
+- a client with more than MAX_FAILURES failed logins within FAILURE_WINDOW_SECONDS
+  gets no bcrypt (answered 401 at once, until the window passes) unless its
+  credentials hit the good cache: one address guessing cannot hold the bcrypt lock;
 - bcrypt runs one at a time, so a flood of bad passwords costs at most one core;
 - an unknown user is checked against a decoy hash of the highest configured cost, so
   response time does not reveal which users exist.
@@ -29,6 +34,10 @@ import bcrypt
 
 CACHE_TTL_SECONDS = 300.0
 CACHE_SIZE = 256
+MAX_FAILURES = 10
+FAILURE_WINDOW_SECONDS = 10.0
+# Clients whose failures are counted; past this many, the oldest are forgotten.
+MAX_TRACKED_CLIENTS = 4096
 # bcrypt only reads 72 bytes; bcrypt >= 5 refuses longer passwords rather than
 # truncating them, and so does nodeslo (a 401, never a match on a prefix).
 MAX_PASSWORD_BYTES = 72
@@ -52,18 +61,44 @@ def parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
     return user, password
 
 
+class _Cache:
+    """digest -> expiry, bounded: past `size`, expired entries go, then the oldest."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: dict[bytes, float] = {}
+
+    def hit(self, digest: bytes, now: float, extend: float | None = None) -> bool:
+        expiry = self.entries.get(digest)
+        if expiry is None or expiry <= now:
+            return False
+        if extend is not None:
+            self.entries[digest] = now + extend
+        return True
+
+    def add(self, digest: bytes, expiry: float, now: float) -> None:
+        if len(self.entries) >= self.size:
+            for stale in [k for k, e in self.entries.items() if e <= now]:
+                del self.entries[stale]
+            while len(self.entries) >= self.size:
+                del self.entries[next(iter(self.entries))]  # the oldest entry
+        self.entries[digest] = expiry
+
+
 class BasicAuth:
     def __init__(self, ttl: float = CACHE_TTL_SECONDS, size: int = CACHE_SIZE) -> None:
         self._ttl = ttl
-        self._size = size
         self._key = secrets.token_bytes(32)
-        self._cache: dict[bytes, tuple[bool, float]] = {}
+        self._good = _Cache(size)
+        self._bad = _Cache(size)
+        self._failures: dict[str, tuple[int, float]] = {}  # client -> (count, window start)
         self._cache_lock = threading.Lock()
         self._bcrypt_lock = threading.Lock()
         self._decoys: dict[int, bytes] = {}
         self.bcrypt_calls = 0  # for tests and benchmarks: how often the cost was paid
+        self.throttled = 0  # failed logins refused without bcrypt
 
-    def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
+    def check(self, users: Mapping[str, bytes], header: str | None, client: str = "") -> bool:
         credentials = parse_basic(header)
         if credentials is None:
             return False
@@ -78,12 +113,34 @@ class BasicAuth:
         digest = key.digest()
         now = time.monotonic()
         with self._cache_lock:
-            hit = self._cache.get(digest)
-        if hit is not None and hit[1] > now:
-            return hit[0] and stored is not None
+            if self._good.hit(digest, now, extend=self._ttl):
+                return stored is not None
+            if self._bad.hit(digest, now) or self._throttled(client, now):
+                return False
         ok = self._verify(password, hashed) and stored is not None
-        self._remember(digest, ok, now)
+        with self._cache_lock:
+            (self._good if ok else self._bad).add(digest, now + self._ttl, now)
+            if not ok:
+                self._failed(client, now)
         return ok
+
+    def _throttled(self, client: str, now: float) -> bool:
+        count, start = self._failures.get(client, (0, now))
+        if now - start >= FAILURE_WINDOW_SECONDS:
+            self._failures.pop(client, None)
+            return False
+        if count >= MAX_FAILURES:
+            self.throttled += 1
+            return True
+        return False
+
+    def _failed(self, client: str, now: float) -> None:
+        count, start = self._failures.pop(client, (0, now))
+        if now - start >= FAILURE_WINDOW_SECONDS:
+            count, start = 0, now
+        if len(self._failures) >= MAX_TRACKED_CLIENTS:
+            del self._failures[next(iter(self._failures))]
+        self._failures[client] = (count + 1, start)
 
     def _verify(self, password: bytes, hashed: bytes) -> bool:
         if len(password) > MAX_PASSWORD_BYTES:
@@ -94,15 +151,6 @@ class BasicAuth:
                 return bcrypt.checkpw(password, hashed)
             except ValueError:
                 return False
-
-    def _remember(self, digest: bytes, ok: bool, now: float) -> None:
-        with self._cache_lock:
-            if len(self._cache) >= self._size:
-                for stale in [k for k, (_, expiry) in self._cache.items() if expiry <= now]:
-                    del self._cache[stale]
-                while len(self._cache) >= self._size:
-                    del self._cache[next(iter(self._cache))]  # the oldest entry
-            self._cache[digest] = (ok, now + self._ttl)
 
     def _decoy(self, users: Mapping[str, bytes]) -> bytes:
         cost = max((int(h[4:6]) for h in users.values()), default=10)

@@ -16,6 +16,7 @@ Other name escapings keep prometheus_client's encoders.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -28,6 +29,10 @@ from prometheus_client.openmetrics.exposition import (
     escape_metric_name,
 )
 from prometheus_client.utils import floatToGoString
+
+from nodeslo.log import OnceLog
+
+log = logging.getLogger("nodeslo.web")
 
 # Go's float spelling, exactly as prometheus_client writes it (untyped upstream).
 _go_float = cast(Callable[[float], str], floatToGoString)
@@ -73,12 +78,18 @@ class _CachingRenderer:
         self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self._headers: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
+        self._errors = OnceLog(log)
 
     def __call__(self, registry: Any) -> bytes:
         return self.render(registry.collect())
 
     def render(self, families: Iterable[Metric]) -> bytes:
         raise NotImplementedError
+
+    def _unrenderable(self, name: str, labels: dict[str, str], exc: Exception) -> None:
+        """A value no float can hold (an int past 1.8e308): that series is left out of
+        this scrape, the rest is served; logged once per series."""
+        self._errors.warn(f"render:{name}{sorted(labels.items())}", "value left out", err=str(exc))
 
     def _fresh_prefixes(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], str]:
         """The prefix cache, emptied first (headers too) once it outgrew its bound."""
@@ -118,7 +129,11 @@ class TextRenderer(_CachingRenderer):
                     prefix = prefixes.get(pkey)
                     if prefix is None:
                         prefix = prefixes[pkey] = _prefix(sname, labels)
-                    line = prefix + _go_float(sample.value)
+                    try:
+                        line = prefix + _go_float(sample.value)
+                    except (OverflowError, TypeError, ValueError) as exc:
+                        self._unrenderable(sname, labels, exc)
+                        continue
                     if sample.timestamp is not None:
                         line += f" {int(float(sample.timestamp) * 1000):d}"
                     line += "\n"
@@ -192,7 +207,11 @@ class OpenMetricsRenderer(_CachingRenderer):
                     if prefix is None:
                         prefix = prefixes[pkey] = _om_prefix(sample.name, labels)
                     value = sample.value
-                    line = prefix if value is None else prefix + _go_float(value)
+                    try:
+                        line = prefix if value is None else prefix + _go_float(value)
+                    except (OverflowError, TypeError, ValueError) as exc:
+                        self._unrenderable(sample.name, labels, exc)
+                        continue
                     if sample.timestamp is not None:
                         line += f" {sample.timestamp}"
                     append(line + "\n")

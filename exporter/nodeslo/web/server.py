@@ -6,14 +6,22 @@ collection instead of reading every sysfs file twice.
 The server is built to stay reachable for scrapes whatever other clients do:
 
 - at most `max_connections` connections (one thread each) are open at once; when a
-  new one arrives at the limit, a connection waiting for a request head is closed to
-  make room: first the longest-waiting of those that never completed one (a slowloris
-  dribbling bytes, a stalled TLS handshake), else the longest-idle keep-alive. A
-  scrape's head arrives in one packet, so it is never the one closed; only when every
-  slot is busy serving is the newcomer refused (503 on plain HTTP);
+  new one arrives at the limit, one is closed to make room, in this order (`Connections.
+  victim`): a client that stopped reading its response (a write stalled for
+  WRITE_STALL_SECONDS), a slow request head (bytes dribbling, or nothing sent for
+  FRESH_GRACE_SECONDS), the longest-idle keep-alive, the oldest connection that has
+  sent nothing yet, and last a connection pipelining (serving a request while its
+  next one waits: no scraper does that) into buffers it may never read. A connection whose request
+  head waits in the kernel for its thread is not closed for being idle (peeked), so
+  under a flood a scrape that arrived is served; only when every slot is busy with
+  ordinary requests is the newcomer refused (503 on plain HTTP);
 - a connection must complete each request head within IDLE_TIMEOUT_SECONDS of being
-  ready for it, however slowly the bytes trickle; each blocking socket operation times
-  out after IO_TIMEOUT_SECONDS (a client that never reads its response);
+  ready for it, however slowly the bytes trickle; each blocking read times out after
+  IO_TIMEOUT_SECONDS, and a whole response must be written within
+  WRITE_TIMEOUT_SECONDS (a client that never reads it);
+- an HTTP/0.9 request line (no version) is answered 400 at once, its headers unread;
+- on shutdown, idle connections are closed and scrapes in flight finish (up to
+  DRAIN_TIMEOUT_SECONDS) before the rest is closed;
 - a request line over MAX_REQUEST_LINE bytes gets 414, a head over MAX_HEAD_BYTES or
   with more than 100 headers 431, a malformed one 400, another method 405.
 
@@ -28,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import io
 import ipaddress
 import logging
 import socket
@@ -39,15 +48,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BufferedIOBase
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.openmetrics import exposition as openmetrics
 
 from nodeslo.web.auth import BasicAuth, RateLimiter
+from nodeslo.web.clienthello import MAX_HELLO
 from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
+from nodeslo.web.negotiate import FORMATS, accepts_gzip, choose_format
 from nodeslo.web.webconfig import RateLimit, TLSSettings, WebConfigSource
 
 log = logging.getLogger("nodeslo.web")
@@ -55,12 +63,21 @@ log = logging.getLogger("nodeslo.web")
 # A connection must complete a request head this long after it became ready for one:
 # idle keep-alives and slowloris clients must not pin a handler thread for ever.
 IDLE_TIMEOUT_SECONDS = 30.0
-# Any one blocking read or write (a client that stops reading its response).
+# Any one blocking read.
 IO_TIMEOUT_SECONDS = 30.0
+# A whole response (a client that stops reading it).
+WRITE_TIMEOUT_SECONDS = 10.0
+# A write blocked this long marks a client that does not read: the first to close.
+WRITE_STALL_SECONDS = 1.0
+# How much of a waiting connection's input is peeked for a complete request head.
+PEEK_BYTES = 16 * 1024
+# A real client sends its request head right after connecting; a connection that has
+# sent nothing for this long is treated as a slow one.
+FRESH_GRACE_SECONDS = 1.0
+# SIGTERM: how long scrapes in flight may take to finish (systemd's TimeoutStopSec=10s).
+DRAIN_TIMEOUT_SECONDS = 5.0
 DEFAULT_MAX_CONNECTIONS = 64
 MAX_REQUEST_LINE = 8192
-# Content types served by a caching renderer; others by prometheus_client's encoders.
-MAX_CACHED_RENDERERS = 4
 MAX_HEAD_BYTES = 64 * 1024
 # Between warnings that the connection limit forces idle connections closed.
 PRESSURE_LOG_SECONDS = 60.0
@@ -141,23 +158,18 @@ class WebApp:
     auth: BasicAuth = field(default_factory=BasicAuth)
 
     def __post_init__(self) -> None:
-        self._encoders: dict[str, Any] = {}
+        # One renderer per format family, whatever clients ask: the set is fixed.
+        text, openmetrics = TextRenderer(), OpenMetricsRenderer()
+        self._renderers = {f.content_type: openmetrics if f.openmetrics else text for f in FORMATS}
         self.coalescer = Coalescer(self._render)
         self._limiter: RateLimiter | None = None
         self._limiter_lock = threading.Lock()
 
     def _render(self, content_type: str) -> bytes:
-        encoder = self._encoders[content_type]
-        data: bytes = encoder(self.registry)
-        return data
+        return self._renderers[content_type](self.registry)
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept or "")
-        if content_type not in self._encoders:
-            # Each Accept variant (versions, escapings) is a content type of its own; a
-            # client inventing versions must not make us hold a renderer's cache for each.
-            cached = len(self._encoders) < MAX_CACHED_RENDERERS
-            self._encoders[content_type] = (cached and _cached_renderer(encoder)) or encoder
+        content_type = choose_format(accept).content_type
         return self.coalescer.get(content_type), content_type
 
     def limiter(self, settings: RateLimit) -> RateLimiter:
@@ -173,35 +185,35 @@ class WebApp:
             return current
 
 
-def _cached_renderer(encoder: Any) -> Callable[[Any], bytes] | None:
-    """The renderer that writes the same bytes as prometheus_client's `encoder`, faster;
-    None for a name escaping other than the default (left to prometheus_client)."""
-    if encoder is generate_latest:
-        return TextRenderer()
-    keywords = getattr(encoder, "keywords", {})
-    if (
-        getattr(encoder, "func", None) is openmetrics.generate_latest
-        and keywords.get("escaping") == openmetrics.UNDERSCORES
-    ):
-        return OpenMetricsRenderer(version=keywords.get("version", "1.0.0"))
-    return None
-
-
 @dataclass(eq=False)
 class Connection:
     # A dup of the client socket: shutdown() on it ends the connection from any thread,
     # whatever the handler did with its own descriptor (an SSL wrap detaches it).
     control: socket.socket
+    opened: float  # monotonic
     waiting_since: float | None  # monotonic; None while a request is being served
     requests: int = 0  # requests whose head arrived on this connection
+    receiving: bool = False  # the next head's first bytes arrived (read by the handler)
+    writing_since: float | None = None  # a response write is in progress since
+    pipelined: bool = False  # the request being served came with more bytes behind it
+
+    def pending(self) -> bytes:
+        """What waits in the kernel that its handler has not read yet (peeked)."""
+        try:
+            return self.control.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:  # BlockingIOError: nothing
+            return b""
 
 
 class Connections:
     """The open connections, and which of them wait for a request head since when."""
 
-    def __init__(self, limit: int, idle_timeout: float = IDLE_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, limit: int, idle_timeout: float = IDLE_TIMEOUT_SECONDS, opaque: bool = False
+    ) -> None:
         self.limit = limit
         self.idle_timeout = idle_timeout
+        self.opaque = opaque  # TLS: a peek sees records, not request heads
         self._open: set[Connection] = set()
         self._lock = threading.Lock()
         self.evicted = 0
@@ -217,17 +229,14 @@ class Connections:
         now = time.monotonic()
         with self._lock:
             if len(self._open) >= self.limit:
-                waiting = [c for c in self._open if c.waiting_since is not None]
-                if not waiting:
+                victim = self.victim(now)
+                if victim is None:
                     self.refused += 1
                     return None
-                # Connections that never completed a request head go first (slowloris
-                # never does); then the longest-idle keep-alive.
-                victim = min(waiting, key=lambda c: (c.requests > 0, c.waiting_since or 0.0))
                 self._drop(victim)
                 self.evicted += 1
                 self._pressure_unlogged += 1
-            conn = Connection(sock.dup(), now)
+            conn = Connection(sock.dup(), now, now)
             self._open.add(conn)
             log_pressure = (
                 self._pressure_unlogged and now - self._pressure_logged >= PRESSURE_LOG_SECONDS
@@ -242,12 +251,58 @@ class Connections:
             )
         return conn
 
+    def victim(self, now: float) -> Connection | None:
+        """The connection to close for a newcomer (see the module docstring); None
+        when every one is serving or has a request waiting to be read."""
+        best: tuple[int, float] | None = None
+        chosen = None
+        for conn in self._open:
+            rank = self._rank(conn, now)
+            if rank is not None and (best is None or rank < best):
+                best, chosen = rank, conn
+        return chosen
+
+    def _rank(self, conn: Connection, now: float) -> tuple[int, float] | None:
+        writing, waiting = conn.writing_since, conn.waiting_since
+        if writing is not None and now - writing >= WRITE_STALL_SECONDS:
+            return (0, writing)  # the client does not read
+        if waiting is not None and writing is None:
+            if conn.receiving:
+                return (1, waiting)  # a head trickling in: slowloris
+            data = conn.pending()
+            if data:
+                # A whole request head waiting for its thread is a scrape: keep it (under
+                # TLS the bytes are records, so any are taken as one). Part of a head,
+                # its thread not yet run: slowloris.
+                whole = self.opaque or b"\r\n\r\n" in data or b"\n\n" in data
+                return None if whole else (1, waiting)
+            if conn.requests:
+                return (2, waiting)  # idle keep-alive
+            if now - conn.opened >= FRESH_GRACE_SECONDS:
+                return (1, waiting)  # connected and silent
+            return (3, waiting)  # just connected, its head may be on the way
+        # Serving a request while the next one already waits unread: a client that
+        # pipelines (no scraper does) into buffers it may never read. It yields its
+        # slot to a newcomer, the one served most first.
+        if conn.pipelined or conn.pending():
+            return (4, -conn.requests)
+        return None
+
     def waiting(self, conn: Connection) -> None:
+        conn.receiving = False
         conn.waiting_since = time.monotonic()
 
-    def busy(self, conn: Connection) -> None:
+    def receiving(self, conn: Connection) -> None:
+        conn.receiving = True
+
+    def busy(self, conn: Connection, pipelined: bool = False) -> None:
         conn.waiting_since = None
+        conn.receiving = False
+        conn.pipelined = pipelined
         conn.requests += 1
+
+    def writing(self, conn: Connection, active: bool) -> None:
+        conn.writing_since = time.monotonic() if active else None
 
     def release(self, conn: Connection) -> None:
         with self._lock:
@@ -272,6 +327,19 @@ class Connections:
             for conn in list(self._open):
                 self._drop(conn)
 
+    def drain(self, timeout: float) -> int:
+        """Close idle connections; wait up to `timeout` for the others' requests to
+        finish. The number still busy at the end (closed by close_all)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                for conn in [c for c in self._open if c.waiting_since is not None]:
+                    self._drop(conn)
+                busy = len(self._open)
+            if not busy or time.monotonic() >= deadline:
+                return busy
+            time.sleep(0.02)
+
     def _drop(self, conn: Connection) -> None:
         self._open.discard(conn)
         with contextlib.suppress(OSError):  # the peer may be gone already
@@ -279,11 +347,35 @@ class Connections:
         conn.control.close()
 
 
-class _HeadReader:
-    """The connection's reader, with a byte budget for the request head."""
+class _CountingIO(io.RawIOBase):
+    """The socket's raw reader, counting what it received."""
 
-    def __init__(self, raw: BufferedIOBase) -> None:
-        self._raw = raw
+    def __init__(self, sock: socket.socket) -> None:
+        self._raw = sock.makefile("rb", buffering=0)
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int | None:
+        n = self._raw.readinto(b)
+        if n:
+            self.received += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _HeadReader:
+    """The connection's reader, with a byte budget for the request head, and what it
+    holds received but not yet read (a pipelined request, a body)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._counted = _CountingIO(sock)
+        self._raw = io.BufferedReader(self._counted)
+        self._consumed = 0
         self.budget = MAX_HEAD_BYTES
 
     def readline(self, limit: int = -1) -> bytes:
@@ -291,13 +383,24 @@ class _HeadReader:
             raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
         size = self.budget if limit < 0 else min(limit, self.budget)
         line = self._raw.readline(size)
+        self._consumed += len(line)
         self.budget -= len(line)
         if self.budget <= 0 and not line.endswith(b"\n"):
             raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
         return line
 
     def read(self, size: int = -1) -> bytes:
-        return self._raw.read(size)
+        data = self._raw.read(size)
+        self._consumed += len(data)
+        return data
+
+    def buffered(self) -> int:
+        """Bytes received and not read: more than the request just parsed."""
+        return self._counted.received - self._consumed
+
+    def peek(self) -> bytes:
+        """Block until the next bytes arrive (b"" at EOF); consume nothing."""
+        return self._raw.peek(1)
 
     def close(self) -> None:
         self._raw.close()
@@ -309,6 +412,7 @@ _local = threading.local()
 class Handler(BaseHTTPRequestHandler):
     server_version = "nodeslo"
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small answers (401, 404, errors) go out at once
     timeout = IO_TIMEOUT_SECONDS
     error_content_type = "text/plain; charset=utf-8"
     error_message_format = "%(code)d %(message)s: %(explain)s\n"
@@ -317,8 +421,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.rfile = _HeadReader(self.rfile)  # type: ignore[assignment]
+        self.rfile.close()  # replaced by a reader that knows what it holds unread
+        self.rfile = _HeadReader(self.connection)  # type: ignore[assignment]
         self._extra_headers: tuple[tuple[str, str], ...] = ()
+
+    def version_string(self) -> str:
+        # http.server appends "Python/3.x.y": no need to tell clients what to attack.
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format % args, extra={"fields": {"client": self.client_address[0]}})
@@ -329,6 +438,10 @@ class Handler(BaseHTTPRequestHandler):
         connections.waiting(conn)
         self.rfile.budget = MAX_HEAD_BYTES  # type: ignore[attr-defined]
         try:
+            if not self.rfile.peek():  # type: ignore[attr-defined]
+                self.close_connection = True
+                return
+            connections.receiving(conn)
             self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
             if len(self.raw_requestline) > MAX_REQUEST_LINE:
                 self.requestline = self.request_version = self.command = ""
@@ -337,9 +450,16 @@ class Handler(BaseHTTPRequestHandler):
             if not self.raw_requestline:
                 self.close_connection = True
                 return
+            if len(self.raw_requestline.split()) == 2:
+                # HTTP/0.9 has no headers: answer now instead of waiting for them.
+                self.requestline = self.raw_requestline.decode("latin-1").rstrip("\r\n")
+                self.request_version = self.command = ""
+                self.close_connection = True
+                self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
+                return
             if not self.parse_request():
                 return  # parse_request answered 400, 431 or 505 itself
-            connections.busy(conn)
+            connections.busy(conn, pipelined=self.rfile.buffered() > 0)  # type: ignore[attr-defined]
             if self._refused():
                 return
             self._dispatch(head=self.command == "HEAD")
@@ -375,8 +495,7 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def _send(self, status: int, body: bytes, content_type: str, head: bool = False) -> None:
-        gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
-        if gzip_ok and len(body) > 1024:
+        if len(body) > 1024 and accepts_gzip(self.headers.get("Accept-Encoding")):
             body = gzip.compress(body, compresslevel=1)
             encoding = "gzip"
         else:
@@ -390,9 +509,22 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        conn: Connection = _local.connection
+        connections = self.server.connections
+        # The whole response within WRITE_TIMEOUT_SECONDS (sendall's timeout is total);
+        # a write that stalls marks a client that does not read, first to be closed.
+        self.connection.settimeout(WRITE_TIMEOUT_SECONDS)
+        connections.writing(conn, True)
+        try:
+            # Head and body in one write: two would meet Nagle and the peer's delayed
+            # ACK on a keep-alive connection (40 ms per scrape).
+            self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
+            if not head:
+                self._headers_buffer.append(body)  # type: ignore[attr-defined]
+            self.flush_headers()
+        finally:
+            connections.writing(conn, False)
+            self.connection.settimeout(IO_TIMEOUT_SECONDS)
 
     def _text(self, status: int, text: str, head: bool = False) -> None:
         self._send(status, text.encode(), "text/plain; charset=utf-8", head)
@@ -405,7 +537,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._text(HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n", head)
                 return
             self._extra_headers = config.headers
-            if config.users and not app.auth.check(config.users, self.headers["Authorization"]):
+            authorization = self.headers["Authorization"]
+            if config.users and not app.auth.check(
+                config.users, authorization, self.client_address[0]
+            ):
                 self.send_response(HTTPStatus.UNAUTHORIZED)
                 self.send_header("WWW-Authenticate", 'Basic realm="nodeslo", charset="UTF-8"')
                 body = b"Unauthorized\n"
@@ -482,7 +617,9 @@ class Server(ThreadingHTTPServer):
         elif ":" in host:
             self.address_family = socket.AF_INET6
         self.web = web
-        self.connections = Connections(max_connections)
+        self.connections = Connections(
+            max_connections, opaque=web is not None and web.config.tls is not None
+        )
         super().__init__(address, handler)
 
     @property
@@ -555,8 +692,12 @@ class Server(ThreadingHTTPServer):
                 sock.recv(MAX_HEAD_BYTES, socket.MSG_DONTWAIT)
                 sock.sendall(_PLAIN_ON_TLS)
             return None
+        context = tls.context
+        if tls.legacy is not None:
+            # A ClientHello arrives in one segment; its versions pick the context.
+            context = tls.context_for(sock.recv(MAX_HELLO, socket.MSG_PEEK))
         try:
-            tls_sock = tls.context.wrap_socket(sock, server_side=True)
+            tls_sock = context.wrap_socket(sock, server_side=True)
         except (ssl.SSLError, OSError) as exc:
             # Scanners and misconfigured clients: worth a debug line, not an error.
             log.debug(
@@ -576,6 +717,15 @@ class Server(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.connections.close_all()
+
+    def drain(self, timeout: float = DRAIN_TIMEOUT_SECONDS) -> None:
+        """After shutdown(): refuse new connections, let requests in flight finish (up
+        to `timeout`), then close everything."""
+        self.socket.close()
+        busy = self.connections.drain(timeout)
+        if busy:
+            log.warning("closing requests still in flight", extra={"fields": {"count": busy}})
+        self.server_close()
 
 
 def make_server(

@@ -36,6 +36,7 @@ from nodeslo.log import OnceLog
 from nodeslo.metrics import Desc
 from nodeslo.profile import yamlsource
 from nodeslo.profile.yamlsource import Located, SourceError
+from nodeslo.web.clienthello import client_max_version
 
 log = logging.getLogger("nodeslo.web")
 
@@ -53,6 +54,10 @@ TLS_VERSIONS = {
 }
 DEFAULT_MIN_VERSION = "TLS12"
 DEFAULT_MAX_VERSION = "TLS13"
+# What TLS 1.0/1.1 clients get without cipher_suites: forward-secret AES-CBC only, no
+# static RSA; never offered to a TLS 1.2+ client.
+LEGACY_CIPHERS = "ECDHE+AES+SHA1:!aNULL:!eNULL"
+TLS_1_2 = 0x0303  # as a ClientHello spells it
 
 # Go's tls.CipherSuites(), the only names the toolkit accepts: IANA name ->
 # (IANA code point, OpenSSL name). TLS 1.3 suites are not configurable in Go nor in
@@ -145,6 +150,16 @@ class TLSSettings:
     allowed_sans: frozenset[str]
     min_version: str
     max_version: str
+    # With min_version below TLS12 (and max_version TLS12 or above): the context for
+    # clients that offer nothing newer than TLS 1.1; `context` serves every other one.
+    legacy: ssl.SSLContext | None = None
+
+    def context_for(self, client_hello: bytes) -> ssl.SSLContext:
+        """The context for a connection, from the start of its ClientHello."""
+        if self.legacy is None:
+            return self.context
+        offered = client_max_version(client_hello)
+        return self.legacy if offered is not None and offered < TLS_1_2 else self.context
 
 
 @dataclass(frozen=True)
@@ -218,11 +233,19 @@ def _bool(node: Located, key: str) -> bool:
 def load_web_config(path: str) -> WebConfig:
     """Read, validate and build; raises WebConfigError naming file, key and line."""
     try:
-        tree = yamlsource.load(path)
+        return _load_web_config(path)
     except WebConfigError:
         raise
     except SourceError as exc:
         raise WebConfigError(exc.file, exc.line, exc.key, exc.message) from None
+    except (OSError, ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as exc:
+        # Whatever slipped past the bounded reader and the checks: the documented
+        # error naming the file, never a traceback (at start) or a dropped connection.
+        raise WebConfigError(path, None, "", f"cannot load: {type(exc).__name__}: {exc}") from None
+
+
+def _load_web_config(path: str) -> WebConfig:
+    tree = yamlsource.load(path)
     top = _mapping(tree, "", _TOP_KEYS)
     base_dir = os.path.dirname(os.path.abspath(path))
     tls, tls_files = _tls(top.get("tls_server_config"), base_dir)
@@ -396,59 +419,79 @@ def _tls(node: Located | None, base_dir: str) -> tuple[TLSSettings | None, tuple
                 "needs client_auth_type RequireAndVerifyClientCert",
             )
 
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with warnings.catch_warnings():
-        # Python deprecates TLS 1.0/1.1; the operator asked for them explicitly.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = TLS_VERSIONS[versions["min_version"]]
-        context.maximum_version = TLS_VERSIONS[versions["max_version"]]
-    # A client-initiated renegotiation costs the server a handshake per request.
-    context.options |= ssl.OP_NO_RENEGOTIATION
-    context.set_alpn_protocols(["http/1.1"])
-    # OpenSSL 3 refuses TLS 1.0/1.1 at security level 1 and above; honouring an
-    # explicit min_version below TLS12 means level 0, as Go allows them outright.
-    legacy = context.minimum_version < ssl.TLSVersion.TLSv1_2
-    seclevel = ":@SECLEVEL=0" if legacy else ""
-    if "cipher_suites" in tls:
-        _set_ciphers(context, tls["cipher_suites"], f"{key}.cipher_suites", seclevel, versions)
-    elif legacy:
-        context.set_ciphers("DEFAULT" + seclevel)
-    prefer_server = True
-    if "prefer_server_cipher_suites" in tls:
-        prefer_server = _bool(
-            tls["prefer_server_cipher_suites"], f"{key}.prefer_server_cipher_suites"
-        )
-    if prefer_server:
-        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:
-        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    if "curve_preferences" in tls:
-        _set_curve(context, tls["curve_preferences"], f"{key}.curve_preferences")
+    def build(minimum: ssl.TLSVersion, maximum: ssl.TLSVersion) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with warnings.catch_warnings():
+            # Python deprecates TLS 1.0/1.1; the operator asked for them explicitly.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = minimum
+            context.maximum_version = maximum
+        # A client-initiated renegotiation costs the server a handshake per request.
+        context.options |= ssl.OP_NO_RENEGOTIATION
+        context.set_alpn_protocols(["http/1.1"])
+        # OpenSSL 3 refuses TLS 1.0/1.1 at security level 1 and above; honouring an
+        # explicit min_version below TLS12 means level 0 (Go allows them outright), in
+        # the legacy context only: TLS 1.2 and 1.3 clients never get its suites.
+        legacy = maximum < ssl.TLSVersion.TLSv1_2
+        seclevel = ":@SECLEVEL=0" if legacy else ""
+        if "cipher_suites" in tls:
+            _set_ciphers(context, tls["cipher_suites"], f"{key}.cipher_suites", seclevel, versions)
+        elif legacy:
+            context.set_ciphers(LEGACY_CIPHERS + seclevel)
+        prefer_server = True
+        if "prefer_server_cipher_suites" in tls:
+            prefer_server = _bool(
+                tls["prefer_server_cipher_suites"], f"{key}.prefer_server_cipher_suites"
+            )
+        if prefer_server:
+            context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        else:
+            context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+        if "curve_preferences" in tls:
+            _set_curve(context, tls["curve_preferences"], f"{key}.curve_preferences")
 
-    cert_where = tls.get("cert_file") or tls["cert"]
-    _load_cert_chain(
-        context,
-        where=cert_where,
-        key=f"{key}.{'cert_file' if cert_file else 'cert'}",
-        cert_file=cert_file,
-        cert_inline=cert_inline,
-        key_file=key_file,
-        key_inline=key_inline,
-    )
-    if has_ca:
-        ca_key = "client_ca_file" if ca_file else "client_ca"
-        try:
-            context.load_verify_locations(cafile=ca_file, cadata=ca_inline)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise _fail(
-                tls[ca_key], f"{key}.{ca_key}", f"cannot load client CAs: {_reason(exc)}"
-            ) from None
-    context.verify_mode = {
-        "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-        "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
-    }.get(auth, ssl.CERT_NONE)
+        _load_cert_chain(
+            context,
+            where=tls.get("cert_file") or tls["cert"],
+            key=f"{key}.{'cert_file' if cert_file else 'cert'}",
+            cert_file=cert_file,
+            cert_inline=cert_inline,
+            key_file=key_file,
+            key_inline=key_inline,
+        )
+        if has_ca:
+            ca_key = "client_ca_file" if ca_file else "client_ca"
+            try:
+                context.load_verify_locations(cafile=ca_file, cadata=ca_inline)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise _fail(
+                    tls[ca_key], f"{key}.{ca_key}", f"cannot load client CAs: {_reason(exc)}"
+                ) from None
+        context.verify_mode = {
+            "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+            "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+        }.get(auth, ssl.CERT_NONE)
+        return context
+
+    # One context per protocol generation: a connection gets the legacy one only when
+    # its ClientHello offers nothing newer than TLS 1.1 (see `TLSSettings.context_for`).
+    low, high = TLS_VERSIONS[versions["min_version"]], TLS_VERSIONS[versions["max_version"]]
+    modern = legacy = None
+    if high >= ssl.TLSVersion.TLSv1_2:
+        modern = build(max(low, ssl.TLSVersion.TLSv1_2), high)
+    if low < ssl.TLSVersion.TLSv1_2:
+        legacy = build(low, min(high, ssl.TLSVersion.TLSv1_1))
+    context = modern or legacy
+    assert context is not None
     files = tuple(f for f in (cert_file, key_file, ca_file) if f is not None)
-    settings = TLSSettings(context, auth, sans, versions["min_version"], versions["max_version"])
+    settings = TLSSettings(
+        context,
+        auth,
+        sans,
+        versions["min_version"],
+        versions["max_version"],
+        legacy if modern is not None else None,
+    )
     return settings, files
 
 

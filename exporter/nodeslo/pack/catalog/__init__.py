@@ -2,12 +2,12 @@
 
 This package is what an operator reads to see what pages and why, one module per area
 (`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `platform.py`, `links.py`,
-`inventory.py`, `exporter.py`);
-`rules.py` turns it into rule groups. Each area module holds its alerts and recordings
-and renders the `${name}` parameters its templates use from the profile. Expressions
-keep every label of an instance-level series, or aggregate `by (${by})` (the profile's
-instance labels, `cluster, instance` by default) so a fleet's `cluster` label is
-carried through. Fleet-wide comparisons group by `${fleet_}` (the instance labels
+`inventory.py`, `exporter.py`, `pipeline.py`); `rules.py` turns it into rule groups. Each
+area module holds its alerts and recordings and renders the `${name}` parameters its
+templates use from the profile. Expressions keep every label of an instance-level series,
+or aggregate `by (${by})` (the profile's instance labels, `cluster, instance` by default)
+so a fleet's `cluster` label is carried through. Fleet-wide comparisons group by
+`${fleet_}` (the instance labels
 without `instance`).
 
 `for` waits out one bad poll or a transient spike. Alerts on a counter's increase
@@ -26,13 +26,15 @@ from nodeslo.pack.catalog import (
     links,
     memory,
     nvme,
+    pipeline,
     platform,
     redundancy,
 )
-from nodeslo.pack.catalog.base import CRITICAL, WARNING, HealthAlert, Recording, fill
+from nodeslo.pack.catalog.base import CRITICAL, NONE, WARNING, HealthAlert, Recording, fill
 from nodeslo.pack.catalog.cpu import CPU_CHIPS
 from nodeslo.pack.catalog.exporter import probe_absent_alert
 from nodeslo.pack.catalog.nvme import NVME_NAMESPACE
+from nodeslo.pack.catalog.pipeline import GROUP_PREFIX
 from nodeslo.profile import Profile
 
 # In rule-file order within each group.
@@ -45,6 +47,7 @@ AREAS: tuple[ModuleType, ...] = (
     links,
     inventory,
     exporter,
+    pipeline,
 )
 
 RECORDINGS: tuple[Recording, ...] = tuple(r for area in AREAS for r in area.RECORDINGS)
@@ -79,6 +82,8 @@ __all__ = [
     "CPU_CHIPS",
     "CRITICAL",
     "GROUPS",
+    "GROUP_PREFIX",
+    "NONE",
     "NVME_NAMESPACE",
     "RECORDINGS",
     "WARNING",

@@ -16,6 +16,8 @@ from nodeslo.profile import Profile
 
 CRITICAL = "critical"
 WARNING = "warning"
+# Always firing, routed to a heartbeat receiver (Watchdog): never a person, no dashboard.
+NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,26 @@ def lookup(metric: str, extra: str, args: str, pipe: str) -> str:
     return (
         f'{{{{ with printf "{metric}{{${{instance_sel_}}{extra}}}" '
         f"${{instance_args_}}{args}| query }}}}{{{{ . | first | value | {pipe} }}}}{{{{ end }}}}"
+    )
+
+
+def count_per_host(metric: str) -> str:
+    """How many series of `metric` each host has, 0 while its exporter is up and reports
+    none: the count a device that disappears lowers, whatever names its peers take."""
+    return f"""
+count by (${{by}}) ({metric})
+or on (${{by}})
+0 * group by (${{by}}) (${{up}} == 1)
+"""
+
+
+def label_list(selector: str, args: str, label: str) -> str:
+    """A Go-template snippet listing `label` of the series a query finds: "a, b".
+
+    `selector` is a printf format (its `%q`s take `args`, `$labels.name ` values)."""
+    return (
+        f'{{{{ range $i, $s := printf "{selector}" {args}| query }}}}'
+        f"{{{{ if $i }}}}, {{{{ end }}}}{{{{ $s.Labels.{label} }}}}{{{{ end }}}}"
     )
 
 

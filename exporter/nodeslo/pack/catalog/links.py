@@ -45,8 +45,8 @@ def parameters(profile: Profile) -> dict[str, str]:
         "network_speed_text": human_bit_rate(speed),
         "network_speed_lookback": d(h.network_speed_lookback_seconds),
         "speed_record": SPEED_RECORD,
-        "flap_max": n(h.network_flap_changes_max),
-        "flap_window": d(h.network_flap_window_seconds),
+        "network_flap_max": n(h.network_flap_changes_max),
+        "network_flap_window": d(h.network_flap_window_seconds),
         "network_errors_max": n(h.network_errors_max_ratio),
         "network_errors_max_text": percent(h.network_errors_max_ratio),
         "network_errors_window": d(h.network_errors_window_seconds),
@@ -265,13 +265,14 @@ nodeslo_network_speed_bytes_per_second
         name="NetworkLinkFlapping",
         group="links",
         severity=WARNING,
-        expr="increase(nodeslo_network_carrier_changes_total[${flap_window}]) > ${flap_max}",
+        expr="increase(nodeslo_network_carrier_changes_total[${network_flap_window}])"
+        " > ${network_flap_max}",
         for_=0,
         summary="Network interface {{ $labels.interface }} " + ON + " is flapping",
         description='Its carrier came or went {{ $value | printf "%.0f" }} times in the last '
-        "${flap_window} (threshold ${flap_max}). Every flap drops traffic and makes bonds "
-        "and RDMA connections fail over.",
-        threshold="more than ${flap_max} carrier changes per ${flap_window}",
+        "${network_flap_window} (threshold ${network_flap_max}). Every flap drops traffic and "
+        "makes bonds and RDMA connections fail over.",
+        threshold="more than ${network_flap_max} carrier changes per ${network_flap_window}",
         source=("nodeslo_network_carrier_changes_total",),
     ),
     HealthAlert(

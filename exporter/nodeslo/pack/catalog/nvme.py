@@ -10,6 +10,8 @@ from nodeslo.pack.catalog.base import (
     HealthAlert,
     Recording,
     bytes_text,
+    count_per_host,
+    label_list,
     lookup,
     percent,
 )
@@ -49,6 +51,11 @@ def parameters(profile: Profile) -> dict[str, str]:
         "outlier_min_ios": n(h.latency_outlier_min_iops * h.latency_outlier_window_seconds),
         "smart_stale_after": n(h.smart_stale_after_seconds),
         "smart_stale_after_text": d(h.smart_stale_after_seconds),
+        "nvme_lookback": d(h.missing_lookback_seconds),
+        "reset_loop_window": d(h.reset_loop_window_seconds),
+        "reset_loop_resets": str(h.reset_loop_resets),
+        # Leaving `live` N times is 2N - 1 changes at least (the last may be ongoing).
+        "reset_loop_changes": str(2 * h.reset_loop_resets - 1),
     }
 
 
@@ -59,22 +66,39 @@ def durations(profile: Profile) -> dict[str, float]:
 RECORDINGS = (
     Recording(
         group="nvme",
+        record="instance:nodeslo_nvme_controllers:count",
+        # NVMe controllers per host: a rename (nvme0 <-> nvme1) keeps the number, a
+        # drive that vanishes lowers it.
+        expr=count_per_host("nodeslo_nvme_info"),
+        source=("nodeslo_nvme_info", "up"),
+    ),
+    Recording(
+        group="nvme",
         record="instance_controller:nodeslo_nvme_write_amplification:ratio${waf_window}",
         # NAND bytes written per host byte written, once the host wrote enough for the
-        # ratio to mean something. SMART counters are the drive's lifetime totals and
-        # never reset while it is in place, so the difference to a window ago is the
-        # exact increase at the cost of two lookups (a range would read every scrape of
-        # the day); a replaced drive gives a negative difference, which is dropped.
+        # ratio to mean something. SMART counters are the drive's lifetime totals, so the
+        # difference to a window ago is the exact increase at the cost of two lookups (a
+        # range would read every scrape of the day). A window ago is looked up by the
+        # drive's serial, not its controller name: after a reboot renamed nvme0 <-> nvme1
+        # each drive is still compared with itself, and a drive new to the host (or to
+        # the slot) has no value until it has a window of its own. Series without a
+        # serial (an exporter from before serials) would merge drives: left out.
         expr="""
 (
-  nodeslo_nvme_media_written_bytes_total
-  - nodeslo_nvme_media_written_bytes_total offset ${waf_window}
+  nodeslo_nvme_media_written_bytes_total{serial!=""}
+  - ignoring (controller) group_left ()
+  max without (controller) (
+    nodeslo_nvme_media_written_bytes_total{serial!=""} offset ${waf_window}
+  )
 )
 /
 (
   (
-    nodeslo_nvme_data_written_bytes_total
-    - nodeslo_nvme_data_written_bytes_total offset ${waf_window}
+    nodeslo_nvme_data_written_bytes_total{serial!=""}
+    - ignoring (controller) group_left ()
+    max without (controller) (
+      nodeslo_nvme_data_written_bytes_total{serial!=""} offset ${waf_window}
+    )
   ) > ${waf_min_written}
 )
 """,
@@ -115,7 +139,7 @@ label_replace(
   ),
   "controller", "$1", "device", "${nvme_controller_of_namespace}"
 )
-* on (${by}, controller) group_left (model) nodeslo_nvme_info
+* on (${by}, controller) group_left (model, serial) nodeslo_nvme_info
 """,
         source=(
             "nodeslo_disk_read_time_seconds_total",
@@ -127,10 +151,11 @@ label_replace(
     ),
     Recording(
         group="hourly",
-        record="instance_controller:nodeslo_nvme_percentage_used_ratio:hourly",
+        record="instance_serial:nodeslo_nvme_percentage_used_ratio:hourly",
         # Wear moves by whole percents over weeks: one point an hour is plenty for the
-        # 7-day projection and costs 168 samples instead of every scrape of a week.
-        expr="nodeslo_nvme_percentage_used_ratio",
+        # 7-day projection and costs 168 samples instead of every scrape of a week. Kept
+        # by serial without the controller name, so a drive's history survives renames.
+        expr='max without (controller) (nodeslo_nvme_percentage_used_ratio{serial!=""})',
         source=("nodeslo_nvme_percentage_used_ratio",),
     ),
 )
@@ -178,15 +203,52 @@ ALERTS = (
         name="NVMeControllerNotLive",
         group="nvme",
         severity=CRITICAL,
-        expr="nodeslo_nvme_state_live == 0",
+        # Not live now, or in and out of live (a reset loop): a `for` on the first alone
+        # would start over at every scrape that catches the controller live.
+        expr="""
+changes(nodeslo_nvme_state_live[${reset_loop_window}]) >= ${reset_loop_changes}
+or
+nodeslo_nvme_state_live == 0
+""",
         for_=120,
         summary="NVMe {{ $labels.controller }} " + ON + " is not live",
-        description="The kernel reports controller {{ $labels.controller }} in a state other "
-        "than live (resetting, connecting, deleting or dead) for 2m "
-        "(nodeslo_nvme_state_live = {{ $value }}, threshold: 0). I/O to its namespaces "
-        "stalls or fails.",
-        threshold="controller state not `live` for 2m",
+        description="{{ if eq $value 0.0 }}The kernel reports controller "
+        "{{ $labels.controller }} (serial {{ $labels.serial }}) in a state other than live "
+        "(resetting, connecting, deleting or dead) for 2m{{ else }}Controller "
+        "{{ $labels.controller }} (serial {{ $labels.serial }}) changed between live and "
+        'not live {{ $value | printf "%.0f" }} times in ${reset_loop_window}: a reset '
+        "loop{{ end }} (threshold: not live for 2m, or out of live ${reset_loop_resets} "
+        "times in ${reset_loop_window}). I/O to its namespaces stalls or fails.",
+        threshold="controller state not `live` for 2m, or leaving `live` "
+        "${reset_loop_resets} times in ${reset_loop_window}",
         source=("nodeslo_nvme_state_live",),
+    ),
+    HealthAlert(
+        name="NVMeControllerMissing",
+        group="nvme",
+        severity=CRITICAL,
+        expr="""
+instance:nodeslo_nvme_controllers:count
+< on (${by})
+max_over_time(instance:nodeslo_nvme_controllers:count[${nvme_lookback}])
+""",
+        for_=300,
+        summary="An NVMe controller " + ON + " has disappeared",
+        description="The host has {{ $value }} NVMe controllers; within the last "
+        "${nvme_lookback} it had "
+        '{{ with printf "max_over_time(instance:nodeslo_nvme_controllers:count'
+        '{${instance_sel_}}[${nvme_lookback}])" ${instance_args_}| query }}'
+        "{{ . | first | value }}{{ end }} (threshold: fewer than then). Gone, by serial: "
+        + label_list(
+            "max_over_time(nodeslo_nvme_info{${instance_sel_}}[${nvme_lookback}]) "
+            "unless on (serial) nodeslo_nvme_info{${instance_sel_}}",
+            "${instance_args_}${instance_args_}",
+            "serial",
+        )
+        + " — removed, or dropped by the kernel after a failed reset. Its namespaces are "
+        "gone with it.",
+        threshold="fewer NVMe controllers than within the last ${nvme_lookback}",
+        source=("nodeslo_nvme_info", "up"),
     ),
     HealthAlert(
         name="NVMeWearHigh",
@@ -209,15 +271,21 @@ ALERTS = (
         # From the hourly recording, once its history reaches back half the lookback (a
         # single lookup, not a count of every point): a fresh series is not extrapolated
         # from a single step.
+        # The drive's history by serial, whatever its name was; its name now joined
+        # from nodeslo_nvme_info (one per serial even when two controllers share it).
         expr="""
-predict_linear(
-  instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}],
-  ${wearout_horizon_seconds}
-) >= 1
-and
-last_over_time(
-  instance_controller:nodeslo_nvme_percentage_used_ratio:hourly[1h] offset ${wearout_min_history}
+(
+  predict_linear(
+    instance_serial:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}],
+    ${wearout_horizon_seconds}
+  ) >= 1
+  and
+  last_over_time(
+    instance_serial:nodeslo_nvme_percentage_used_ratio:hourly[1h] offset ${wearout_min_history}
+  )
 )
+* on (${by}, serial) group_left (controller)
+topk by (${by}, serial) (1, nodeslo_nvme_info)
 """,
         for_=3600,
         summary="NVMe {{ $labels.controller }} " + ON + " will wear out within ${wearout_horizon}",
@@ -226,7 +294,7 @@ last_over_time(
         "(threshold: 100% within ${wearout_horizon}). Replace it before then.",
         threshold="linear projection over ${wearout_lookback} reaches 100% within "
         "${wearout_horizon}",
-        source=("nodeslo_nvme_percentage_used_ratio",),
+        source=("nodeslo_nvme_percentage_used_ratio", "nodeslo_nvme_info"),
     ),
     HealthAlert(
         name="NVMeMediaErrorsIncreasing",
@@ -306,14 +374,25 @@ nodeslo_nvme_temperature_celsius{sensor="composite"}
         name="NVMeSmartStale",
         group="nvme",
         severity=WARNING,
-        expr="time() - nodeslo_nvme_smart_last_success_timestamp_seconds > ${smart_stale_after}",
+        # Never read at all (no helper, a drive that never answered) is as stale as it
+        # gets: up 0 without any last success.
+        expr="""
+time() - nodeslo_nvme_smart_last_success_timestamp_seconds > ${smart_stale_after}
+or
+nodeslo_nvme_smart_up == 0 unless nodeslo_nvme_smart_last_success_timestamp_seconds
+""",
         for_=300,
         summary="SMART data of NVMe {{ $labels.controller }} " + ON + " is stale",
-        description="The last successful SMART read was {{ $value | humanizeDuration }} ago "
-        "(threshold ${smart_stale_after_text}): the drive's wear, spare and critical "
-        "warnings are not being watched.",
-        threshold="last successful SMART read older than ${smart_stale_after_text}",
-        source=("nodeslo_nvme_smart_last_success_timestamp_seconds",),
+        description="{{ if eq $value 0.0 }}SMART has never been read from this drive since "
+        "the exporter started (no privileged helper, or the drive does not answer)"
+        "{{ else }}The last successful SMART read was {{ $value | humanizeDuration }} ago"
+        "{{ end }} (threshold ${smart_stale_after_text}): the drive's wear, spare and "
+        "critical warnings are not being watched.",
+        threshold="last successful SMART read older than ${smart_stale_after_text}, or none",
+        source=(
+            "nodeslo_nvme_smart_last_success_timestamp_seconds",
+            "nodeslo_nvme_smart_up",
+        ),
     ),
     HealthAlert(
         name="NVMeLatencyOutlier",

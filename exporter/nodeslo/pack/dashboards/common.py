@@ -126,8 +126,9 @@ def catalog_record(profile: Profile, metric: str) -> str:
 
 
 def alert_selector(profile: Profile, *matchers: str) -> str:
-    """ALERTS of nodeslo's own rules (by name), firing, plus `matchers`."""
-    names = "|".join(rules.alert_names(profile))
+    """ALERTS of nodeslo's own rules (by name), firing, plus `matchers`; not the
+    always-firing Watchdog."""
+    names = "|".join(rules.alert_names(profile, heartbeats=False))
     inside = ", ".join(('alertstate="firing"', f'alertname=~"{names}"', *matchers))
     return f"ALERTS{{{inside}}}"
 

@@ -292,7 +292,8 @@ def _wear_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
     # The alert's own projection: the hourly recording of wear over the lookback.
     hourly = c.raw(c.catalog_record(profile, "nodeslo_nvme_percentage_used_ratio"))
     recent_rate = f"(deriv({hourly}[{lookback}]) > 0)"
-    recent_left = f"clamp_min((1 - {used}) / {recent_rate}, 0)"
+    # The hourly wear is kept by serial (its history survives renames): joined by serial.
+    recent_left = f"clamp_min((1 - {used}) / ignoring (controller) group_left () {recent_rate}, 0)"
     table_names = (
         "Wear",
         "Time left (lifetime rate)",

@@ -13,6 +13,7 @@ the profile.
 from __future__ import annotations
 
 from nodeslo.pack import catalog, promql
+from nodeslo.pack.catalog import cpu
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import links
 from nodeslo.pack.dashboards import model as m
@@ -116,7 +117,7 @@ def _probe_row(profile: Profile) -> m.Row:
             steps=m.below(ANY),
             width=12,
             height=6,
-            links=c.runbooks(profile, "NodeSLOProbeDown"),
+            links=c.runbooks(profile, "NodeSLOProbeDown", "NodeSLOProbeFlapping"),
         )
     )
     panels.append(
@@ -333,22 +334,30 @@ def _throttle_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
         sli = slo.sli
         matchers = tuple(f"{n}={promql.quote(v)}" for n, v in sli.matchers)
         keep = c.by(profile, *sli.by)
-        expr = (
-            f"sum by ({keep}) (rate({c.raw(sli.bad_seconds, *matchers)}[{c.RATE}]))\n"
-            f"/\nsum by ({keep}) ({c.raw(sli.capacity)})"
-        )
+        bad = f"sum by ({keep}) (rate({c.raw(sli.bad_seconds, *matchers)}[{c.RATE}]))"
+        bad_text = sli.bad_seconds
+        if sli.fallback_bad_seconds is not None:
+            fallback = f"sum by ({keep}) (rate({c.raw(sli.fallback_bad_seconds)}[{c.RATE}]))"
+            bad = f"(\n  {bad}\n  or\n  {fallback}\n)"
+            bad_text += f", else {sli.fallback_bad_seconds}"
+        expr = f"{bad}\n/\nsum by ({keep}) ({c.raw(sli.capacity)})"
         panels.append(
             m.TimeSeries(
                 title=f"{slo.name}: share of time lost "
                 f"(error budget {c.percent(slo.error_budget)})",
-                description=f"{slo.description} Bad time ({sli.bad_seconds}) over the "
+                description=f"{slo.description} Bad time ({bad_text}) over the "
                 f"capacity ({sli.capacity}). The line is the SLO's error budget: above it, "
                 "the budget burns faster than the period allows.",
                 queries=(m.Query(expr, c.legend(*sli.by)),),
                 unit="percentunit",
                 steps=m.above(slo.error_budget),
                 width=12,
-                links=c.runbooks(profile, "NodeSLOErrorBudgetBurn", "CPUThermalThrottling"),
+                links=c.runbooks(
+                    profile,
+                    "NodeSLOErrorBudgetBurn",
+                    "CPUThermalThrottling",
+                    "CPUThrottleSignalMissing",
+                ),
             )
         )
     return tuple(panels)
@@ -359,21 +368,20 @@ def _temperature_panel(profile: Profile) -> m.TimeSeries:
     return m.TimeSeries(
         title="CPU temperatures against max and crit",
         description="Hottest sensor of each CPU hwmon chip; dashed, the lowest max (orange) "
-        "and crit (red) limits the chip's sensors report. The alerts compare each sensor "
-        "with its own limits.",
+        "and crit (red) limits of the chip's sensors: their own, else the profile's for the "
+        "CPU vendor (health.cpu.temperature_max / temperature_crit; k10temp on AMD Zen "
+        "reports none). The alerts compare each sensor with its own limits.",
         queries=(
             m.Query(
                 f"max by ({keep}) ({c.raw('nodeslo_hwmon_temperature_celsius', CPU_CHIPS)})",
                 c.legend("chip") + " hottest",
             ),
             m.Query(
-                f"min by ({keep}) "
-                f"({c.raw('nodeslo_hwmon_temperature_max_celsius', CPU_CHIPS)} > 0)",
+                f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'max', c.raw)}\n)",
                 c.legend("chip") + " max",
             ),
             m.Query(
-                f"min by ({keep}) "
-                f"({c.raw('nodeslo_hwmon_temperature_crit_celsius', CPU_CHIPS)} > 0)",
+                f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'crit', c.raw)}\n)",
                 c.legend("chip") + " crit",
             ),
         ),
@@ -383,7 +391,9 @@ def _temperature_panel(profile: Profile) -> m.TimeSeries:
             m.reference_line("byFrameRefID", "C", m.RED),
         ),
         width=12,
-        links=c.runbooks(profile, "CPUTemperatureHigh", "CPUTemperatureCritical"),
+        links=c.runbooks(
+            profile, "CPUTemperatureHigh", "CPUTemperatureCritical", "CPUTemperatureUnmonitored"
+        ),
     )
 
 
@@ -609,6 +619,7 @@ def _nvme_table(profile: Profile) -> m.Table:
         ),
         ("Critical warning", c.raw("nodeslo_nvme_critical_warning")),
         ("Live", c.raw("nodeslo_nvme_state_live")),
+        ("SMART read", c.raw("nodeslo_nvme_smart_up")),
     )
     queries = tuple(
         m.Query(_per_controller(profile, expr), instant=True, format="table") for _, expr in columns
@@ -626,7 +637,9 @@ def _nvme_table(profile: Profile) -> m.Table:
         f"{errors_window} (any is a ticket). WAF: NAND bytes per host byte over "
         f"{promql.duration(nvme.write_amplification_window_seconds)} (red above "
         f"{nvme.write_amplification_max:g}; empty until the host wrote enough). Critical "
-        "warning: the SMART bitmask (0 = none). Live: the controller's state.",
+        "warning: the SMART bitmask (0 = none). Live: the controller's state. SMART read: "
+        "whether the last poll read the SMART page (0: failed, timed out, or never read "
+        "without the privileged helper; the other columns are then stale or empty).",
         queries=queries,
         transformations=(
             m.Transformation("merge"),
@@ -677,6 +690,7 @@ def _nvme_table(profile: Profile) -> m.Table:
             ),
             m.Override("byName", "Critical warning", (m.thresholds_property(m.above(ANY)),)),
             m.Override("byName", "Live", (m.thresholds_property(m.below(ANY)),)),
+            m.Override("byName", "SMART read", (m.thresholds_property(m.below(ANY)),)),
         ),
         sort_by=(("Wear", True),),
         width=24,
@@ -691,6 +705,7 @@ def _nvme_table(profile: Profile) -> m.Table:
             "NVMeTemperatureCritical",
             "NVMeMediaErrorsIncreasing",
             "NVMeWriteAmplificationHigh",
+            "NVMeSmartStale",
         ),
     )
 
@@ -709,6 +724,16 @@ def _nvme_row(profile: Profile) -> m.Row:
         "NVMe health",
         (
             _nvme_table(profile),
+            _present_panel(
+                profile,
+                title="NVMe controllers present against the last "
+                + promql.duration(nvme.missing_lookback_seconds),
+                record=c.catalog_record(profile, "nodeslo_nvme_controllers"),
+                lookback=nvme.missing_lookback_seconds,
+                what="NVMe controllers (/sys/class/nvme)",
+                alert="NVMeControllerMissing",
+                width=24,
+            ),
             m.TimeSeries(
                 title="NVMe wear (percentage used)",
                 description="The drive's estimate of its rated endurance used. Orange: the "
@@ -820,21 +845,69 @@ def _nvme_row(profile: Profile) -> m.Row:
 # --- redundancy and the exporter -------------------------------------------------------
 
 
+def _present_panel(
+    profile: Profile,
+    *,
+    title: str,
+    record: str,
+    lookback: float,
+    what: str,
+    alert: str,
+    width: int,
+) -> m.TimeSeries:
+    """How many of a host's devices it has now, against the most it had in the lookback."""
+    keep = c.by(profile)
+    window = promql.duration(lookback)
+    return m.TimeSeries(
+        title=title,
+        description=f"{what} the host has now, and (dashed) the most it had within the last "
+        f"{window}: a gap between the two lines is a device that disappeared, and pages "
+        f"({alert}) until it is back or the {window} have passed.",
+        queries=(
+            m.Query(f"max by ({keep}) ({c.recorded(record)})", c.legend() + " now"),
+            m.Query(
+                f"max by ({keep}) (max_over_time({c.recorded(record)}[{window}]))",
+                c.legend() + f" most within {window}",
+            ),
+        ),
+        unit="none",
+        decimals=0,
+        overrides=(m.reference_line("byFrameRefID", "B", m.RED),),
+        legend_calcs=("lastNotNull",),
+        width=width,
+        links=c.runbooks(profile, alert),
+    )
+
+
 def _redundancy_row(profile: Profile) -> m.Row:
     keep = c.by(profile, "pool")
     not_online = "state!~" + promql.quote("(?i)online")
-    missing = (
-        f"{c.raw('nodeslo_md_disks_required')}\n- ignoring (state)\n"
-        f"{c.raw('nodeslo_md_disks', 'state=' + promql.quote('active'))}"
-    )
+    lookback = profile.health.redundancy.missing_lookback_seconds
     return m.Row(
         "Redundancy",
         (
             m.StateTimeline(
+                title="md arrays: running",
+                description="Whether the kernel runs each md array (sysfs array_state "
+                "readonly, read-auto, clean, active, write-pending, active-idle). Not "
+                "running: assembled short of members (inactive), broken after a failure "
+                "too many, or unreadable; the state itself is nodeslo_md_state.",
+                queries=(m.Query(c.raw("nodeslo_md_active"), c.legend("device")),),
+                mappings=(
+                    m.ValueText("1", "running", m.GREEN),
+                    m.ValueText("0", "not running", m.RED),
+                ),
+                steps=m.below(ANY),
+                width=8,
+                links=c.runbooks(profile, "RAIDArrayInactive"),
+            ),
+            m.StateTimeline(
                 title="md arrays: members missing",
-                description="Slots of each md array without an in-sync member: 0 is full "
-                "redundancy, anything else a degraded array.",
-                queries=(m.Query(missing, c.legend("device")),),
+                description="Members each md array is missing, the kernel's own count "
+                "(sysfs degraded): 0 is full redundancy, anything else a degraded array. "
+                "Arrays without redundancy (raid0, linear) and arrays that do not run "
+                "have no such count.",
+                queries=(m.Query(c.raw("nodeslo_md_degraded"), c.legend("device")),),
                 mappings=(
                     m.ValueText("0", "in sync", m.GREEN),
                     m.RangeText(ANY, None, "degraded", m.RED),
@@ -843,10 +916,29 @@ def _redundancy_row(profile: Profile) -> m.Row:
                 width=8,
                 links=c.runbooks(profile, "RAIDArrayDegraded"),
             ),
+            m.StateTimeline(
+                title="md arrays: failed members",
+                description="Members in the kernel's faulty state per md array; they stay "
+                "until removed, even after a hot spare has rebuilt the array.",
+                queries=(
+                    m.Query(
+                        c.raw("nodeslo_md_disks", "state=" + promql.quote("failed")),
+                        c.legend("device"),
+                    ),
+                ),
+                mappings=(
+                    m.ValueText("0", "none", m.GREEN),
+                    m.RangeText(ANY, None, "failed", m.RED),
+                ),
+                steps=m.above(ANY),
+                width=8,
+                links=c.runbooks(profile, "RAIDDiskFailed"),
+            ),
             m.TimeSeries(
                 title="md resync / recovery progress",
-                description="Progress of a running resync, recovery, check or reshape; no "
-                "series while the arrays are idle.",
+                description="Progress of a running resync, recover, check, repair or "
+                "reshape (sysfs sync_action, sync_completed); no series while the arrays "
+                "are idle.",
                 queries=(
                     m.Query(c.raw("nodeslo_md_sync_progress_ratio"), c.legend("device", "action")),
                 ),
@@ -856,10 +948,21 @@ def _redundancy_row(profile: Profile) -> m.Row:
                 legend_calcs=("lastNotNull",),
                 width=8,
             ),
+            _present_panel(
+                profile,
+                title="md arrays present against the last " + promql.duration(lookback),
+                record=c.catalog_record(profile, "nodeslo_md_arrays"),
+                lookback=lookback,
+                what="md arrays (/sys/block/md*/md)",
+                alert="RAIDArrayMissing",
+                width=8,
+            ),
             m.StateTimeline(
                 title="ZFS pools",
                 description="1 while a pool is in any state but ONLINE (DEGRADED, FAULTED, "
-                "OFFLINE, REMOVED, UNAVAIL, SUSPENDED).",
+                "OFFLINE, REMOVED, UNAVAIL, SUSPENDED, or a state the exporter does not "
+                "know). A pool that is not imported has no state and no line here: see "
+                "the ZFSPoolMissing alert.",
                 queries=(
                     m.Query(
                         f"max by ({keep}) ({c.raw('nodeslo_zfs_pool_state', not_online)})",
@@ -872,7 +975,7 @@ def _redundancy_row(profile: Profile) -> m.Row:
                 ),
                 steps=m.above(ANY),
                 width=8,
-                links=c.runbooks(profile, "ZFSPoolDegraded"),
+                links=c.runbooks(profile, "ZFSPoolDegraded", "ZFSPoolMissing"),
             ),
         ),
     )
@@ -895,7 +998,13 @@ def _exporter_row(profile: Profile) -> m.Row:
                 steps=m.below(ANY),
                 width=24,
                 height=10,
-                links=c.runbooks(profile, "NodeSLOCollectorFailing", "NodeSLOExporterDown"),
+                links=c.runbooks(
+                    profile,
+                    "NodeSLOCollectorFailing",
+                    "NodeSLOExporterDown",
+                    "NodeSLOExporterFlapping",
+                    "NodeSLOExporterAbsent",
+                ),
             ),
         ),
     )

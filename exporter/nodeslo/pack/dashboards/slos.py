@@ -13,6 +13,7 @@ from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import model as m
+from nodeslo.probes.settings import WAKEUP_HISTOGRAM
 from nodeslo.profile import SLO, LatencySLI, Profile
 from nodeslo.units import human_seconds
 
@@ -49,7 +50,10 @@ def _summary(profile: Profile, slo: SLO) -> str:
     if isinstance(slo.sli, LatencySLI):
         good = f"a `{slo.sli.histogram}` sample within {human_seconds(slo.sli.threshold_seconds)}"
     else:
-        good = f"time not counted by `{slo.sli.bad_seconds}` (of `{slo.sli.capacity}`)"
+        bad = f"`{slo.sli.bad_seconds}`"
+        if slo.sli.fallback_bad_seconds is not None:
+            bad += f" (where absent, `{slo.sli.fallback_bad_seconds}`)"
+        good = f"time not counted by {bad} (of `{slo.sli.capacity}`)"
     tiers = "\n".join(
         f"| {t.long} and {t.short} | {promql.number(t.factor(profile.period_seconds))}x "
         f"| {t.severity} | {t.budget_share:.0%} of the budget in {t.long} |"
@@ -168,7 +172,40 @@ def _row(profile: Profile, slo: SLO) -> m.Row:
             height=6,
         )
     )
+    if isinstance(slo.sli, LatencySLI) and slo.sli.histogram == WAKEUP_HISTOGRAM:
+        panels.append(_wakeup_engine())
     return m.Row(f"{slo.name} ({c.percent(slo.objective)} over {period})", tuple(panels))
+
+
+def _wakeup_engine() -> m.Table:
+    """Which engine measures the wake-up SLI: a fallback to python must not be silent."""
+    info = "nodeslo_probe_wakeup_engine_info"
+    fallback = f'{info}{{{c.RAW}, engine="python", requested!="python"}}'
+    return m.Table(
+        title="Wake-up probe engine",
+        description="Which engine measures this SLI on each host, now: cyclictest, or python, "
+        "which reads ~25 us late at the median. Fallback (red): cyclictest was asked for "
+        "(requested auto or cyclictest) but python runs, e.g. cyclictest without "
+        "CAP_SYS_NICE; WakeupProbeEngineFallback tickets after 15m. Where python is "
+        "accepted, say so in the profile (probes.wakeup.engine: python).",
+        queries=(m.Query(f"{fallback} or ({info}{{{c.RAW}}} * 0)", instant=True, format="table"),),
+        mappings=(
+            m.ValueText("0", "no", m.GREEN),
+            m.ValueText("1", "fallback", m.RED),
+        ),
+        transformations=(
+            m.Transformation(
+                "organize",
+                {
+                    "excludeByName": {"Time": True, "__name__": True, "job": True},
+                    "renameByName": {"Value": "fallback"},
+                    "indexByName": {},
+                },
+            ),
+        ),
+        width=24,
+        height=5,
+    )
 
 
 def _windows() -> tuple[float, ...]:

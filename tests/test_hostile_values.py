@@ -1,0 +1,297 @@
+"""Hostile values and blocking reads (issue 19, items 2 and 6).
+
+What each gets: a number no kernel prints (over 64 bits, negative where unsigned) is
+skipped where it is read and logged once, the rest of the collector's output stands,
+counter state never keeps it, and the collector is whole again once the file is fixed;
+a value no float can hold never fails a scrape. A collector whose read blocks fails
+that scrape with a timeout reason, the other collectors are served, later scrapes skip
+it at once until the read returns, and one thread per collector is all it ever holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from nodeslo import cli, readers
+from nodeslo.collectors import mdraid
+from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
+from nodeslo.collectors.cpuidle import CpuidleCollector
+from nodeslo.collectors.redundancy import RedundancyCollector
+from nodeslo.collectors.resctrl import ResctrlCollector
+from nodeslo.cpus import parse_cpu_list
+from nodeslo.daemon import Daemon
+from nodeslo.log import OnceLog
+from nodeslo.paths import Roots
+from nodeslo.profile import load_profile
+from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
+from support import webserver as w
+from support.exposition import value
+from test_cpuidle import small_tree
+from test_resctrl import mbm
+
+HUGE = "9" * 400
+BEYOND_U64 = "123456789012345678901"  # 21 digits: > 2**64
+
+
+# --- the shared parse helper ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unsigned", "ok"),
+    [
+        ("0", True, True),
+        (str(2**64 - 1), True, True),
+        (str(2**64), True, False),
+        (BEYOND_U64, True, False),
+        (HUGE, True, False),
+        ("-1", True, False),
+        ("-1", False, True),
+        (str(-(2**63)), False, True),
+        (str(-(2**63) - 1), False, False),
+        ("9" * 5000, False, False),  # past Python's own 4300-digit guard
+        (" 12\n", True, True),
+    ],
+)
+def test_kernel_numbers_are_64_bit(text: str, unsigned: bool, ok: bool) -> None:
+    parse = readers.to_u64 if unsigned else readers.to_int
+    if ok:
+        assert parse(text) == int(text)
+    else:
+        with pytest.raises(ValueError):
+            parse(text)
+        with pytest.raises(readers.MalformedValue, match="/x"):
+            (readers.parse_u64 if unsigned else readers.parse_int)("/x", text)
+
+
+@pytest.mark.parametrize("text", ["0-99999999999", "4294967296", "0-3,-1", "9" * 400])
+def test_a_cpu_list_reaching_past_any_kernel_is_refused_not_expanded(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_cpu_list(text)
+
+
+# --- one bad value never fails a scrape ------------------------------------------------------
+
+
+class _Huge:
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("nodeslo_test", "Two series, one unrenderable.", labels=["k"])
+        family.add_metric(["bad"], 10**400)
+        family.add_metric(["good"], 5)
+        yield family
+        yield GaugeMetricFamily("nodeslo_test_after", "After it.", value=1)
+
+
+@pytest.mark.parametrize("renderer", [TextRenderer, OpenMetricsRenderer])
+def test_a_value_no_float_holds_leaves_its_series_out_not_the_scrape(
+    renderer: type[TextRenderer], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    registry.register(_Huge())
+    render = renderer()
+    for _ in range(3):
+        text = render(registry).decode()
+        assert 'k="good"' in text and 'k="bad"' not in text
+        assert "nodeslo_test_after 1.0" in text
+    assert len([r for r in caplog.records if r.getMessage() == "value left out"]) == 1
+
+
+# --- cpuidle, resctrl, mdstat: skipped where read, never kept --------------------------------
+
+
+def _cpuidle(tmp_path: Path) -> tuple[CollectorRegistry, Path]:
+    roots = small_tree(tmp_path)
+    options = argparse.Namespace(cpuidle_per_cpu=False, cpuidle_mispredictions=False)
+    ctx = CollectorContext(roots=roots, options=options)
+    registry = CollectorRegistry()
+    registry.register(CollectorSet([CpuidleCollector(ctx)], ctx.errors))
+    return registry, tmp_path / "sys/devices/system/cpu/cpu0/cpuidle/state2"
+
+
+def _scrape(registry: CollectorRegistry) -> str:
+    return TextRenderer()(registry).decode()
+
+
+@pytest.mark.parametrize("file", ["usage", "time"])
+@pytest.mark.parametrize("bad", [HUGE, BEYOND_U64, "-7"])
+def test_cpuidle_skips_an_impossible_counter_and_keeps_nothing_of_it(
+    file: str, bad: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry, state = _cpuidle(tmp_path)
+    before = _scrape(registry)
+    entries = value(before, "nodeslo_cpuidle_entries_total", state="C6")
+    residency = value(before, "nodeslo_cpuidle_residency_seconds_total", state="C6")
+    (state / file).write_text(bad + "\n")
+    for _ in range(3):
+        text = _scrape(registry)
+        assert value(text, "nodeslo_collector_success", collector="cpuidle") == 1
+        # The bad CPU's last reading stands in: the sum neither jumps nor drops.
+        assert value(text, "nodeslo_cpuidle_entries_total", state="C6") == entries
+        assert value(text, "nodeslo_cpuidle_residency_seconds_total", state="C6") == residency
+    assert len([r for r in caplog.records if f"state2/{file}" in str(r.__dict__)]) == 1
+    # Fixed: the counter moves on from where it was, with no trace of the bad value.
+    (state / file).write_text(("301" if file == "usage" else "3000001") + "\n")
+    text = _scrape(registry)
+    assert value(text, "nodeslo_cpuidle_entries_total", state="C6") == entries + (file == "usage")
+    assert value(text, "nodeslo_cpuidle_residency_seconds_total", state="C6") == pytest.approx(
+        residency + (1e-6 if file == "time" else 0)
+    )
+
+
+def test_resctrl_skips_an_impossible_byte_count_and_recovers(tmp_path: Path) -> None:
+    mbm(tmp_path, "", 0, 1000, 10)
+    ctx = CollectorContext(roots=Roots.under(str(tmp_path)))
+    registry = CollectorRegistry()
+    registry.register(CollectorSet([ResctrlCollector(ctx)], ctx.errors))
+    assert value(_scrape(registry), "nodeslo_memory_bandwidth_bytes_total", domain="0") == 1000
+    for bad in (HUGE, BEYOND_U64):
+        mbm(tmp_path, "", 0, bad, 20)
+        text = _scrape(registry)
+        assert value(text, "nodeslo_memory_bandwidth_bytes_total", domain="0") == 1000
+        assert value(text, "nodeslo_memory_bandwidth_local_bytes_total", domain="0") == 20
+    mbm(tmp_path, "", 0, 1500, 30)
+    text = _scrape(registry)
+    assert value(text, "nodeslo_memory_bandwidth_bytes_total", domain="0") == 1500
+
+
+def test_md_attributes_with_impossible_numbers_are_refused() -> None:
+    """md is read from sysfs (mdraid.py): a count or a sync position no kernel prints is
+    a ValueError, which the reader keeps as a problem of that attribute alone."""
+    for text in (HUGE, BEYOND_U64, "-1"):
+        with pytest.raises(ValueError):
+            mdraid.parse_count(text)
+    with pytest.raises(ValueError):
+        mdraid.parse_sync_completed(f"{HUGE} / {BEYOND_U64}")
+    assert mdraid.parse_count("4") == 4
+    assert mdraid.parse_sync_completed("512 / 1024") == 0.5
+
+
+def test_a_fifo_in_place_of_a_file_reads_as_empty_at_once(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    os.mkfifo(tmp_path / "proc/mdstat")
+    registry, state = _cpuidle(tmp_path / "cpu")
+    (state / "usage").unlink()
+    os.mkfifo(state / "usage")
+    ctx = CollectorContext(roots=Roots.under(str(tmp_path)))
+    registry.register(CollectorSet([RedundancyCollector(ctx)], ctx.errors))
+    text = _scrape(registry)  # would block for ever without O_NONBLOCK
+    assert value(text, "nodeslo_collector_success", collector="redundancy") == 1
+    assert value(text, "nodeslo_collector_success", collector="cpuidle") == 1
+
+
+# --- item 6: a blocking read never wedges the scrapes ----------------------------------------
+
+
+class _Stuck(Collector):
+    name = "stuck"
+    help = "Blocks in collect() until released, like a read of a hung sysfs attribute."
+
+    def __init__(self) -> None:
+        super().__init__(CollectorContext())
+        self.release = threading.Event()
+        self.calls = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.calls += 1
+        assert self.release.wait(30)
+        yield GaugeMetricFamily("nodeslo_test_stuck", "Released.", value=1)
+
+
+class _Fine(Collector):
+    name = "fine"
+    help = "Always answers."
+
+    def __init__(self) -> None:
+        super().__init__(CollectorContext())
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("nodeslo_test_fine", "Here.", value=1)
+
+
+def test_a_stuck_collector_fails_its_scrape_and_is_skipped_until_it_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="nodeslo.collector")
+    stuck, fine = _Stuck(), _Fine()
+    cset = CollectorSet([stuck, fine], OnceLog(logging.getLogger("nodeslo.collector")), 0.2)
+    registry = CollectorRegistry()
+    registry.register(cset)
+    try:
+        for _ in range(5):
+            text = _scrape(registry)
+            assert value(text, "nodeslo_collector_success", collector="stuck") == 0
+            assert value(text, "nodeslo_collector_success", collector="fine") == 1
+            assert "nodeslo_test_fine 1.0" in text
+        assert stuck.calls == 1  # never re-entered while its read hangs
+        assert "no result within 0.2s" in cset.status["stuck"].error
+        ours = ("collector-stuck", "collector-fine")
+        threads = [t for t in threading.enumerate() if t.name in ours]
+        assert len(threads) == 2  # one per collector, however many scrapes
+        failed = [r for r in caplog.records if r.getMessage() == "collector failed"]
+        assert len(failed) == 1 and failed[0].__dict__["fields"]["reason"] == "timeout"
+        stuck.release.set()
+        assert w.wait_until(lambda: "nodeslo_test_stuck 1.0" in _scrape(registry))
+        assert value(_scrape(registry), "nodeslo_collector_success", collector="stuck") == 1
+        assert any(r.getMessage() == "collector recovered" for r in caplog.records)
+    finally:
+        stuck.release.set()
+        cset.close()
+
+
+def test_the_daemon_serves_and_stays_healthy_around_a_stuck_collector(seed_tree: Path) -> None:
+    args = cli.build_parser().parse_args(
+        [
+            "serve",
+            "--web.listen-address=127.0.0.1:0",
+            "--collector.timeout=300ms",
+            f"--path.sysfs={seed_tree}/sys",
+            f"--path.procfs={seed_tree}/proc",
+            f"--path.rootfs={seed_tree}",
+            "--collector.disable-defaults",
+            "--collector.redundancy",
+            "--collector.scheduler",
+            "--no-probe.storage",
+            "--no-probe.wakeup",
+        ]
+    )
+    daemon = Daemon(args, load_profile())
+    release = threading.Event()
+    redundancy = next(c for c in daemon.collectors.collectors if c.name == "redundancy")
+    real = redundancy.collect
+
+    def hung() -> list[Metric]:  # the read of /proc/mdstat blocks in the kernel
+        assert release.wait(30)
+        return list(real())
+
+    redundancy.collect = hung  # type: ignore[method-assign]
+    server = daemon.bind()
+    daemon._ready.set()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for _ in range(10):
+            reply = w.get(w.port(server))
+            assert reply.status == 200
+            assert value(reply.body, "nodeslo_collector_success", collector="redundancy") == 0
+            assert value(reply.body, "nodeslo_collector_success", collector="scheduler") == 1
+        assert len(server.connections) <= 1  # no scrape left holding a slot
+        assert w.get(w.port(server), "/-/healthy").status == 200
+        release.set()
+        assert w.wait_until(lambda: "nodeslo_md_disks{" in w.get(w.port(server)).body, timeout=10)
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        daemon.collectors.close()
+        thread.join(5)
