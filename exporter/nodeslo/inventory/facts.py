@@ -26,7 +26,16 @@ from nodeslo.cpus import Topology, parse_cpu_list
 from nodeslo.links import netclass, rdma
 from nodeslo.links.pci import LinkReader, pci_chain
 from nodeslo.paths import Roots
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_all, read_int, read_text
+from nodeslo.readers import (
+    MalformedValue,
+    ReadError,
+    list_dir,
+    read_all,
+    read_int,
+    read_text,
+    to_int,
+    to_u64,
+)
 
 OnError = Callable[[str, Exception], None]
 
@@ -99,13 +108,14 @@ def parse_cache_size(text: str) -> int:
     if not match:
         raise ValueError(f"not a cache size: {text.strip()[:40]!r}")
     scale = {"": 1, "K": KIB, "M": MIB, "G": 1024**3}[match.group(2)]
-    return int(match.group(1)) * scale
+    return to_u64(match.group(1)) * scale
 
 
 def parse_memtotal(text: bytes) -> int | None:
-    """MemTotal of /proc/meminfo or nodeN/meminfo, in bytes; None when absent."""
+    """MemTotal of /proc/meminfo or nodeN/meminfo, in bytes; None when absent;
+    ValueError for a number no kernel prints."""
     match = _MEMTOTAL.search(text)
-    return int(match.group(1)) * KIB if match else None
+    return to_u64(match.group(1)) * KIB if match else None
 
 
 def dimm_socket(controller_name: str, label: str) -> str | None:
@@ -124,6 +134,14 @@ def _text(path: str) -> str:
         return read_text(path) or ""
     except ReadError:
         return ""
+
+
+def _memtotal(path: str, key: str, raw: bytes, on_error: OnError) -> int | None:
+    try:
+        return parse_memtotal(raw)
+    except ValueError as exc:
+        on_error(f"{key}:MemTotal", MalformedValue(path, str(exc)))
+        return None
 
 
 class FactReader:
@@ -203,7 +221,7 @@ class FactReader:
             if _text(f"{path}/type") == "Instruction":
                 continue
             try:
-                level = int(_text(f"{path}/level") or "0")
+                level = to_int(_text(f"{path}/level") or "0")
                 size = parse_cache_size(_text(f"{path}/size") or "0")
             except ValueError:
                 continue
@@ -220,7 +238,7 @@ class FactReader:
         except ReadError as exc:
             on_error("meminfo", exc)
             return None
-        return None if raw is None else parse_memtotal(raw)
+        return None if raw is None else _memtotal(path, "meminfo", raw, on_error)
 
     def node_memory(self, on_error: OnError) -> dict[str, int]:
         base = self.roots.sys(NODE_DIR)
@@ -233,7 +251,9 @@ class FactReader:
             except ReadError as exc:
                 on_error(f"{entry}:meminfo", exc)
                 continue
-            total = None if raw is None else parse_memtotal(raw)
+            total = (
+                None if raw is None else _memtotal(f"{base}/{entry}/meminfo", entry, raw, on_error)
+            )
             if total is not None:
                 out[entry[4:]] = total
         return dict(sorted(out.items(), key=lambda kv: int(kv[0])))

@@ -25,11 +25,20 @@ from dataclasses import dataclass
 
 from nodeslo.links.pci import driver_name, pci_chain
 from nodeslo.paths import Roots
-from nodeslo.readers import MalformedValue, ReadError, ValueUnavailable, list_dir, read_small
+from nodeslo.readers import (
+    MalformedValue,
+    ReadError,
+    ValueUnavailable,
+    list_dir,
+    read_small,
+    to_int,
+    to_u64,
+)
 
 NET_CLASS = "class/net"
 MEGABIT_BYTES = 125_000  # 1 Mb/s in bytes per second
 IFF_UP = 0x1
+MAX_FLAGS = 0xFFFFFFFF
 OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
 
 # statistics/ files: (direction, file) for the totals; then the error counters that
@@ -75,10 +84,14 @@ class InterfaceState:
 
 
 def parse_flags(text: str) -> int:
+    """'0x1003' -> 0x1003; the kernel prints an unsigned int."""
     try:
-        return int(text, 16)
+        flags = int(text, 16)
     except ValueError:
         raise ValueError(f"not interface flags: {text.strip()[:40]!r}") from None
+    if not 0 <= flags <= MAX_FLAGS:
+        raise ValueError(f"not interface flags: {text.strip()[:40]!r}")
+    return flags
 
 
 def speed_bytes_per_second(megabits: int) -> float | None:
@@ -138,13 +151,13 @@ class InterfaceReader:
         except _Vanished:
             return None
         admin_up = None if flags is None else bool(flags & IFF_UP)
-        carrier = _optional(self._carrier, name, on_error, int, quiet_unavailable=True)
+        carrier = _optional(self._carrier, name, on_error, to_int, quiet_unavailable=True)
         if carrier is None and admin_up is False:
             carrier = 0  # EINVAL while down: no link
-        megabits = _optional(self._speed, name, on_error, int, quiet_unavailable=True)
+        megabits = _optional(self._speed, name, on_error, to_int, quiet_unavailable=True)
         statistics: dict[str, int] = {}
         for key, path in self._statistics:
-            value = _optional(path, name, on_error, int)
+            value = _optional(path, name, on_error, to_u64)
             if value is not None:
                 statistics[key] = value
         operstate = changes = None
@@ -153,7 +166,7 @@ class InterfaceReader:
                 operstate = _text(self._operstate, name, on_error)
             except _Vanished:
                 operstate = None
-            changes = _optional(self._changes, name, on_error, int)
+            changes = _optional(self._changes, name, on_error, to_u64)
         return InterfaceState(
             admin_up=admin_up,
             carrier=carrier,

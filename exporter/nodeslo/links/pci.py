@@ -24,6 +24,7 @@ injected uncorrectable error shows it in max_link_* while current_link_* still r
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -31,12 +32,25 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nodeslo.paths import Roots
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_small, read_text
+from nodeslo.readers import (
+    MalformedValue,
+    ReadError,
+    list_dir,
+    read_small,
+    read_text,
+    to_int,
+    to_u64,
+)
 
 PCI_DEVICES = "bus/pci/devices"
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 # Lane counts a link can train at (PCIe base spec); anything else is a garbage read.
 VALID_WIDTHS = frozenset({1, 2, 4, 8, 12, 16, 32})
+# The kernel prints a speed from a table (2.5 to 64 GT/s today); far past any PCIe
+# generation, or not a finite number, is no reading.
+MAX_GIGATRANSFERS = 1024.0
+# A class register is 24 bits (base class, subclass, programming interface).
+MAX_CLASS = 0xFFFFFF
 CLASS_NVME = 0x010802
 CLASS_NETWORK = 0x02  # base class: Ethernet, InfiniBand, ...
 
@@ -69,15 +83,18 @@ def parse_link_speed(text: str) -> float | None:
     if len(parts) < 2 or parts[1] != "GT/s":
         raise ValueError(f"not a link speed: {text.strip()[:40]!r}")
     try:
-        return float(parts[0]) * 1e9
+        gigatransfers = float(parts[0])
     except ValueError:
         raise ValueError(f"not a link speed: {text.strip()[:40]!r}") from None
+    if not (math.isfinite(gigatransfers) and 0 < gigatransfers <= MAX_GIGATRANSFERS):
+        raise ValueError(f"not a link speed any PCIe link has: {text.strip()[:40]!r}")
+    return gigatransfers * 1e9
 
 
 def parse_link_width(text: str) -> int | None:
     """'4' -> 4; None for what no link trains at (0, 63, 255: a register read as garbage)."""
     try:
-        width = int(text)
+        width = to_int(text)
     except ValueError:
         raise ValueError(f"not a link width: {text.strip()[:40]!r}") from None
     return width if width in VALID_WIDTHS else None
@@ -95,9 +112,9 @@ def parse_aer(text: str) -> tuple[int, dict[str, int]]:
         if len(parts) != 2:
             raise ValueError(f"expected 'Name count', got {line.strip()[:60]!r}")
         try:
-            count = int(parts[1])
+            count = to_u64(parts[1])
         except ValueError:
-            raise ValueError(f"{parts[0]}: not a count: {parts[1][:40]!r}") from None
+            raise ValueError(f"{parts[0][:40]}: not a count: {parts[1][:40]!r}") from None
         if parts[0].startswith("TOTAL_ERR_"):
             total = count
         else:
@@ -108,9 +125,12 @@ def parse_aer(text: str) -> tuple[int, dict[str, int]]:
 def parse_class(text: str) -> int:
     """'0x010802' -> 0x010802 (base class, subclass, programming interface)."""
     try:
-        return int(text, 16)
+        value = int(text, 16)
     except ValueError:
         raise ValueError(f"not a PCI class: {text.strip()[:40]!r}") from None
+    if not 0 <= value <= MAX_CLASS:
+        raise ValueError(f"not a PCI class: {text.strip()[:40]!r}")
+    return value
 
 
 def pci_chain(path: str) -> list[str]:
@@ -418,7 +438,7 @@ class LinkReader:
             if raw is None:
                 return None
             try:
-                totals[severity] = int(raw)
+                totals[severity] = to_u64(raw)
             except ValueError:
                 on_error(
                     f"{self.address}:{severity}",

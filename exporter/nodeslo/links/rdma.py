@@ -19,6 +19,7 @@ increase() over them is right until they saturate, which is itself a sign.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,15 @@ from typing import TypeVar
 
 from nodeslo.links.pci import pci_chain
 from nodeslo.paths import Roots
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_small, read_text
+from nodeslo.readers import (
+    MalformedValue,
+    ReadError,
+    list_dir,
+    read_small,
+    read_text,
+    to_int,
+    to_u64,
+)
 
 INFINIBAND = "class/infiniband"
 STATE_ACTIVE = 4
@@ -52,7 +61,7 @@ def parse_state(text: str) -> tuple[int, str]:
     """'4: ACTIVE' -> (4, 'ACTIVE')."""
     number, _, name = text.partition(":")
     try:
-        return int(number), name.strip()
+        return to_int(number), name.strip()
     except ValueError:
         raise ValueError(f"not a port state: {text.strip()[:40]!r}") from None
 
@@ -63,9 +72,12 @@ def parse_rate(text: str) -> float:
     if len(parts) < 2 or parts[1] != "Gb/sec":
         raise ValueError(f"not a port rate: {text.strip()[:40]!r}")
     try:
-        return float(parts[0]) * GIGABIT_BYTES
+        gigabits = float(parts[0])
     except ValueError:
         raise ValueError(f"not a port rate: {text.strip()[:40]!r}") from None
+    if not (math.isfinite(gigabits) and gigabits >= 0):
+        raise ValueError(f"not a port rate: {text.strip()[:40]!r}")
+    return gigabits * GIGABIT_BYTES
 
 
 def parse_counter(text: str) -> int | None:
@@ -74,7 +86,7 @@ def parse_counter(text: str) -> int | None:
     if text.startswith("N/A"):
         return None
     try:
-        return int(text)
+        return to_u64(text)
     except ValueError:
         raise ValueError(f"not a counter: {text[:40]!r}") from None
 
