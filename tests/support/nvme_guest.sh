@@ -116,10 +116,15 @@ mkdir -p /tmp/state && mount /dev/md0 /tmp/state
 md=$!
 md_port=$(port_of "$OUT/md.log" "$md")
 cat /proc/mdstat >"$OUT/mdstat-healthy.txt"
-# Until the probe has measured both operations through md on the healthy array.
-for _ in $(seq 120); do
+# Until the probe has opened its file on md0 and measured both operations through it on
+# the healthy array. Counts alone are not enough: intended starts missed while the probe
+# file is first written (seconds under TCG) are counted too, before the target is open.
+for _ in $(seq 240); do
     scrape "$md_port" >"$OUT/md-healthy.prom"
-    [ "$(grep -c '^nodeslo_probe_io_latency_seconds_count{.*} [1-9]' "$OUT/md-healthy.prom")" -eq 2 ] && break
+    grep -q '^nodeslo_probe_storage_target_info{device="md0",.*} 1.0$' "$OUT/md-healthy.prom" &&
+        grep -q '^nodeslo_probe_up{probe="storage"} 1.0$' "$OUT/md-healthy.prom" &&
+        [ "$(grep -c '^nodeslo_probe_io_latency_seconds_count{.*} [1-9]' "$OUT/md-healthy.prom")" -eq 2 ] &&
+        break
     sleep 0.5
 done
 failed=$(echo "$members" | sed -n 2p)  # the second controller's: BAD00002, reliability degraded
