@@ -7,8 +7,7 @@ area module holds its alerts and recordings and renders the `${name}` parameters
 templates use from the profile. Expressions keep every label of an instance-level series,
 or aggregate `by (${by})` (the profile's instance labels, `cluster, instance` by default)
 so a fleet's `cluster` label is carried through. Fleet-wide comparisons group by
-`${fleet_}` (the instance labels
-without `instance`).
+`${fleet_}` (the instance labels without `instance`).
 
 `for` waits out one bad poll or a transient spike. Alerts on a counter's increase
 over a window need no `for`: the window itself holds them up for its length.
