@@ -45,6 +45,10 @@ VARIANTS = (
     "microcode-mixed",
     "ecc-ue",
     "ecc-absent",
+    "pcie-degraded",
+    "nic-degraded",
+    "link-down",
+    "dimm-missing",
 )
 
 
@@ -304,6 +308,10 @@ def test_golden_check_output(
         ("microcode-mixed", {"microcode"}),
         ("ecc-ue", {"ecc_uncorrectable"}),
         ("ecc-absent", {"ecc_reporting"}),
+        ("pcie-degraded", {"pcie_links", "pcie_errors", "nvme_link"}),
+        ("nic-degraded", {"network_speed"}),
+        ("link-down", {"network_speed", "rdma_ports"}),
+        ("dimm-missing", {"memory", "memory_balance", "dimms_per_socket"}),
     ],
 )
 def test_each_variant_fails_exactly_its_own_checks(

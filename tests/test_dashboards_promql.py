@@ -69,12 +69,17 @@ DEGRADED_FAULTS = (
     "thermal-throttling",
     "tuning-drift",
     "microcode-mixed",
+    "pcie-degraded",
+    "nic-degraded",
+    "dimm-missing",
 )
 
 # (dashboard uid, panel title, refId) -> why a healthy host shows nothing: these run
 # against the degraded host, where they must return data.
 UNHEALTHY_ONLY = {
     ("nodeslo-node", "md resync / recovery progress", "A"): "no series while no array syncs",
+    ("nodeslo-fleet", "Hosts that differ from the profile's inventory", "A"): "the seed spec "
+    "conforms",
 }
 # Queries that compare with days ago, which a test cannot wait for: they must parse
 # here (an empty result is expected) and are evaluated over synthetic history by

@@ -44,6 +44,12 @@ CASES = [
     ("amd-no-cpufreq", "amd-no-cpufreq", ("cpufreq", "thermal")),
     ("seed-spec-nvme", "seed-spec", ("nvme",)),
     ("nvme-failing", "nvme-failing", ("nvme",)),
+    ("seed-spec-links", "seed-spec", ("pcie", "network")),
+    ("seed-spec-inventory", "seed-spec", ("inventory",)),
+    ("pcie-degraded", "pcie-degraded", ("pcie",)),
+    ("nic-degraded", "nic-degraded", ("network",)),
+    ("link-down", "link-down", ("pcie", "network")),
+    ("dimm-missing", "dimm-missing", ("inventory",)),
 ]
 # Per-case flags beyond the collectors; "{tree}" is the fixture tree's path.
 EXTRA_FLAGS: dict[str, tuple[str, ...]] = {

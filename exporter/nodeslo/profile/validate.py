@@ -26,9 +26,13 @@ from nodeslo.profile.model import (
     CPUHealth,
     FirmwareHealth,
     Health,
+    Inventory,
     LatencySLI,
+    LinkHealth,
     MemoryHealth,
+    NetworkInventory,
     NVMeHealth,
+    NvmeInventory,
     PowerHealth,
     Probes,
     Profile,
@@ -41,7 +45,15 @@ from nodeslo.profile.model import (
 )
 from nodeslo.profile.yamlsource import Located
 from nodeslo.sysctl import sysctl_relpath
-from nodeslo.units import parse_duration, parse_percent, parse_ratio, parse_size, prom_duration
+from nodeslo.units import (
+    parse_bit_rate,
+    parse_duration,
+    parse_percent,
+    parse_ratio,
+    parse_size,
+    parse_transfer_rate,
+    prom_duration,
+)
 
 T = TypeVar("T")
 
@@ -321,7 +333,7 @@ def _check_temperature_limits(cpu: CPUHealth, node: Node | None) -> None:
 def _health(node: Node | None) -> Health:
     if node is None:
         return Health()
-    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware", "redundancy"))
+    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware", "links", "redundancy"))
     nvme = _section(
         parts.get("nvme"),
         NVMeHealth,
@@ -367,6 +379,8 @@ def _health(node: Node | None) -> Health:
             "numa_remote_max": ("numa_remote_ratio_max", _ratio),
             "numa_window": ("numa_window_seconds", _window),
             "numa_min_pages_per_second": ("numa_min_pages_per_second", _pos),
+            "capacity_lookback": ("capacity_lookback_seconds", _window),
+            "capacity_drop_max": ("capacity_drop_ratio", _ratio),
         },
     )
     power = _section(
@@ -392,18 +406,109 @@ def _health(node: Node | None) -> Health:
         RedundancyHealth,
         {"missing_lookback": ("missing_lookback_seconds", _window)},
     )
+    links = _section(parts.get("links"), LinkHealth, _LINKS)
     return Health(
         nvme=nvme,
         cpu=cpu,
         memory=memory,
         power=power,
         firmware=firmware,
+        links=links,
         redundancy=redundancy,
     )
 
 
 def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:
     return lambda n: None if n.value is None else parse(n)
+
+
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+DRIVER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# Linux interface names: up to 15 characters, no '/', ':' or whitespace.
+INTERFACE_NAME = re.compile(r"^[^/:\s]{1,15}$")
+
+
+def _pcie_devices(node: Node) -> tuple[str, ...]:
+    """PCI addresses (lower-case domain:bus:device.function) or driver names."""
+    names = node.string_list()
+    for i, name in enumerate(names):
+        if not (PCI_ADDRESS.match(name) or DRIVER_NAME.match(name)):
+            raise Node(node.value[i], f"{node.key}[{i}]").error(
+                f"neither a PCI address like 0000:3b:00.0 nor a driver name: {name!r}"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _interfaces(node: Node) -> tuple[str, ...]:
+    names = node.string_list()
+    for i, name in enumerate(names):
+        if not INTERFACE_NAME.match(name):
+            raise Node(node.value[i], f"{node.key}[{i}]").error(
+                f"not a network interface name: {name!r}"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _count(n: Node) -> int:
+    return n.integer(minimum=0)
+
+
+_LINKS: dict[str, tuple[str, Callable[[Node], Any]]] = {
+    "pcie_devices": ("pcie_devices", _pcie_devices),
+    "pcie_degraded_for": ("pcie_degraded_for_seconds", _window),
+    "pcie_uncorrectable_window": ("pcie_uncorrectable_window_seconds", _window),
+    "pcie_correctable_errors_max": (
+        "pcie_correctable_errors_max",
+        lambda n: n.number(minimum=0),
+    ),
+    "pcie_correctable_window": ("pcie_correctable_window_seconds", _window),
+    "network_down_for": ("network_down_for_seconds", _window),
+    "network_speed_for": ("network_speed_for_seconds", _window),
+    "network_speed_lookback": ("network_speed_lookback_seconds", _window),
+    "network_flap_changes_max": ("network_flap_changes_max", lambda n: n.number(minimum=0)),
+    "network_flap_window": ("network_flap_window_seconds", _window),
+    "network_errors_max": ("network_errors_max_ratio", _ratio),
+    "network_errors_window": ("network_errors_window_seconds", _window),
+    "network_errors_min_packets_per_second": ("network_errors_min_packets_per_second", _pos),
+    "rdma_down_for": ("rdma_down_for_seconds", _window),
+}
+
+
+def _size(n: Node) -> int:
+    size = n.convert(parse_size)
+    if size <= 0:
+        raise n.error("must be a positive size")
+    return size
+
+
+_INVENTORY_NVME: dict[str, tuple[str, Callable[[Node], Any]]] = {
+    "drives": ("drives", _optional(_count)),
+    "capacity": ("capacity_bytes", _optional(_size)),
+    "link_speed": (
+        "link_speed_transfers_per_second",
+        _optional(lambda n: n.convert(parse_transfer_rate)),
+    ),
+    "link_width": ("link_width", _optional(lambda n: n.integer(minimum=1))),
+}
+_INVENTORY_NETWORK: dict[str, tuple[str, Callable[[Node], Any]]] = {
+    "interfaces": ("interfaces", _interfaces),
+    "ports": ("ports", _optional(_count)),
+    "speed": ("speed_bytes_per_second", _optional(lambda n: n.convert(parse_bit_rate))),
+}
+_INVENTORY: dict[str, tuple[str, Callable[[Node], Any]]] = {
+    "sockets": ("sockets", _optional(lambda n: n.integer(minimum=1))),
+    "cores_per_socket": ("cores_per_socket", _optional(lambda n: n.integer(minimum=1))),
+    "threads_per_socket": ("threads_per_socket", _optional(lambda n: n.integer(minimum=1))),
+    "llc_per_socket": ("llc_per_socket_bytes", _optional(_size)),
+    "memory": ("memory_bytes", _optional(_size)),
+    "memory_tolerance": ("memory_tolerance_ratio", _ratio),
+    "numa_balance_tolerance": ("numa_balance_tolerance_ratio", _ratio),
+    "dimms_per_socket": ("dimms_per_socket", _optional(lambda n: n.integer(minimum=1))),
+    "dimm_size": ("dimm_size_bytes", _optional(_size)),
+    "nvme": ("nvme", lambda n: _section(n, NvmeInventory, _INVENTORY_NVME)),
+    "network": ("network", lambda n: _section(n, NetworkInventory, _INVENTORY_NETWORK)),
+    "rdma_ports_active": ("rdma_ports_active", _optional(_count)),
+}
 
 
 def _sysctls(node: Node) -> tuple[tuple[str, str], ...]:
@@ -579,6 +684,7 @@ TOP_LEVEL = (
     "capacity",
     "probes",
     "alerting",
+    "inventory",
 )
 
 
@@ -606,6 +712,7 @@ def build(tree: Located, source: str, sha256: str) -> Profile:
         alerting=_section(parts.get("alerting"), Alerting, _ALERTING),
         source=source,
         sha256=sha256,
+        inventory=_section(parts.get("inventory"), Inventory, _INVENTORY),
     )
     _check_consistency(profile, parts)
     return profile

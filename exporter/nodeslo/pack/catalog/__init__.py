@@ -1,13 +1,13 @@
 """The health alerts, as data: name, severity, PromQL template, `for`, texts, sources.
 
 This package is what an operator reads to see what pages and why, one module per area
-(`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `platform.py`, `exporter.py`,
-`pipeline.py`); `rules.py` turns it into rule groups. Each area module holds its alerts
-and recordings and renders the `${name}` parameters its templates use from the profile.
-Expressions keep every label of an instance-level series, or aggregate `by (${by})`
-(the profile's instance labels, `cluster, instance` by default) so a fleet's `cluster`
-label is carried through. Fleet-wide comparisons group by `${fleet_}` (the instance labels
-without `instance`).
+(`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `platform.py`, `links.py`,
+`inventory.py`, `exporter.py`, `pipeline.py`); `rules.py` turns it into rule groups. Each
+area module holds its alerts and recordings and renders the `${name}` parameters its
+templates use from the profile. Expressions keep every label of an instance-level series,
+or aggregate `by (${by})` (the profile's instance labels, `cluster, instance` by default)
+so a fleet's `cluster` label is carried through. Fleet-wide comparisons group by
+`${fleet_}` (the instance labels without `instance`).
 
 `for` waits out one bad poll or a transient spike. Alerts on a counter's increase
 over a window need no `for`: the window itself holds them up for its length.
@@ -21,6 +21,8 @@ from nodeslo.pack.catalog import (
     base,
     cpu,
     exporter,
+    inventory,
+    links,
     memory,
     nvme,
     pipeline,
@@ -35,7 +37,17 @@ from nodeslo.pack.catalog.pipeline import GROUP_PREFIX
 from nodeslo.profile import Profile
 
 # In rule-file order within each group.
-AREAS: tuple[ModuleType, ...] = (nvme, cpu, memory, redundancy, platform, exporter, pipeline)
+AREAS: tuple[ModuleType, ...] = (
+    nvme,
+    cpu,
+    memory,
+    redundancy,
+    platform,
+    links,
+    inventory,
+    exporter,
+    pipeline,
+)
 
 RECORDINGS: tuple[Recording, ...] = tuple(r for area in AREAS for r in area.RECORDINGS)
 ALERTS: tuple[HealthAlert, ...] = tuple(a for area in AREAS for a in area.ALERTS)

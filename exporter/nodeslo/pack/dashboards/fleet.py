@@ -12,6 +12,7 @@ from nodeslo.burnrate import TIERS
 from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
 from nodeslo.pack.dashboards import common as c
+from nodeslo.pack.dashboards import links
 from nodeslo.pack.dashboards import model as m
 from nodeslo.profile import Profile
 
@@ -36,6 +37,7 @@ def dashboard(profile: Profile) -> m.Dashboard:
             m.Row("Alerts", _alert_panels(profile)),
             m.Row("NVMe wear", _wear_panels(profile)),
             m.Row("Firmware and tuning", (_firmware_panel(profile), _tuning_panel(profile))),
+            links.fleet_row(profile),
         ),
         links=c.dashboard_links(profile),
         annotations=(c.alert_annotation(profile),),

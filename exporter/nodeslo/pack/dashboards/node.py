@@ -15,6 +15,7 @@ from __future__ import annotations
 from nodeslo.pack import catalog, promql
 from nodeslo.pack.catalog import cpu
 from nodeslo.pack.dashboards import common as c
+from nodeslo.pack.dashboards import links
 from nodeslo.pack.dashboards import model as m
 from nodeslo.profile import SLO, LatencySLI, Profile, TimeSLI
 from nodeslo.units import human_seconds
@@ -43,6 +44,7 @@ def dashboard(profile: Profile) -> m.Dashboard:
             _memory_row(profile),
             _nvme_row(profile),
             _redundancy_row(profile),
+            links.node_row(profile),
             _exporter_row(profile),
         ),
         links=c.dashboard_links(profile),
