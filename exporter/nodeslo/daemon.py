@@ -10,9 +10,12 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from nodeslo import privileges
@@ -30,7 +33,13 @@ from nodeslo.profile import Profile, ProfileError, load_profile
 from nodeslo.sdnotify import Notifier
 from nodeslo.selfmetrics import ReloadState, SelfCollector
 from nodeslo.web import landing
-from nodeslo.web.server import DEFAULT_MAX_CONNECTIONS, Server, WebApp, make_server
+from nodeslo.web.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    CollectorFilterError,
+    Server,
+    WebApp,
+    make_server,
+)
 from nodeslo.web.webconfig import WebConfigCollector, WebConfigError, WebConfigSource
 
 log = logging.getLogger("nodeslo")
@@ -51,6 +60,20 @@ def enabled_collectors(args: argparse.Namespace) -> list[str]:
         if on:
             names.append(name)
     return names
+
+
+class Selection:
+    """A collect[] scrape: the exporter's own metrics and the chosen collectors only."""
+
+    def __init__(self, parts: list[Any], collectors: CollectorSet, names: frozenset[str]) -> None:
+        self.parts = parts
+        self.collectors = collectors
+        self.names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
+        yield from self.collectors.collect(self.names)
 
 
 class Daemon:
@@ -78,12 +101,16 @@ class Daemon:
         timeout = getattr(args, "collector_timeout", DEFAULT_TIMEOUT_SECONDS)
         self.collectors = CollectorSet(collectors, self.errors, timeout)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SelfCollector(lambda: self.profile, self.reload_state))
+        own = SelfCollector(lambda: self.profile, self.reload_state)
+        self.registry.register(own)
         self.registry.register(self.collectors)
+        # The exporter's own metrics: also served by a collect[] scrape, as node_exporter.
+        self.exporter_parts: list[Any] = [own]
         if web is not None:
-            self.registry.register(WebConfigCollector(web))
+            self.exporter_parts.append(WebConfigCollector(web))
+            self.registry.register(self.exporter_parts[-1])
         # The daemon's own CPU and memory, always from the real /proc/self.
-        ProcessCollector(registry=self.registry)
+        self.exporter_parts.append(ProcessCollector(registry=self.registry))
         self.notifier = Notifier()
         # (command, payload): ("reload", None), ("stop", None), ("loaded", result).
         self.commands: queue.SimpleQueue[tuple[str, Profile | ProfileError | None]] = (
@@ -103,6 +130,18 @@ class Daemon:
             self.disabled,
         )
 
+    def select(self, names: frozenset[str]) -> Selection:
+        """collect[]: only enabled collectors, named exactly (node_exporter's rule: a
+        collector disabled by flag is not enabled by a URL)."""
+        enabled = {c.name for c in self.collectors.collectors}
+        for name in sorted(names):
+            if name not in enabled:
+                kind = "disabled" if name in self.disabled else "missing"
+                raise CollectorFilterError(
+                    f"{kind} collector: {name} (enabled: {', '.join(sorted(enabled))})"
+                )
+        return Selection(self.exporter_parts, self.collectors, names)
+
     def bind(self) -> Server:
         app = WebApp(
             registry=self.registry,
@@ -110,6 +149,7 @@ class Daemon:
             landing_page=self.landing_page,
             ready=self._ready.is_set,
             web=self.web,
+            select=self.select,
         )
         max_connections = getattr(self.args, "web_max_connections", DEFAULT_MAX_CONNECTIONS)
         self.server = make_server(self.args.web_listen_address, app, max_connections)

@@ -203,10 +203,14 @@ class CollectorSet:
     def describe(self) -> Iterable[Metric]:
         return ()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, only: frozenset[str] | None = None) -> Iterator[Metric]:
+        """Every collector's families, or those of the collectors named in `only`
+        (a scrape's collect[] parameter)."""
         success = COLLECTOR_SUCCESS.family()
         duration = COLLECTOR_DURATION.family()
         for collector in self.collectors:
+            if only is not None and collector.name not in only:
+                continue
             families, status = self._run(collector)
             yield from families
             add(success, [collector.name], 1.0 if status.success else 0.0)
