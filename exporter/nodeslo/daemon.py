@@ -8,6 +8,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -32,13 +33,14 @@ from nodeslo.probes.collector import probe_collectors
 from nodeslo.profile import Profile, ProfileError, load_profile
 from nodeslo.sdnotify import Notifier
 from nodeslo.selfmetrics import ReloadState, SelfCollector
-from nodeslo.web import landing
+from nodeslo.web import activation, landing
 from nodeslo.web.server import (
     DEFAULT_MAX_CONNECTIONS,
     CollectorFilterError,
     Server,
     WebApp,
     make_server,
+    parse_listen_address,
 )
 from nodeslo.web.webconfig import WebConfigCollector, WebConfigError, WebConfigSource
 
@@ -60,6 +62,26 @@ def enabled_collectors(args: argparse.Namespace) -> list[str]:
         if on:
             names.append(name)
     return names
+
+
+def listen_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """--web.listen-address, each once, in order; the default when none is given."""
+    from nodeslo.cli import DEFAULT_LISTEN_ADDRESS
+
+    given = getattr(args, "web_listen_address", None) or [
+        parse_listen_address(DEFAULT_LISTEN_ADDRESS)
+    ]
+    if isinstance(given, tuple):  # a Namespace built by hand, with one address
+        given = [given]
+    return list(dict.fromkeys(given))
+
+
+class BindError(OSError):
+    """A listen address that could not be bound; which one is in `address`."""
+
+    def __init__(self, address: tuple[str, int], cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.address = address
 
 
 class Selection:
@@ -119,7 +141,9 @@ class Daemon:
         self._reloading = False
         self._reload_again = False
         self._ready = threading.Event()
-        self.server: Server | None = None
+        # Sockets passed by systemd (--web.systemd-socket), served instead of binding.
+        self.inherited: list[socket.socket] = []
+        self.servers: list[Server] = []
 
     def landing_page(self) -> str:
         return landing.render(
@@ -152,8 +176,21 @@ class Daemon:
             select=self.select,
         )
         max_connections = getattr(self.args, "web_max_connections", DEFAULT_MAX_CONNECTIONS)
-        self.server = make_server(self.args.web_listen_address, app, max_connections)
-        return self.server
+        if self.inherited:
+            self.servers = [
+                make_server(sock.getsockname()[:2], app, max_connections, sock)
+                for sock in self.inherited
+            ]
+            return self.servers[0]
+        for address in listen_addresses(self.args):
+            try:
+                self.servers.append(make_server(address, app, max_connections))
+            except OSError as exc:
+                for server in self.servers:
+                    server.server_close()
+                self.servers = []
+                raise BindError(address, exc) from exc
+        return self.servers[0]
 
     def _load(self) -> Profile | ProfileError:
         try:
@@ -201,25 +238,33 @@ class Daemon:
         self.commands.put(("reload", None) if signum == signal.SIGHUP else ("stop", None))
 
     def run(self) -> int:
-        server = self.server or self.bind()
+        if not self.servers:
+            self.bind()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         self.collectors.start()
-        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-        thread.start()
+        threads = []
+        for server in self.servers:
+            threads.append(threading.Thread(target=server.serve_forever, name="http", daemon=True))
+            threads[-1].start()
         self._ready.set()
-        port = server.server_address[1]
-        log.info(
-            "listening",
-            extra={
-                "fields": {
-                    "address": f"{self.args.web_listen_address[0]}:{port}",
-                    "collectors": ",".join(c.name for c in self.collectors.collectors),
-                    "profile": self.profile.name,
-                    "tls": str(server.tls_enabled).lower(),
-                }
-            },
-        )
+        configured = listen_addresses(self.args)
+        for i, server in enumerate(self.servers):
+            host, port = str(server.server_address[0]), server.server_address[1]
+            if not self.inherited:
+                host = configured[i][0]  # as given: ":10131" means every address
+            log.info(
+                "listening",
+                extra={
+                    "fields": {
+                        "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                        "collectors": ",".join(c.name for c in self.collectors.collectors),
+                        "profile": self.profile.name,
+                        "systemd_socket": str(bool(self.inherited)).lower(),
+                        "tls": str(server.tls_enabled).lower(),
+                    }
+                },
+            )
         self.notifier.notify("READY=1")
         tick = self.notifier.ping_interval() or IDLE_TICK_SECONDS
         next_ping = time.monotonic() + tick
@@ -231,7 +276,7 @@ class Daemon:
             if time.monotonic() >= next_ping:
                 # Ping only while the HTTP thread is alive: a dead server must be restarted.
                 # On a clock, not on idleness: a flood of SIGHUPs must not starve it.
-                if thread.is_alive():
+                if all(thread.is_alive() for thread in threads):
                     self.notifier.notify("WATCHDOG=1")
                 next_ping = time.monotonic() + tick
             if command == "reload":
@@ -245,16 +290,18 @@ class Daemon:
                     self._start_reload()
             elif command == "stop":
                 break
-        return self.shutdown(thread)
+        return self.shutdown(threads)
 
-    def shutdown(self, thread: threading.Thread) -> int:
+    def shutdown(self, threads: list[threading.Thread]) -> int:
         log.info("shutting down")
         self._ready.clear()
         self.notifier.notify("STOPPING=1")
-        assert self.server is not None
-        self.server.shutdown()
-        self.server.drain()
-        thread.join(timeout=1.0)
+        for server in self.servers:
+            server.shutdown()
+        for server in self.servers:  # the drains overlap: each waits for its scrapes
+            server.drain()
+        for thread in threads:
+            thread.join(timeout=1.0)
         self.collectors.close()
         return 0
 
@@ -278,14 +325,24 @@ def serve(args: argparse.Namespace) -> int:
         except WebConfigError as exc:
             log.error("invalid web config", extra={"fields": {"err": str(exc)}})
             return 2
+    inherited: list[socket.socket] = []
+    if getattr(args, "web_systemd_socket", False):
+        try:
+            inherited = activation.listen_sockets()
+        except activation.ActivationError as exc:
+            log.error(str(exc))
+            return 2
+        if args.web_listen_address is not None:
+            log.warning("--web.listen-address is ignored: serving the systemd sockets")
     # Root-only set-up (the NVMe helper fork) runs first, while no thread exists yet.
     for name in enabled_collectors(args):
         COLLECTORS[name].prepare_privileged(args)
     daemon = Daemon(args, profile, web)
+    daemon.inherited = inherited
     try:
         daemon.bind()
-    except OSError as exc:
-        host, port = args.web_listen_address
+    except BindError as exc:
+        host, port = exc.address
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         log.error(f"cannot listen on {host}:{port}: {reason}")
         return 1

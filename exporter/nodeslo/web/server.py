@@ -638,9 +638,12 @@ class Server(ThreadingHTTPServer):
         handler: type[Handler],
         web: WebConfigSource | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        inherited: socket.socket | None = None,
     ) -> None:
         host = address[0]
-        if host in ("", "::") and socket.has_ipv6:
+        if inherited is not None:
+            self.address_family = inherited.family
+        elif host in ("", "::") and socket.has_ipv6:
             # ":port" means every address, IPv4 and IPv6, as in node_exporter.
             self.address_family = socket.AF_INET6
             address = ("::", address[1])
@@ -650,7 +653,15 @@ class Server(ThreadingHTTPServer):
         self.connections = Connections(
             max_connections, opaque=web is not None and web.config.tls is not None
         )
-        super().__init__(address, handler)
+        if inherited is None:
+            super().__init__(address, handler)
+            return
+        # A listening socket passed by systemd: serve it as it is, bind nothing.
+        super().__init__(address, handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = inherited
+        self.server_address = inherited.getsockname()
+        inherited.listen(self.request_queue_size)
 
     @property
     def tls_enabled(self) -> bool:
@@ -759,8 +770,12 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(
-    address: tuple[str, int], app: WebApp, max_connections: int = DEFAULT_MAX_CONNECTIONS
+    address: tuple[str, int],
+    app: WebApp,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    inherited: socket.socket | None = None,
 ) -> Server:
-    """Bind now (so a busy port fails before READY=1); serve later with serve_forever."""
+    """Bind now (so a busy port fails before READY=1), or take the `inherited` listening
+    socket (systemd's); serve later with serve_forever."""
     handler = type("AppHandler", (Handler,), {"app": app})
-    return Server(address, handler, app.web, max_connections)
+    return Server(address, handler, app.web, max_connections, inherited)
