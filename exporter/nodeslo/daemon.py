@@ -56,7 +56,7 @@ def enabled_collectors(args: argparse.Namespace) -> list[str]:
     for name, cls in COLLECTORS.items():
         explicit = getattr(args, f"collector_{name}", None)
         if explicit is None:
-            on = cls.default_enabled and not args.collector_disable_defaults
+            on = cls.enabled_by_default(args) and not args.collector_disable_defaults
         else:
             on = bool(explicit)
         if on:

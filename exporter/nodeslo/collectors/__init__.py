@@ -12,6 +12,7 @@ from nodeslo.collectors import (
     redundancy,
     resctrl,
     scheduler,
+    textfile,
     thermal,
     tuning,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "redundancy",
     "resctrl",
     "scheduler",
+    "textfile",
     "thermal",
     "tuning",
 ]

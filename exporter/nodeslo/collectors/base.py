@@ -89,6 +89,12 @@ class Collector:
         """Declare collector-specific flags (`--collector.<name>.<option>`)."""
 
     @classmethod
+    def enabled_by_default(cls, options: argparse.Namespace) -> bool:
+        """On unless switched by flag; a collector may depend on its options (the
+        textfile collector is on when given a directory)."""
+        return cls.default_enabled
+
+    @classmethod
     def prepare_privileged(cls, options: argparse.Namespace) -> None:
         """Set up what needs root (fork a helper, open a root-only file), before the
         daemon binds its port and drops privileges (`--run-as-user`). No threads yet."""
