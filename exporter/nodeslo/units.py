@@ -23,6 +23,9 @@ _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s|m|h|d|w)\s*
 _SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000}
 _SIZE_UNITS |= {"MB": 1000**2, "GB": 1000**3}
 _SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+# The forms as regular expressions, for the profile's JSON Schema.
+DURATION_PATTERN = _DURATION.pattern
+SIZE_PATTERN = _SIZE.pattern
 
 
 def parse_duration(value: object) -> float:

@@ -1,10 +1,10 @@
 """`nodeslo generate`: write every file the pack derives from the profile.
 
 Each output is a producer: a function Profile -> [(relative path, content)], listed in
-order by `producers()`: the rule file first, then the dashboards and the Kubernetes
-manifests. `--rules-only` runs the first alone (no Grafana SDK needed). `--check`
-writes nothing and exits 1 when a committed file differs from
-what the profile gives (what CI runs), so a hand edit or a forgotten regeneration
+order by `producers()`: the rule file first, then the profile's JSON Schema, the
+dashboards and the Kubernetes manifests. `--rules-only` runs the first alone (no
+Grafana SDK needed). `--check` writes nothing and exits 1 when a committed file differs
+from what the profile gives (what CI runs), so a hand edit or a forgotten regeneration
 fails the build.
 """
 
@@ -28,11 +28,13 @@ def producers(rules_only: bool = False) -> list[Producer]:
     """The producers in order. Imported here, not at the top: every `nodeslo` start
     (serve included) builds this module's parser, and the generators cost ~60 ms."""
     from nodeslo.pack import dashboards, kubernetes, rules
+    from nodeslo.profile import schema
 
     if rules_only:  # no dashboards: runs without the Grafana SDK (the [pack] extra)
         return [rules.rule_file]
     return [
         rules.rule_file,
+        schema.schema_files,
         dashboards.dashboard_files,
         kubernetes.kubernetes_files,
         kubernetes.static_files,
