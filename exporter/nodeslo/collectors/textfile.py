@@ -200,6 +200,7 @@ class TextfileCollector(Collector):
         directory = ctx.option("textfile_directory", "")
         self.directory = str(directory) if directory else ""
         self._cache: dict[str, Parsed] = {}
+        self._reported: set[str] = set()  # paths whose problem was logged
 
     @classmethod
     def add_arguments(cls, parser: argparse._ArgumentGroup) -> None:
@@ -236,8 +237,7 @@ class TextfileCollector(Collector):
             mtimes.pop(path)
             self._report(path, reason)
         for path in mtimes:
-            if path not in rejected:
-                self.ctx.errors.clear(f"textfile:{path}")
+            self._recovered(path)
         yield from families
         mtime = MTIME.family()
         for path, seconds in sorted(mtimes.items()):
@@ -257,11 +257,11 @@ class TextfileCollector(Collector):
             reason = "does not exist" if exc.errno == errno.ENOENT else exc.strerror
             self._report(self.directory, f"{self.directory}: cannot list: {reason}")
             return None
-        self.ctx.errors.clear(f"textfile:{self.directory}")
+        self._recovered(self.directory)
         paths = sorted(os.path.join(self.directory, n) for n in names if n.endswith(SUFFIX))
         for stale in set(self._cache) - set(paths):
             del self._cache[stale]
-            self.ctx.errors.clear(f"textfile:{stale}")
+            self._recovered(stale)
         return paths
 
     def _read(self, path: str) -> Parsed | None:
@@ -293,5 +293,12 @@ class TextfileCollector(Collector):
         return parsed
 
     def _report(self, path: str, reason: str) -> None:
+        self._reported.add(path)
         key = f"textfile:{path}"
         self.ctx.errors.warn(key, "textfile not exported", collector=self.name, err=reason)
+
+    def _recovered(self, path: str) -> None:
+        """A path read fine again: its next problem is logged anew."""
+        if path in self._reported:
+            self._reported.discard(path)
+            self.ctx.errors.clear(f"textfile:{path}")
