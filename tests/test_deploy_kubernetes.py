@@ -196,7 +196,8 @@ def test_container_arguments_parse_with_the_real_cli() -> None:
     assert served.nvme_helper_socket == helped.socket
     uid = str(pod["securityContext"]["runAsUser"])
     assert helped.allow_user == [uid] and helped.socket_group == uid
-    port = served.web_listen_address[1]
+    (address,) = served.web_listen_address  # one address (the flag is repeatable)
+    port = address[1]
     assert exporter["ports"][0]["containerPort"] == port
 
 

@@ -29,6 +29,11 @@ _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|KiB|MiB|GiB|TiB|KB|MB|GB|TB)
 _RATE_SCALE = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _BIT_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGT]?)(?:b/s|bps|bit/s)\s*$")
 _TRANSFER_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKMGT]?)T/s\s*$")
+# The forms as regular expressions, for the profile's JSON Schema.
+DURATION_PATTERN = _DURATION.pattern
+SIZE_PATTERN = _SIZE.pattern
+BIT_RATE_PATTERN = _BIT_RATE.pattern
+TRANSFER_RATE_PATTERN = _TRANSFER_RATE.pattern
 
 
 def parse_duration(value: object) -> float:

@@ -15,6 +15,7 @@ from nodeslo.collectors import (
     redundancy,
     resctrl,
     scheduler,
+    textfile,
     thermal,
     tuning,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "redundancy",
     "resctrl",
     "scheduler",
+    "textfile",
     "thermal",
     "tuning",
 ]

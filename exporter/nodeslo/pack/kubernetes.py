@@ -156,7 +156,7 @@ def kubernetes_files(profile: Profile) -> list[Output]:
     """The generate producer: the rules and whatever dashboards the other producers make."""
     from nodeslo.pack import generate, rules
 
-    upstream = [p for p in generate.PRODUCERS if p is not kubernetes_files]
+    upstream = [p for p in generate.producers() if p is not kubernetes_files]
     dashboards = [
         (path, text)
         for path, text in generate.outputs(profile, upstream)

@@ -7,6 +7,7 @@ Used by the daemon, the collectors, the probes, `nodeslo check` and the pack ali
 - `validate.py`: YAML tree -> Profile, errors naming file, key and line;
 - `loader.py`: shipped profiles, `extends:` chains, the digest;
 - `yamlsource.py`: YAML with each value's file and line.
+- `schema.py`: the JSON Schema editors use, from validate.py's key tables.
 """
 
 from nodeslo.profile.loader import load_profile, shipped_profile_path
