@@ -162,16 +162,17 @@ def test_the_docs_list_every_alert_with_its_severity_threshold_and_source() -> N
         thresholds.extend([threshold] * (threshold not in thresholds))
         sources.extend(s for s in alert.source if s not in sources)
     doc = (REPO / "docs" / "alerts.md").read_text()
-    table = doc.split("# Alerts", 1)[1].split("\n\n", 2)[2]
+    table = doc.split("| alert | severity |", 1)[1].split("\n\n", 1)[0]
     rows = {
-        cells[0]: cells[1:]
-        for line in table.split("\n\n", 1)[0].splitlines()[2:]
-        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+        re.sub(r"^\[(\w+)\]\(\.\./alerts/runbooks/\1\.md\)$", r"\1", cells[0]): cells[1:]
+        for line in table.splitlines()[2:]
+        for cells in [[c.strip() for c in line.strip("|").split(" | ")]]
     }
     assert rows.pop("NodeSLOErrorBudgetBurn")[0] == "critical, warning"
     assert set(rows) == set(expected)
     for name, (severity, thresholds, sources) in expected.items():
-        assert rows[name] == [
+        row = rows[name]
+        assert [row[0], row[3], row[4]] == [
             severity,
             "; ".join(thresholds),
             ", ".join(f"`{s}`" for s in sources),

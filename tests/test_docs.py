@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
-from nodeslo.pack import rules, slo
+from nodeslo.metrics import Desc
+from nodeslo.pack import docs, generate, rules, slo
 from nodeslo.profile import load_profile
 
 README = REPO / "README.md"
 # Written on another branch of the same issue (fit beside node_exporter); linked already.
-PENDING = {REPO / "docs" / "node-exporter.md", REPO / "docs" / "metrics.md"}
+PENDING = {REPO / "docs" / "node-exporter.md"}
 
 
 def pages() -> list[Path]:
@@ -83,3 +86,51 @@ def test_the_docs_index_lists_every_page() -> None:
     for page in (REPO / "docs").glob("*.md"):
         if page.name != "README.md":
             assert f"]({page.name})" in index, page.name
+
+
+def test_every_family_of_the_golden_expositions_is_documented() -> None:
+    """What the collectors really export (tests/golden/) is in docs/metrics.md."""
+    exported = {
+        name
+        for path in (REPO / "tests" / "golden").glob("*.prom")
+        for name in re.findall(r"^# TYPE (nodeslo_\w+) ", path.read_text(), flags=re.MULTILINE)
+    }
+    assert len(exported) > 50
+    rows = (REPO / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(nodeslo_\w+)` \|", rows, flags=re.MULTILINE))
+    assert exported - documented == set()
+
+
+def test_every_declared_metric_is_documented_once() -> None:
+    names = [d.desc.name for d in docs.declared()]
+    assert len(names) == len(set(names))
+    assert {"nodeslo_collector_success", "nodeslo_build_info"} <= set(names)  # self metrics
+    assert "nodeslo_probe_io_latency_seconds" in names  # the probes
+    assert "nodeslo_web_config_last_reload_successful" in names
+    (row,) = [r for r in docs.metrics_page(load_profile())[0][1].splitlines() if "_io_in_p" in r]
+    assert row == (
+        "| `nodeslo_disk_io_in_progress` | gauge | `device` | I/Os currently in flight. "
+        "| diskstats | `exporter/nodeslo/collectors/diskstats.py` |"
+    )
+
+
+def test_a_changed_descriptor_is_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nodeslo generate --check` (CI) fails when a help text or label changes."""
+    from nodeslo.collectors import diskstats
+
+    profile = load_profile()
+    assert generate.stale(REPO, generate.outputs(profile)) == []
+    changed = Desc("nodeslo_disk_io_in_progress", "gauge", "I/Os in flight.", ("disk",))
+    monkeypatch.setattr(diskstats, "IN_PROGRESS", changed)
+    assert generate.stale(REPO, generate.outputs(profile)) == [docs.METRICS_PATH]
+
+
+def test_the_alert_page_follows_the_profile(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "extends: process-management\nprofile: site\nhealth:\n  nvme: {wear_warning: 85%}\n"
+    )
+    (path, text) = docs.alerts_page(load_profile(str(site)))[0]
+    assert path == "docs/alerts.md"
+    assert "for the profile 'site'" in text and "percentage used ≥ 85%" in text
+    assert generate.stale(REPO, [(path, text)]) == [path]

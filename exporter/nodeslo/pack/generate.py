@@ -1,10 +1,10 @@
 """`nodeslo generate`: write every file the pack derives from the profile.
 
 Each output is a producer: a function Profile -> [(relative path, content)]. The rule
-file is the first; the dashboards and the Kubernetes PrometheusRule append theirs to
-PRODUCERS. `--check` writes nothing and exits 1 when a committed file differs from
-what the profile gives (what CI runs), so a hand edit or a forgotten regeneration
-fails the build.
+file is the first; the dashboards, the Kubernetes PrometheusRule and the reference
+pages of docs/ (metrics, alerts) append theirs to PRODUCERS. `--check` writes nothing
+and exits 1 when a committed file differs from what the profile gives (what CI runs),
+so a hand edit or a forgotten regeneration fails the build.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodeslo import share
-from nodeslo.pack import dashboards, kubernetes, rules
+from nodeslo.pack import dashboards, docs, kubernetes, rules
 from nodeslo.profile import Profile, ProfileError, load_profile
 
 Output = tuple[str, str]
@@ -28,6 +28,8 @@ PRODUCERS: list[Producer] = [
     dashboards.dashboard_files,
     kubernetes.kubernetes_files,
     kubernetes.static_files,
+    docs.metrics_page,
+    docs.alerts_page,
 ]
 
 
