@@ -390,6 +390,15 @@ def test_extra_labels_and_instance_labels(tmp_path: Path) -> None:
     assert down == 'up{job=~"nodeslo|nodeslo-k8s"} == 0'
 
 
+def test_every_up_selector_follows_the_profiles_exporter_selector(tmp_path: Path) -> None:
+    """A scrape job named otherwise than `nodeslo` is set once, in the profile (README)."""
+    profile = site(tmp_path, 'alerting:\n  exporter_selector: job="node-slo"\n')
+    text = "\n".join(r["expr"] for g in rules.rule_groups(profile) for r in g["rules"])
+    assert 'job="nodeslo"' not in text
+    ups = re.findall(r"\bup\{[^}]*\}", text)
+    assert len(ups) >= 5 and set(ups) == {'up{job="node-slo"}'}
+
+
 def test_thresholds_come_from_the_profile(tmp_path: Path) -> None:
     profile = site(
         tmp_path,

@@ -23,15 +23,14 @@ PLAIN = ("custom.cellOptions", {"type": "auto"})
 
 
 def dashboard(profile: Profile) -> m.Dashboard:
-    return m.Dashboard(
+    return c.dashboard(
+        profile,
         uid=c.FLEET_UID,
         title="nodeslo / Fleet",
         description=(
             f"Every server against the profile {profile.name!r}: SLO compliance and burn, "
             "firing alerts, NVMe wear, firmware skew, tuning drift."
         ),
-        tags=(c.TAG,),
-        variables=c.variables(),
         rows=(
             m.Row("SLOs", _slo_panels(profile)),
             m.Row("Alerts", _alert_panels(profile)),
@@ -39,8 +38,6 @@ def dashboard(profile: Profile) -> m.Dashboard:
             m.Row("Firmware and tuning", (_firmware_panel(profile), _tuning_panel(profile))),
             links.fleet_row(profile),
         ),
-        links=c.dashboard_links(profile),
-        annotations=(c.alert_annotation(profile),),
     )
 
 
