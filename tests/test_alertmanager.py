@@ -45,7 +45,7 @@ def test_amtool_check_config(amtool: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    assert "8 inhibit rules" in result.stdout
+    assert "9 inhibit rules" in result.stdout
     assert "1 templates" in result.stdout
 
 
@@ -250,6 +250,13 @@ CASES: list[tuple[dict[str, str], bool]] = [
     ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Inlet Temp", "cause": "threshold",
       "severity": "warning"}, True),
     ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Ambient", "cause": "threshold",
+      "severity": "warning"}, False),
+    # A NIC that is down covers its own flaps, not another NIC's.
+    ({"alertname": "NetworkLinkDown", **HOST, "interface": "ens1f1np1",
+      "severity": "critical"}, False),
+    ({"alertname": "NetworkLinkFlapping", **HOST, "interface": "ens1f1np1",
+      "severity": "warning"}, True),
+    ({"alertname": "NetworkLinkFlapping", **HOST, "interface": "ens1f0np0",
       "severity": "warning"}, False),
     # A broken md array pages as not running; its degraded page is covered, its failed
     # member still pages, and another array's degraded page is its own.

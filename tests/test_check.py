@@ -47,6 +47,10 @@ VARIANTS = (
     "ecc-absent",
     "bmc-faults",
     "bmc-no-driver",
+    "pcie-degraded",
+    "nic-degraded",
+    "link-down",
+    "dimm-missing",
 )
 
 
@@ -312,6 +316,10 @@ def test_golden_check_output(
         ("bmc-faults", set()),
         # ...but a BMC the firmware declares and the kernel has no device for fails.
         ("bmc-no-driver", {"bmc"}),
+        ("pcie-degraded", {"pcie_links", "pcie_errors", "nvme_link"}),
+        ("nic-degraded", {"network_speed"}),
+        ("link-down", {"network_speed", "rdma_ports"}),
+        ("dimm-missing", {"memory", "memory_balance", "dimms_per_socket"}),
     ],
 )
 def test_each_variant_fails_exactly_its_own_checks(

@@ -71,6 +71,9 @@ DEGRADED_FAULTS = (
     "tuning-drift",
     "microcode-mixed",
     "bmc-faults",
+    "pcie-degraded",
+    "nic-degraded",
+    "dimm-missing",
 )
 
 # (dashboard uid, panel title, refId) -> why a healthy host shows nothing: these run
@@ -80,6 +83,8 @@ UNHEALTHY_ONLY = {
     ("nodeslo-node", "Sensors not ok", "A"): "no BMC sensor above ok",
     ("nodeslo-fleet", "BMC: power supplies, fans, inlet air", "B"): "no fan at its LC",
     ("nodeslo-fleet", "BMC: power supplies, fans, inlet air", "D"): "no critical sensor",
+    ("nodeslo-fleet", "Hosts that differ from the profile's inventory", "A"): "the seed spec "
+    "conforms",
 }
 # Queries that compare with days ago, which a test cannot wait for: they must parse
 # here (an empty result is expected) and are evaluated over synthetic history by

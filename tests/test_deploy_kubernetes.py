@@ -209,7 +209,8 @@ def test_container_arguments_parse_with_the_real_cli() -> None:
     assert helped.allow_user == [uid] and helped.socket_group == uid
     assert bmc_helped.allow_user == [uid] and bmc_helped.socket_group == uid
     assert bmc_helped.path_sysfs == served.path_sysfs  # the presence test reads both
-    port = served.web_listen_address[1]
+    (address,) = served.web_listen_address  # one address (the flag is repeatable)
+    port = address[1]
     assert exporter["ports"][0]["containerPort"] == port
 
 
@@ -283,12 +284,12 @@ def test_only_the_wakeup_probe_gets_sys_nice_and_it_shares_the_socket() -> None:
 
 
 def test_the_readme_overlay_builds_on_a_generated_base(tmp_path: Path) -> None:
-    """The README's overlay over what `nodeslo generate --out DIR` writes."""
+    """docs/install.md's overlay over what `nodeslo generate --out DIR` writes."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         missing("kubectl (its built-in kustomize) is not installed")
-    readme = (REPO / "README.md").read_text()
-    overlay = readme.split("cat > site/kustomization.yaml <<'YAML'\n", 1)[1].split("YAML\n", 1)[0]
+    install = (REPO / "docs" / "install.md").read_text()
+    overlay = install.split("cat > site/kustomization.yaml <<'YAML'\n", 1)[1].split("YAML\n", 1)[0]
     assert cli.main(["generate", "--out", str(tmp_path)]) == 0
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "kustomization.yaml").write_text(overlay)

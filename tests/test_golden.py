@@ -49,6 +49,12 @@ CASES = [
     # No recording and no BMC in the tree: only bmc_up{reason="absent"} 0.
     ("bmc-absent", "seed-spec", ("bmc",)),
     ("bmc-no-driver", "bmc-no-driver", ("bmc",)),
+    ("seed-spec-links", "seed-spec", ("pcie", "network")),
+    ("seed-spec-inventory", "seed-spec", ("inventory",)),
+    ("pcie-degraded", "pcie-degraded", ("pcie",)),
+    ("nic-degraded", "nic-degraded", ("network",)),
+    ("link-down", "link-down", ("pcie", "network")),
+    ("dimm-missing", "dimm-missing", ("inventory",)),
 ]
 # Per-case flags beyond the collectors; "{tree}" is the fixture tree's path.
 EXTRA_FLAGS: dict[str, tuple[str, ...]] = {

@@ -21,20 +21,27 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from fixtures import network as network_fixture
+from fixtures import pci as pci_fixture
 from nodeslo import cli, readers
 from nodeslo.collectors import mdraid
 from nodeslo.collectors.base import Collector, CollectorContext, CollectorSet
 from nodeslo.collectors.cpuidle import CpuidleCollector
+from nodeslo.collectors.network import NetworkCollector
+from nodeslo.collectors.pcie import PcieCollector
 from nodeslo.collectors.redundancy import RedundancyCollector
 from nodeslo.collectors.resctrl import ResctrlCollector
 from nodeslo.cpus import parse_cpu_list
 from nodeslo.daemon import Daemon
+from nodeslo.inventory import facts
+from nodeslo.links import netclass, pci, rdma
 from nodeslo.log import OnceLog
 from nodeslo.paths import Roots
 from nodeslo.profile import load_profile
 from nodeslo.web.exposition import OpenMetricsRenderer, TextRenderer
 from support import webserver as w
-from support.exposition import value
+from support.areas import partial_tree
+from support.exposition import samples, value
 from test_cpuidle import small_tree
 from test_resctrl import mbm
 
@@ -175,6 +182,166 @@ def test_md_attributes_with_impossible_numbers_are_refused() -> None:
         mdraid.parse_sync_completed(f"{HUGE} / {BEYOND_U64}")
     assert mdraid.parse_count("4") == 4
     assert mdraid.parse_sync_completed("512 / 1024") == 0.5
+
+
+# --- links and inventory: PCIe, NICs, RDMA ports, memory --------------------------------------
+
+
+def test_link_decoders_refuse_what_no_kernel_prints() -> None:
+    for bad in (HUGE, BEYOND_U64, "-1"):
+        with pytest.raises(ValueError):
+            pci.parse_aer(f"RxErr {bad}\nTOTAL_ERR_COR 1\n")
+        with pytest.raises(ValueError):
+            rdma.parse_counter(bad)
+    # Speeds come from the kernel's table: not infinite, not NaN, not negative or zero,
+    # nothing far past any PCIe generation.
+    for bad in (
+        f"{HUGE} GT/s PCIe",
+        "inf GT/s PCIe",
+        "nan GT/s",
+        "-8.0 GT/s",
+        "0 GT/s",
+        "2048 GT/s",
+    ):
+        with pytest.raises(ValueError):
+            pci.parse_link_speed(bad)
+    for bad in ("inf Gb/sec", "nan Gb/sec (4X EDR)", "-100 Gb/sec"):
+        with pytest.raises(ValueError):
+            rdma.parse_rate(bad)
+    with pytest.raises(ValueError):
+        pci.parse_link_width(HUGE)
+    for bad in ("0x1000000", "-0x1", "0x" + "f" * 400):
+        with pytest.raises(ValueError):
+            pci.parse_class(bad)
+    with pytest.raises(ValueError):
+        netclass.parse_flags("0x100000000")
+    with pytest.raises(ValueError):
+        rdma.parse_state(f"{HUGE}: ACTIVE")
+    for bad in (HUGE, BEYOND_U64):
+        with pytest.raises(ValueError):
+            facts.parse_memtotal(f"MemTotal: {bad} kB\n".encode())
+        with pytest.raises(ValueError):
+            facts.parse_cache_size(f"{bad}K")
+    assert facts.parse_memtotal(b"MemTotal: -1 kB\n") is None  # no MemTotal line at all
+    # What the kernel does print still reads.
+    assert pci.parse_aer(f"RxErr {2**64 - 1}\n") == (2**64 - 1, {"RxErr": 2**64 - 1})
+    assert pci.parse_link_speed("64.0 GT/s PCIe") == 64e9
+    assert pci.parse_class("0xffffff") == 0xFFFFFF
+    assert netclass.parse_flags("0x1003") == 0x1003
+    assert rdma.parse_counter(str(2**64 - 1)) == 2**64 - 1
+    assert facts.parse_memtotal(b"MemTotal:       1024 kB\n") == 1024 * 1024
+
+
+def _links(tmp_path: Path, collector: type[Collector]) -> CollectorRegistry:
+    partial_tree(tmp_path, "seed-spec", pci_fixture.write, network_fixture.write)
+    ctx = CollectorContext(roots=Roots.under(str(tmp_path)), options=argparse.Namespace())
+    registry = CollectorRegistry()
+    registry.register(CollectorSet([collector(ctx)], ctx.errors))
+    return registry
+
+
+def test_pcie_skips_an_impossible_aer_count_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _links(tmp_path, PcieCollector)
+    drive = tmp_path / "sys" / pci_fixture.nvme_devpath(5)
+    port = drive.parent
+    device = pci_fixture.nvme_endpoint(5)
+    before = _scrape(registry)
+    correctable = value(before, AER, device=device, aer_severity="correctable")
+    fatal = value(before, AER, device=device, aer_severity="fatal")
+    original = (drive / "aer_dev_correctable").read_text()
+    (drive / "aer_dev_correctable").write_text(f"RxErr {HUGE}\nTOTAL_ERR_COR {BEYOND_U64}\n")
+    (port / "aer_rootport_total_err_fatal").write_text(f"{HUGE}\n")
+    for _ in range(3):
+        text = _scrape(registry)
+        assert value(text, "nodeslo_collector_success", collector="pcie") == 1
+        # That file's severity is left out; the rest of the device stands.
+        assert _count(text, AER, device=device, aer_severity="correctable") == 0
+        assert value(text, AER, device=device, aer_severity="fatal") == fatal
+        assert _count(text, ROOTPORT, device=port.name, aer_severity="fatal") == 0
+        assert value(text, ROOTPORT, device=port.name, aer_severity="correctable") >= 0
+        assert value(text, "nodeslo_pcie_device_responding", device=device) == 1
+    for name in ("aer_dev_correctable", "aer_rootport_total_err_fatal"):
+        assert len([r for r in caplog.records if name in str(r.__dict__)]) == 1, name
+    (drive / "aer_dev_correctable").write_text(original)
+    (port / "aer_rootport_total_err_fatal").write_text("0\n")
+    text = _scrape(registry)
+    assert value(text, AER, device=device, aer_severity="correctable") == correctable
+    assert value(text, ROOTPORT, device=port.name, aer_severity="fatal") == 0
+
+
+def test_network_skips_impossible_counters_and_speed_and_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _links(tmp_path, NetworkCollector)
+    nic = tmp_path / "sys/class/net/ens1f0np0"
+    port = tmp_path / "sys/class/infiniband/mlx5_0/ports/1"
+    before = _scrape(registry)
+    errors = "nodeslo_network_errors_total"
+    originals = {
+        path: path.read_text()
+        for path in (
+            nic / "statistics/rx_errors",
+            nic / "speed",
+            nic / "carrier_changes",
+            port / "counters/symbol_error",
+        )
+    }
+    (nic / "statistics/rx_errors").write_text(f"{HUGE}\n")
+    (nic / "speed").write_text(f"{BEYOND_U64}\n")
+    (nic / "carrier_changes").write_text("-3\n")
+    (port / "counters/symbol_error").write_text(f"{BEYOND_U64}\n")
+    for _ in range(3):
+        text = _scrape(registry)
+        assert value(text, "nodeslo_collector_success", collector="network") == 1
+        assert _count(text, errors, interface="ens1f0np0", direction="receive") == 0
+        assert value(text, errors, interface="ens1f0np0", direction="transmit") == value(
+            before, errors, interface="ens1f0np0", direction="transmit"
+        )
+        assert _count(text, "nodeslo_network_speed_bytes_per_second", interface="ens1f0np0") == 0
+        assert _count(text, "nodeslo_network_carrier_changes_total", interface="ens1f0np0") == 0
+        assert value(text, "nodeslo_network_carrier", interface="ens1f0np0") == 1
+        assert _count(text, "nodeslo_rdma_port_symbol_errors_total", rdma="mlx5_0") == 0
+        assert value(text, "nodeslo_rdma_port_active", rdma="mlx5_0") == 1
+    for name in ("rx_errors", "speed", "carrier_changes", "symbol_error"):
+        assert len([r for r in caplog.records if f"/{name}" in str(r.__dict__)]) == 1, name
+    for path, original in originals.items():
+        path.write_text(original)
+    assert _links_samples(_scrape(registry)) == _links_samples(before)
+
+
+def test_inventory_leaves_an_impossible_memtotal_out(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/meminfo").write_text(f"MemTotal:       {HUGE} kB\n")
+    node = tmp_path / "sys/devices/system/node/node0"
+    node.mkdir(parents=True)
+    (node / "meminfo").write_text(f"Node 0 MemTotal:       {BEYOND_U64} kB\n")
+    errors: list[tuple[str, Exception]] = []
+    reader = facts.FactReader(Roots.under(str(tmp_path)))
+    on_error = lambda key, exc: errors.append((key, exc))  # noqa: E731
+    assert reader.memory(on_error) is None
+    assert reader.node_memory(on_error) == {}
+    assert [type(e) for _, e in errors] == [readers.MalformedValue] * 2
+    assert "proc/meminfo" in str(errors[0][1]) and "node0/meminfo" in str(errors[1][1])
+
+
+AER = "nodeslo_pcie_aer_errors_total"
+ROOTPORT = "nodeslo_pcie_aer_rootport_errors_total"
+
+
+def _links_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {k: v for k, v in samples(text).items() if k[0] != "nodeslo_collector_duration_seconds"}
+
+
+def _count(text: str, name: str, **labels: str) -> int:
+    return len(
+        [
+            v
+            for (n, ls), v in samples(text).items()
+            if n == name and all(dict(ls).get(k) == want for k, want in labels.items())
+        ]
+    )
 
 
 def test_a_fifo_in_place_of_a_file_reads_as_empty_at_once(tmp_path: Path) -> None:

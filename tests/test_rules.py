@@ -167,11 +167,13 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-redundancy",
         "nodeslo-bmc",
         "nodeslo-platform",
+        "nodeslo-links",
+        "nodeslo-inventory",
         "nodeslo-exporter",
         "nodeslo-pipeline",
         "nodeslo-hourly",
     ]
-    assert [g.get("interval") for g in groups] == [None] * 12 + ["1h"]
+    assert [g.get("interval") for g in groups] == [None] * 14 + ["1h"]
 
 
 def test_generation_is_deterministic(profile: Profile) -> None:
@@ -190,6 +192,9 @@ def test_each_recording_is_read_after_it_is_written(groups: list[dict[str, Any]]
         "instance_slo:nodeslo_sli_events:sum1h_rate5m",
         "instance_sensor:nodeslo_bmc_sensor_severity:max1h",
         "instance:nodeslo_bmc_up:max1h",
+        "instance_interface:nodeslo_network_speed_bytes_per_second:max1h",
+        "instance:nodeslo_inventory_memory_bytes:hourly",
+        "instance:nodeslo_inventory_dimms:hourly",
     }
     for group in groups:
         seen: set[str] = set()
@@ -388,6 +393,15 @@ def test_extra_labels_and_instance_labels(tmp_path: Path) -> None:
     assert down == 'up{job=~"nodeslo|nodeslo-k8s"} == 0'
 
 
+def test_every_up_selector_follows_the_profiles_exporter_selector(tmp_path: Path) -> None:
+    """A scrape job named otherwise than `nodeslo` is set once, in the profile (README)."""
+    profile = site(tmp_path, 'alerting:\n  exporter_selector: job="node-slo"\n')
+    text = "\n".join(r["expr"] for g in rules.rule_groups(profile) for r in g["rules"])
+    assert 'job="nodeslo"' not in text
+    ups = re.findall(r"\bup\{[^}]*\}", text)
+    assert len(ups) >= 5 and set(ups) == {'up{job="node-slo"}'}
+
+
 def test_thresholds_come_from_the_profile(tmp_path: Path) -> None:
     profile = site(
         tmp_path,
@@ -506,6 +520,28 @@ CONTRACT_EXTRAS = {
     "nodeslo_md_info",
     "nodeslo_md_member_state",
     "nodeslo_md_state",
+    # The design's "links" row names these areas only; the names are issue 15's
+    # (docs/links-and-inventory.md): pcie, network and inventory collectors.
+    "nodeslo_pcie_link_speed_transfers_per_second",
+    "nodeslo_pcie_link_expected_speed_transfers_per_second",
+    "nodeslo_pcie_link_width",
+    "nodeslo_pcie_link_expected_width",
+    "nodeslo_pcie_device_responding",
+    "nodeslo_pcie_aer_errors_total",
+    "nodeslo_pcie_aer_rootport_errors_total",
+    "nodeslo_network_expected_up",
+    "nodeslo_network_carrier",
+    "nodeslo_network_speed_bytes_per_second",
+    "nodeslo_network_data_plane",
+    "nodeslo_network_carrier_changes_total",
+    "nodeslo_network_errors_total",
+    "nodeslo_network_packets_total",
+    "nodeslo_rdma_port_expected_active",
+    "nodeslo_rdma_port_active",
+    "nodeslo_inventory_memory_bytes",
+    "nodeslo_inventory_dimms",
+    "nodeslo_inventory_info",
+    "nodeslo_inventory_compliant",
 }
 
 

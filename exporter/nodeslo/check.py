@@ -34,11 +34,14 @@ from nodeslo.collectors.redundancy import ZfsPool, ZfsReader
 from nodeslo.collectors.thermal import throttle_sources
 from nodeslo.collectors.tuning import TuningReader, TuningResult
 from nodeslo.cpus import Topology
+from nodeslo.inventory.evaluate import InventoryResult, evaluate
+from nodeslo.inventory.facts import FactReader
 from nodeslo.ipmi import poller as bmc_poller
 from nodeslo.ipmi.ioctl import DeviceTransport
 from nodeslo.ipmi.recording import ReplayTransport
 from nodeslo.ipmi.requests import Transport
 from nodeslo.ipmi.sensor import SensorState
+from nodeslo.links.survey import PcieSurvey, survey
 from nodeslo.log import OnceLog
 from nodeslo.nvme.direct import DirectSource
 from nodeslo.nvme.poller import Poller
@@ -115,6 +118,36 @@ WHY = {
     "inlet": "warm inlet air leads to throttling and thermal shutdown [5.2: hot/cold aisle "
     "containment]",
     "bmc_sensors": "the BMC judges a component critical (a voltage rail, a DIMM, a CPU) [5.2]",
+}
+# The inventory and links rows: the spec's reason in words.
+WHY |= {
+    "sockets": "the spec is a dual-socket server: two sockets give the core count while "
+    "keeping NUMA boundaries manageable",
+    "cores_per_socket": "the scheduler's parallelism is sized on 64 physical cores per socket; "
+    "fewer cores queue the work",
+    "threads_per_socket": "128 threads per socket need SMT on: without it half of the 256 "
+    "dispatch slots are gone",
+    "llc_per_socket": "at least 128 MB of last-level cache per socket keeps process state tables "
+    "close to the cores",
+    "memory": "1.5 TB holds the state of every managed process; with less, the host swaps or "
+    "evicts under load",
+    "memory_balance": "memory must be balanced across NUMA nodes: the smaller node runs out first "
+    "and sends its tasks' memory remote",
+    "dimms_per_socket": "12 DIMMs per socket fill every memory channel; an empty channel (a DIMM "
+    "that failed to train) cuts memory bandwidth",
+    "dimm_size": "DIMMs of one size interleave evenly; mixed sizes leave some channels with more "
+    "to serve than others",
+    "nvme_drives": "the process data pool needs at least 8 enterprise NVMe drives of 3.84 TB for "
+    "its capacity and RAID 10 striping",
+    "nvme_link": "a data drive on fewer lanes or an older PCIe generation delivers a fraction of "
+    "its bandwidth: the spec asks for Gen4 or newer at x4",
+    "network_speed": "the control plane and state synchronisation need both 25 GbE ports up at "
+    "full speed",
+    "rdma_ports": "RoCE offload keeps network processing off the cores: its ports must be active",
+    "pcie_links": "a link trained below what the device and its slot can do loses bandwidth "
+    "without a single error",
+    "pcie_errors": "an uncorrectable PCIe error since boot means a device lost transactions or "
+    "was reset",
 }
 SYSCTL_WHY = "a kernel setting the profile pins; drift changes behaviour without a deploy [5.3]"
 
@@ -426,6 +459,37 @@ def _inlet_finding(sensors: Sequence[SensorState], health: BMCHealth) -> Finding
     return finding("inlet", expected, actual, "fail" if hot else "pass")
 
 
+def inventory_finding(result: InventoryResult) -> Finding:
+    """A line the host gives nothing to judge by (DIMMs without EDAC, which ecc_reporting
+    fails already) is skipped."""
+    verdict: Verdict = (
+        "skip" if result.compliant is None else "pass" if result.compliant else "fail"
+    )
+    return finding(result.item, result.expected, result.actual, verdict)
+
+
+def pcie_findings(report: PcieSurvey) -> list[Finding]:
+    if not report.endpoints:
+        return [
+            finding("pcie_links", "at min(device max, port max)", "no watched devices", "skip"),
+            finding("pcie_errors", "none since boot", "no watched devices", "skip"),
+        ]
+    bad = [f"{n} not answering" for n in report.unresponsive] + report.degraded
+    links = finding(
+        "pcie_links",
+        "at min(device max, port max)",
+        ", ".join(bad[:4]) if bad else f"{_plural(report.endpoints, 'device')} at full link",
+        "fail" if bad else "pass",
+    )
+    errors = finding(
+        "pcie_errors",
+        "none since boot",
+        ", ".join(report.uncorrectable[:4]) if report.uncorrectable else "none",
+        "fail" if report.uncorrectable else "pass",
+    )
+    return [links, errors]
+
+
 def error_finding(setting: str, expected: str, exc: Exception) -> Finding:
     return finding(setting, expected, f"unreadable: {exc}", "error")
 
@@ -469,6 +533,10 @@ class Host:
         out += bmc_findings(
             read_bmc(self.roots, self.bmc_replay), profile.health.power, profile.health.bmc
         )
+        out += self._guard(
+            "pcie_links", "at min(device max, port max)", lambda: self._pcie(profile)
+        )
+        out += self._guard("inventory", "the profile's inventory", lambda: self._inventory(profile))
         return out
 
     def _guard(
@@ -492,6 +560,14 @@ class Host:
 
     def _throttling(self) -> list[Finding]:
         return [throttle_finding(read_throttle_events(self.roots, self.topology))]
+
+    def _pcie(self, profile: Profile) -> list[Finding]:
+        return pcie_findings(survey(self.roots, profile.health.links.pcie_devices, self.warn))
+
+    def _inventory(self, profile: Profile) -> list[Finding]:
+        reader = FactReader(self.roots, self.topology)
+        facts = reader.read(profile.inventory.network.interfaces, self.warn)
+        return [inventory_finding(r) for r in evaluate(profile.inventory, facts)]
 
     def _nvme(self) -> list[Finding]:
         return nvme_findings(read_nvme_pages(self.roots, self.nvme_replay_dir, self.warn))

@@ -104,9 +104,18 @@ def add_serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "--web.listen-address",
         dest="web_listen_address",
         type=listen_address,
-        default=parse_listen_address(DEFAULT_LISTEN_ADDRESS),
+        action="append",
+        default=None,
         metavar="ADDRESS",
-        help=f"address to listen on (default: {DEFAULT_LISTEN_ADDRESS})",
+        help=f"address to listen on; repeat the flag to listen on several "
+        f"(default: {DEFAULT_LISTEN_ADDRESS})",
+    )
+    web.add_argument(
+        "--web.systemd-socket",
+        dest="web_systemd_socket",
+        action="store_true",
+        help="serve the sockets systemd passes (socket activation, "
+        "deploy/systemd/nodeslo.socket) instead of --web.listen-address",
     )
     web.add_argument(
         "--web.telemetry-path",

@@ -8,11 +8,15 @@ import logging
 import os
 import queue
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from nodeslo import privileges
@@ -29,8 +33,15 @@ from nodeslo.probes.collector import probe_collectors
 from nodeslo.profile import Profile, ProfileError, load_profile
 from nodeslo.sdnotify import Notifier
 from nodeslo.selfmetrics import ReloadState, SelfCollector
-from nodeslo.web import landing
-from nodeslo.web.server import DEFAULT_MAX_CONNECTIONS, Server, WebApp, make_server
+from nodeslo.web import activation, landing
+from nodeslo.web.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    CollectorFilterError,
+    Server,
+    WebApp,
+    make_server,
+    parse_listen_address,
+)
 from nodeslo.web.webconfig import WebConfigCollector, WebConfigError, WebConfigSource
 
 log = logging.getLogger("nodeslo")
@@ -45,12 +56,46 @@ def enabled_collectors(args: argparse.Namespace) -> list[str]:
     for name, cls in COLLECTORS.items():
         explicit = getattr(args, f"collector_{name}", None)
         if explicit is None:
-            on = cls.default_enabled and not args.collector_disable_defaults
+            on = cls.enabled_by_default(args) and not args.collector_disable_defaults
         else:
             on = bool(explicit)
         if on:
             names.append(name)
     return names
+
+
+def listen_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """--web.listen-address, each once, in order; the default when none is given."""
+    from nodeslo.cli import DEFAULT_LISTEN_ADDRESS
+
+    given = getattr(args, "web_listen_address", None) or [
+        parse_listen_address(DEFAULT_LISTEN_ADDRESS)
+    ]
+    if isinstance(given, tuple):  # a Namespace built by hand, with one address
+        given = [given]
+    return list(dict.fromkeys(given))
+
+
+class BindError(OSError):
+    """A listen address that could not be bound; which one is in `address`."""
+
+    def __init__(self, address: tuple[str, int], cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.address = address
+
+
+class Selection:
+    """A collect[] scrape: the exporter's own metrics and the chosen collectors only."""
+
+    def __init__(self, parts: list[Any], collectors: CollectorSet, names: frozenset[str]) -> None:
+        self.parts = parts
+        self.collectors = collectors
+        self.names = names
+
+    def collect(self) -> Iterator[Metric]:
+        for part in self.parts:
+            yield from part.collect()
+        yield from self.collectors.collect(self.names)
 
 
 class Daemon:
@@ -78,12 +123,16 @@ class Daemon:
         timeout = getattr(args, "collector_timeout", DEFAULT_TIMEOUT_SECONDS)
         self.collectors = CollectorSet(collectors, self.errors, timeout)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SelfCollector(lambda: self.profile, self.reload_state))
+        own = SelfCollector(lambda: self.profile, self.reload_state)
+        self.registry.register(own)
         self.registry.register(self.collectors)
+        # The exporter's own metrics: also served by a collect[] scrape, as node_exporter.
+        self.exporter_parts: list[Any] = [own]
         if web is not None:
-            self.registry.register(WebConfigCollector(web))
+            self.exporter_parts.append(WebConfigCollector(web))
+            self.registry.register(self.exporter_parts[-1])
         # The daemon's own CPU and memory, always from the real /proc/self.
-        ProcessCollector(registry=self.registry)
+        self.exporter_parts.append(ProcessCollector(registry=self.registry))
         self.notifier = Notifier()
         # (command, payload): ("reload", None), ("stop", None), ("loaded", result).
         self.commands: queue.SimpleQueue[tuple[str, Profile | ProfileError | None]] = (
@@ -92,7 +141,9 @@ class Daemon:
         self._reloading = False
         self._reload_again = False
         self._ready = threading.Event()
-        self.server: Server | None = None
+        # Sockets passed by systemd (--web.systemd-socket), served instead of binding.
+        self.inherited: list[socket.socket] = []
+        self.servers: list[Server] = []
 
     def landing_page(self) -> str:
         return landing.render(
@@ -103,6 +154,18 @@ class Daemon:
             self.disabled,
         )
 
+    def select(self, names: frozenset[str]) -> Selection:
+        """collect[]: only enabled collectors, named exactly (node_exporter's rule: a
+        collector disabled by flag is not enabled by a URL)."""
+        enabled = {c.name for c in self.collectors.collectors}
+        for name in sorted(names):
+            if name not in enabled:
+                kind = "disabled" if name in self.disabled else "missing"
+                raise CollectorFilterError(
+                    f"{kind} collector: {name} (enabled: {', '.join(sorted(enabled))})"
+                )
+        return Selection(self.exporter_parts, self.collectors, names)
+
     def bind(self) -> Server:
         app = WebApp(
             registry=self.registry,
@@ -110,10 +173,24 @@ class Daemon:
             landing_page=self.landing_page,
             ready=self._ready.is_set,
             web=self.web,
+            select=self.select,
         )
         max_connections = getattr(self.args, "web_max_connections", DEFAULT_MAX_CONNECTIONS)
-        self.server = make_server(self.args.web_listen_address, app, max_connections)
-        return self.server
+        if self.inherited:
+            self.servers = [
+                make_server(sock.getsockname()[:2], app, max_connections, sock)
+                for sock in self.inherited
+            ]
+            return self.servers[0]
+        for address in listen_addresses(self.args):
+            try:
+                self.servers.append(make_server(address, app, max_connections))
+            except OSError as exc:
+                for server in self.servers:
+                    server.server_close()
+                self.servers = []
+                raise BindError(address, exc) from exc
+        return self.servers[0]
 
     def _load(self) -> Profile | ProfileError:
         try:
@@ -161,25 +238,33 @@ class Daemon:
         self.commands.put(("reload", None) if signum == signal.SIGHUP else ("stop", None))
 
     def run(self) -> int:
-        server = self.server or self.bind()
+        if not self.servers:
+            self.bind()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         self.collectors.start()
-        thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-        thread.start()
+        threads = []
+        for server in self.servers:
+            threads.append(threading.Thread(target=server.serve_forever, name="http", daemon=True))
+            threads[-1].start()
         self._ready.set()
-        port = server.server_address[1]
-        log.info(
-            "listening",
-            extra={
-                "fields": {
-                    "address": f"{self.args.web_listen_address[0]}:{port}",
-                    "collectors": ",".join(c.name for c in self.collectors.collectors),
-                    "profile": self.profile.name,
-                    "tls": str(server.tls_enabled).lower(),
-                }
-            },
-        )
+        configured = listen_addresses(self.args)
+        for i, server in enumerate(self.servers):
+            host, port = str(server.server_address[0]), server.server_address[1]
+            if not self.inherited:
+                host = configured[i][0]  # as given: ":10131" means every address
+            log.info(
+                "listening",
+                extra={
+                    "fields": {
+                        "address": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                        "collectors": ",".join(c.name for c in self.collectors.collectors),
+                        "profile": self.profile.name,
+                        "systemd_socket": str(bool(self.inherited)).lower(),
+                        "tls": str(server.tls_enabled).lower(),
+                    }
+                },
+            )
         self.notifier.notify("READY=1")
         tick = self.notifier.ping_interval() or IDLE_TICK_SECONDS
         next_ping = time.monotonic() + tick
@@ -191,7 +276,7 @@ class Daemon:
             if time.monotonic() >= next_ping:
                 # Ping only while the HTTP thread is alive: a dead server must be restarted.
                 # On a clock, not on idleness: a flood of SIGHUPs must not starve it.
-                if thread.is_alive():
+                if all(thread.is_alive() for thread in threads):
                     self.notifier.notify("WATCHDOG=1")
                 next_ping = time.monotonic() + tick
             if command == "reload":
@@ -205,16 +290,18 @@ class Daemon:
                     self._start_reload()
             elif command == "stop":
                 break
-        return self.shutdown(thread)
+        return self.shutdown(threads)
 
-    def shutdown(self, thread: threading.Thread) -> int:
+    def shutdown(self, threads: list[threading.Thread]) -> int:
         log.info("shutting down")
         self._ready.clear()
         self.notifier.notify("STOPPING=1")
-        assert self.server is not None
-        self.server.shutdown()
-        self.server.drain()
-        thread.join(timeout=1.0)
+        for server in self.servers:
+            server.shutdown()
+        for server in self.servers:  # the drains overlap: each waits for its scrapes
+            server.drain()
+        for thread in threads:
+            thread.join(timeout=1.0)
         self.collectors.close()
         return 0
 
@@ -238,14 +325,24 @@ def serve(args: argparse.Namespace) -> int:
         except WebConfigError as exc:
             log.error("invalid web config", extra={"fields": {"err": str(exc)}})
             return 2
+    inherited: list[socket.socket] = []
+    if getattr(args, "web_systemd_socket", False):
+        try:
+            inherited = activation.listen_sockets()
+        except activation.ActivationError as exc:
+            log.error(str(exc))
+            return 2
+        if args.web_listen_address is not None:
+            log.warning("--web.listen-address is ignored: serving the systemd sockets")
     # Root-only set-up (the NVMe helper fork) runs first, while no thread exists yet.
     for name in enabled_collectors(args):
         COLLECTORS[name].prepare_privileged(args)
     daemon = Daemon(args, profile, web)
+    daemon.inherited = inherited
     try:
         daemon.bind()
-    except OSError as exc:
-        host, port = args.web_listen_address
+    except BindError as exc:
+        host, port = exc.address
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         log.error(f"cannot listen on {host}:{port}: {reason}")
         return 1

@@ -89,6 +89,12 @@ class Collector:
         """Declare collector-specific flags (`--collector.<name>.<option>`)."""
 
     @classmethod
+    def enabled_by_default(cls, options: argparse.Namespace) -> bool:
+        """On unless switched by flag; a collector may depend on its options (the
+        textfile collector is on when given a directory)."""
+        return cls.default_enabled
+
+    @classmethod
     def prepare_privileged(cls, options: argparse.Namespace) -> None:
         """Set up what needs root (fork a helper, open a root-only file), before the
         daemon binds its port and drops privileges (`--run-as-user`). No threads yet."""
@@ -203,10 +209,14 @@ class CollectorSet:
     def describe(self) -> Iterable[Metric]:
         return ()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, only: frozenset[str] | None = None) -> Iterator[Metric]:
+        """Every collector's families, or those of the collectors named in `only`
+        (a scrape's collect[] parameter)."""
         success = COLLECTOR_SUCCESS.family()
         duration = COLLECTOR_DURATION.family()
         for collector in self.collectors:
+            if only is not None and collector.name not in only:
+                continue
             families, status = self._run(collector)
             yield from families
             add(success, [collector.name], 1.0 if status.success else 0.0)

@@ -1,10 +1,11 @@
 """`nodeslo generate`: write every file the pack derives from the profile.
 
-Each output is a producer: a function Profile -> [(relative path, content)]. The rule
-file is the first; the dashboards and the Kubernetes PrometheusRule append theirs to
-PRODUCERS. `--check` writes nothing and exits 1 when a committed file differs from
-what the profile gives (what CI runs), so a hand edit or a forgotten regeneration
-fails the build.
+Each output is a producer: a function Profile -> [(relative path, content)], listed in
+order by `producers()`: the rule file first, then the profile's JSON Schema, the
+dashboards, the Kubernetes manifests and the reference pages of docs/ (metrics,
+alerts). `--rules-only` runs the first alone (no Grafana SDK needed). `--check` writes
+nothing and exits 1 when a committed file differs from what the profile gives (what CI
+runs), so a hand edit or a forgotten regeneration fails the build.
 """
 
 from __future__ import annotations
@@ -17,25 +18,36 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodeslo import share
-from nodeslo.pack import dashboards, kubernetes, rules
 from nodeslo.profile import Profile, ProfileError, load_profile
 
 Output = tuple[str, str]
 Producer = Callable[[Profile], list[Output]]
 
-PRODUCERS: list[Producer] = [
-    rules.rule_file,
-    dashboards.dashboard_files,
-    kubernetes.kubernetes_files,
-    kubernetes.static_files,
-]
+
+def producers(rules_only: bool = False) -> list[Producer]:
+    """The producers in order. Imported here, not at the top: every `nodeslo` start
+    (serve included) builds this module's parser, and the generators cost ~60 ms."""
+    from nodeslo.pack import dashboards, docs, kubernetes, rules
+    from nodeslo.profile import schema
+
+    if rules_only:  # no dashboards: runs without the Grafana SDK (the [pack] extra)
+        return [rules.rule_file]
+    return [
+        rules.rule_file,
+        schema.schema_files,
+        dashboards.dashboard_files,
+        kubernetes.kubernetes_files,
+        kubernetes.static_files,
+        docs.metrics_page,
+        docs.alerts_page,
+    ]
 
 
-def outputs(profile: Profile, producers: list[Producer] | None = None) -> list[Output]:
+def outputs(profile: Profile, chosen: list[Producer] | None = None) -> list[Output]:
     """Every (path, content) of every producer, in producer order; paths must be unique."""
     seen: set[str] = set()
     out: list[Output] = []
-    for producer in PRODUCERS if producers is None else producers:
+    for producer in producers() if chosen is None else chosen:
         for path, content in producer(profile):
             if path in seen or os.path.isabs(path) or ".." in Path(path).parts:
                 raise ValueError(f"producer {producer.__name__}: bad or repeated path {path!r}")
@@ -99,6 +111,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="write nothing; exit 1 if a file under --out differs from the generated one",
     )
+    parser.add_argument(
+        "--rules-only",
+        dest="rules_only",
+        action="store_true",
+        help="only the rule file (alerts/nodeslo.rules.yaml): needs no Grafana SDK, "
+        "which the dashboards need (pip install 'nodeslo[pack]')",
+    )
     parser.set_defaults(func=run)
 
 
@@ -108,9 +127,11 @@ def run(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         print(f"nodeslo generate: {exc}", file=sys.stderr)
         return 2
+    from nodeslo.pack.dashboards import MissingExtra
+
     try:
-        files = outputs(profile)
-    except (dashboards.MissingExtra, share.ShareMissing) as exc:
+        files = outputs(profile, producers(getattr(args, "rules_only", False)))
+    except (MissingExtra, share.ShareMissing) as exc:
         # Nothing is written: a rule file without its dashboards would be half a pack.
         print(f"nodeslo generate: {exc}", file=sys.stderr)
         return 2

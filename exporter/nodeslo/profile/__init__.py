@@ -7,6 +7,7 @@ Used by the daemon, the collectors, the probes, `nodeslo check` and the pack ali
 - `validate.py`: YAML tree -> Profile, errors naming file, key and line;
 - `loader.py`: shipped profiles, `extends:` chains, the digest;
 - `yamlsource.py`: YAML with each value's file and line.
+- `schema.py`: the JSON Schema editors use, from validate.py's key tables.
 """
 
 from nodeslo.profile.loader import load_profile, shipped_profile_path
@@ -24,9 +25,13 @@ from nodeslo.profile.model import (
     CPUHealth,
     FirmwareHealth,
     Health,
+    Inventory,
     LatencySLI,
+    LinkHealth,
     MemoryHealth,
+    NetworkInventory,
     NVMeHealth,
+    NvmeInventory,
     PowerHealth,
     Probes,
     Profile,
@@ -53,9 +58,13 @@ __all__ = [
     "Capacity",
     "FirmwareHealth",
     "Health",
+    "Inventory",
     "LatencySLI",
+    "LinkHealth",
     "MemoryHealth",
     "NVMeHealth",
+    "NetworkInventory",
+    "NvmeInventory",
     "PowerHealth",
     "Probes",
     "Profile",

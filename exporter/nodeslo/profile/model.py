@@ -113,6 +113,10 @@ class MemoryHealth:
     numa_window_seconds: float = 3600
     # An idle host's few allocations say nothing about placement: judge only above this.
     numa_min_pages_per_second: float = 1000.0
+    # MemoryCapacityDegraded: less memory than the host had within the lookback (a DIMM
+    # that failed to train at the last boot), by more than the drop ratio.
+    capacity_lookback_seconds: float = 7 * 86400
+    capacity_drop_ratio: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,30 @@ class FirmwareHealth:
 
 
 @dataclass(frozen=True)
+class LinkHealth:
+    """PCIe links, NICs and RDMA ports: what to watch beyond the defaults, and when to alert."""
+
+    # PCI devices watched besides NVMe, network and RDMA functions: addresses
+    # (0000:3b:00.0) or kernel driver names (nvidia, mlx5_core).
+    pcie_devices: tuple[str, ...] = ()
+    pcie_degraded_for_seconds: float = 600
+    pcie_uncorrectable_window_seconds: float = 3600
+    pcie_correctable_errors_max: float = 10
+    pcie_correctable_window_seconds: float = 3600
+    network_down_for_seconds: float = 120
+    network_speed_for_seconds: float = 600
+    # A NIC that ran at the inventory speed within this long is held to it even when the
+    # profile does not list it (after a restart the exporter forgets; Prometheus does not).
+    network_speed_lookback_seconds: float = 7 * 86400
+    network_flap_changes_max: float = 4
+    network_flap_window_seconds: float = 900
+    network_errors_max_ratio: float = 0.0001
+    network_errors_window_seconds: float = 900
+    network_errors_min_packets_per_second: float = 100
+    rdma_down_for_seconds: float = 120
+
+
+@dataclass(frozen=True)
 class RedundancyHealth:
     # An md array or ZFS pool the host had within this window and has no more: missing.
     missing_lookback_seconds: float = 86400
@@ -174,6 +202,7 @@ class Health:
     memory: MemoryHealth = field(default_factory=MemoryHealth)
     power: PowerHealth = field(default_factory=PowerHealth)
     firmware: FirmwareHealth = field(default_factory=FirmwareHealth)
+    links: LinkHealth = field(default_factory=LinkHealth)
     redundancy: RedundancyHealth = field(default_factory=RedundancyHealth)
     bmc: BMCHealth = field(default_factory=BMCHealth)
 
@@ -200,6 +229,57 @@ class Capacity:
     threads: int | None = None
     all_core_frequency_hertz: float | None = None
     peak_power_watts: float | None = None
+
+
+@dataclass(frozen=True)
+class NvmeInventory:
+    """The process data drives: at least `drives` of at least `capacity_bytes`, each
+    trained at or above the link speed and width. Smaller drives (the boot drive) are
+    neither counted nor judged."""
+
+    drives: int | None = None
+    capacity_bytes: int | None = None
+    link_speed_transfers_per_second: float | None = None
+    link_width: int | None = None
+
+
+@dataclass(frozen=True)
+class NetworkInventory:
+    """The data-plane NICs: the listed interfaces (which must exist, have carrier and run
+    at `speed`), or without a list at least `ports` physical interfaces at `speed`."""
+
+    interfaces: tuple[str, ...] = ()
+    ports: int | None = None
+    speed_bytes_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The box as specified; None means "not checked". Counts of sockets and DIMMs are
+    exact, everything else a minimum."""
+
+    sockets: int | None = None
+    cores_per_socket: int | None = None
+    threads_per_socket: int | None = None
+    llc_per_socket_bytes: int | None = None
+    memory_bytes: int | None = None
+    # MemTotal is what the kernel was left after firmware and its own page tables took
+    # their share (~2 % of 1.5 TiB); one missing DIMM of 24 is 4 %.
+    memory_tolerance_ratio: float = 0.03
+    numa_balance_tolerance_ratio: float = 0.05
+    dimms_per_socket: int | None = None
+    dimm_size_bytes: int | None = None
+    nvme: NvmeInventory = field(default_factory=NvmeInventory)
+    network: NetworkInventory = field(default_factory=NetworkInventory)
+    rdma_ports_active: int | None = None
+
+    @property
+    def memory_floor_bytes(self) -> float | None:
+        """The least MemTotal that passes: the installed memory less what firmware and
+        the kernel's page tables take (memory_tolerance)."""
+        if self.memory_bytes is None:
+            return None
+        return self.memory_bytes * (1 - self.memory_tolerance_ratio)
 
 
 @dataclass(frozen=True)
@@ -256,6 +336,7 @@ class Profile:
     alerting: Alerting
     source: str
     sha256: str
+    inventory: Inventory = field(default_factory=Inventory)
 
     def slo(self, name: str) -> SLO:
         for slo in self.slos:

@@ -27,9 +27,13 @@ from nodeslo.profile.model import (
     CPUHealth,
     FirmwareHealth,
     Health,
+    Inventory,
     LatencySLI,
+    LinkHealth,
     MemoryHealth,
+    NetworkInventory,
     NVMeHealth,
+    NvmeInventory,
     PowerHealth,
     Probes,
     Profile,
@@ -42,7 +46,19 @@ from nodeslo.profile.model import (
 )
 from nodeslo.profile.yamlsource import Located
 from nodeslo.sysctl import sysctl_relpath
-from nodeslo.units import parse_duration, parse_percent, parse_ratio, parse_size, prom_duration
+from nodeslo.units import (
+    BIT_RATE_PATTERN,
+    DURATION_PATTERN,
+    SIZE_PATTERN,
+    TRANSFER_RATE_PATTERN,
+    parse_bit_rate,
+    parse_duration,
+    parse_percent,
+    parse_ratio,
+    parse_size,
+    parse_transfer_rate,
+    prom_duration,
+)
 
 T = TypeVar("T")
 
@@ -174,6 +190,70 @@ SELECTOR = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*$")
 SLO_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 COMPONENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
+Parser = Callable[["Node"], Any]
+# What each parser accepts, as JSON Schema: `profile/schema.py` builds the profile's
+# schema from these and the key tables below, so schema and validator cannot drift.
+# The schema checks each value alone; rules across keys (required after `extends:`,
+# an SLO's probe on) stay the validator's.
+PARSER_SCHEMAS: dict[Parser, dict[str, Any]] = {}
+
+
+def accepts(schema: dict[str, Any], parse: Parser) -> Parser:
+    PARSER_SCHEMAS[parse] = schema
+    return parse
+
+
+_NUMERIC = {
+    "type": "string",
+    "pattern": r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$",
+}
+_DECIMAL_PERCENT = r"^\s*[0-9]+(\.[0-9]+)?\s*%?\s*$"
+# Above 0 and below 100, as a percentage ("99.9%" or "99.9").
+_OBJECTIVE_PERCENT = (
+    r"^\s*0*([1-9][0-9]?(\.[0-9]+)?|\.[0-9]*[1-9][0-9]*|0\.[0-9]*[1-9][0-9]*)\s*%?\s*$"
+)
+DURATION_SCHEMA = {
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": DURATION_PATTERN}]
+}
+POSITIVE_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, _NUMERIC]}
+RATIO_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1},
+        {"type": "string", "pattern": _DECIMAL_PERCENT},
+    ]
+}
+STRING_SCHEMA = {"type": "string", "minLength": 1}
+METRIC_SCHEMA = {"type": "string", "pattern": METRIC_NAME.pattern}
+_LABEL = {"type": "string", "pattern": LABEL_NAME.pattern, "not": {"pattern": "^__"}}
+LABEL_NAMES_SCHEMA = {"type": "array", "items": _LABEL, "uniqueItems": True}
+_SCALAR = {"type": ["string", "number", "boolean"]}
+LABEL_MAP_SCHEMA = {"type": "object", "propertyNames": _LABEL, "additionalProperties": _SCALAR}
+SELECTOR_SCHEMA = {"type": "string", "pattern": SELECTOR.pattern}
+
+
+def _integer_schema(minimum: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum}
+
+
+_string = accepts(STRING_SCHEMA, lambda n: n.string())
+_metric = accepts(METRIC_SCHEMA, lambda n: n.metric_name())
+_label_names = accepts(LABEL_NAMES_SCHEMA, lambda n: n.label_names())
+_label_map = accepts(LABEL_MAP_SCHEMA, lambda n: n.label_map())
+_boolean = accepts({"type": "boolean"}, lambda n: n.boolean())
+_selector = accepts(SELECTOR_SCHEMA, lambda n: n.selector())
+_at_least_one = accepts(_integer_schema(1), lambda n: n.integer(minimum=1))
+_non_negative = accepts(
+    {"anyOf": [{"type": "number", "minimum": 0}, _NUMERIC]}, lambda n: n.number(minimum=0)
+)
+_size = accepts(
+    {"anyOf": [_integer_schema(0), {"type": "string", "pattern": SIZE_PATTERN}]},
+    lambda n: n.convert(parse_size),
+)
+
+
+def _choice(choices: tuple[str, ...]) -> Parser:
+    return accepts({"enum": list(choices)}, lambda n: n.string(choices))
+
 
 def _kind(value: Any) -> str:
     if value is None:
@@ -191,62 +271,73 @@ def _fields(node: Node, spec: dict[str, Callable[[Node], Any]]) -> dict[str, Any
     return {name: spec[name](child) for name, child in children.items()}
 
 
-def _histogram(node: Node) -> str:
+def _histogram_parse(node: Node) -> str:
     name = node.metric_name()
     if name.endswith(("_bucket", "_count", "_sum")):
         raise node.error(f"name the histogram without its suffix, e.g. {name.rsplit('_', 1)[0]!r}")
     return name
 
 
+_histogram = accepts(
+    {**METRIC_SCHEMA, "not": {"pattern": "_(bucket|count|sum)$"}}, _histogram_parse
+)
+_LATENCY: dict[str, Parser] = {
+    "histogram": _histogram,
+    "threshold": accepts(DURATION_SCHEMA, lambda n: n.duration()),
+    "matchers": _label_map,
+    "by": _label_names,
+    "errors": _metric,
+}
+_TIME: dict[str, Parser] = {
+    "bad_seconds": _metric,
+    "fallback_bad_seconds": _metric,
+    "capacity": _metric,
+    "matchers": _label_map,
+    "by": _label_names,
+}
+# The kinds of SLI; an `sli:` holds exactly one.
+SLI_KINDS = {"latency": _LATENCY, "time": _TIME}
+
+
 def _sli(node: Node) -> LatencySLI | TimeSLI:
-    children = node.mapping(("latency", "time"))
+    children = node.mapping(tuple(SLI_KINDS))
     if len(children) != 1:
         raise node.error("must hold exactly one of: latency, time")
     kind, body = next(iter(children.items()))
     if kind == "latency":
-        values = _fields(
-            body,
-            {
-                "histogram": _histogram,
-                "threshold": lambda n: n.duration(),
-                "matchers": lambda n: n.label_map(),
-                "by": lambda n: n.label_names(),
-                "errors": lambda n: n.metric_name(),
-            },
-        )
+        values = _fields(body, _LATENCY)
         for required in ("histogram", "threshold"):
             if required not in values:
                 raise body.error(f"missing key {required!r}")
         values["threshold_seconds"] = values.pop("threshold")
         return LatencySLI(**values)
-    values = _fields(
-        body,
-        {
-            "bad_seconds": lambda n: n.metric_name(),
-            "fallback_bad_seconds": lambda n: n.metric_name(),
-            "capacity": lambda n: n.metric_name(),
-            "matchers": lambda n: n.label_map(),
-            "by": lambda n: n.label_names(),
-        },
-    )
+    values = _fields(body, _TIME)
     for required in ("bad_seconds", "capacity"):
         if required not in values:
             raise body.error(f"missing key {required!r}")
     return TimeSLI(**values)
 
 
+SLO_KEYS: dict[str, Parser] = {
+    "description": _string,
+    "objective": accepts(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
+                {"type": "string", "pattern": _OBJECTIVE_PERCENT},
+            ]
+        },
+        lambda n: n.convert(parse_percent),
+    ),
+    "sli": _sli,  # its schema is built from SLI_KINDS
+    "probe": _choice(("storage", "wakeup")),
+}
+
+
 def _slo(name: str, node: Node) -> SLO:
     if not SLO_NAME.match(name):
         raise node.error("an SLO name is lower-case letters, digits and inner dashes")
-    values = _fields(
-        node,
-        {
-            "description": lambda n: n.string(),
-            "objective": lambda n: n.convert(parse_percent),
-            "sli": _sli,
-            "probe": lambda n: n.string(("storage", "wakeup")),
-        },
-    )
+    values = _fields(node, SLO_KEYS)
     for required in ("objective", "sli"):
         if required not in values:
             raise node.error(f"missing key {required!r}")
@@ -263,26 +354,22 @@ def _section(
     return cls(**{spec[k][0]: spec[k][1](child) for k, child in children.items()})
 
 
-def _dur(n: Node) -> float:
-    return n.duration()
+_dur = accepts(DURATION_SCHEMA, lambda n: n.duration())
+_pos = accepts(POSITIVE_SCHEMA, lambda n: n.number(positive=True))
+_ratio = accepts(RATIO_SCHEMA, lambda n: n.convert(parse_ratio))
 
 
-def _pos(n: Node) -> float:
-    return n.number(positive=True)
-
-
-def _ratio(n: Node) -> float:
-    return n.convert(parse_ratio)
-
-
-def _window(n: Node) -> float:
+def _window_parse(n: Node) -> float:
     """A range or `for` duration: it must render as a Prometheus duration (whole ms)."""
     seconds = n.duration()
     n.convert(lambda _: prom_duration(seconds))
     return seconds
 
 
-def _component_names(node: Node) -> tuple[str, ...]:
+_window = accepts(DURATION_SCHEMA, _window_parse)
+
+
+def _component_names_parse(node: Node) -> tuple[str, ...]:
     """firmware_info component values: they go into a regex, so plain words only."""
     names = node.string_list()
     for i, name in enumerate(names):
@@ -293,7 +380,7 @@ def _component_names(node: Node) -> tuple[str, ...]:
     return names
 
 
-def _per_vendor_celsius(node: Node) -> tuple[tuple[str, float], ...]:
+def _per_vendor_celsius_parse(node: Node) -> tuple[tuple[str, float], ...]:
     """`95` (every vendor) or `{intel: 100, amd: 95}`, in °C, sorted by vendor."""
     if not isinstance(node.value, dict):
         celsius = node.number(positive=True)
@@ -304,6 +391,27 @@ def _per_vendor_celsius(node: Node) -> tuple[tuple[str, float], ...]:
         if child.value is not None
     }
     return tuple(sorted(limits.items()))
+
+
+_component_names = accepts(
+    {"type": "array", "items": {"type": "string", "pattern": COMPONENT.pattern}},
+    _component_names_parse,
+)
+_per_vendor_celsius = accepts(
+    {
+        "anyOf": [
+            POSITIVE_SCHEMA,
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    v: {"anyOf": [POSITIVE_SCHEMA, {"type": "null"}]} for v in CPU_VENDORS
+                },
+            },
+        ]
+    },
+    _per_vendor_celsius_parse,
+)
 
 
 def _check_temperature_limits(cpu: CPUHealth, node: Node | None) -> None:
@@ -319,117 +427,51 @@ def _check_temperature_limits(cpu: CPUHealth, node: Node | None) -> None:
             )
 
 
-def _health(node: Node | None) -> Health:
-    if node is None:
-        return Health()
-    parts = node.mapping(("nvme", "cpu", "memory", "power", "firmware", "redundancy", "bmc"))
-    nvme = _section(
-        parts.get("nvme"),
-        NVMeHealth,
-        {
-            "wear_warning": ("wear_warning_ratio", _ratio),
-            "wearout_lookback": ("wearout_lookback_seconds", _window),
-            "wearout_horizon": ("wearout_horizon_seconds", _window),
-            "write_amplification_max": ("write_amplification_max", _pos),
-            "write_amplification_window": ("write_amplification_window_seconds", _window),
-            "write_amplification_min_written": (
-                "write_amplification_min_written_bytes",
-                lambda n: n.convert(parse_size),
-            ),
-            "media_errors_window": ("media_errors_window_seconds", _window),
-            "latency_outlier_factor": ("latency_outlier_factor", _pos),
-            "latency_outlier_window": ("latency_outlier_window_seconds", _window),
-            "latency_outlier_min_iops": ("latency_outlier_min_iops", _pos),
-            "smart_stale_after": ("smart_stale_after_seconds", _window),
-            "temperature_for": ("temperature_for_seconds", _window),
-            "missing_lookback": ("missing_lookback_seconds", _window),
-            "reset_loop_resets": ("reset_loop_resets", lambda n: n.integer(minimum=1)),
-            "reset_loop_window": ("reset_loop_window_seconds", _window),
-        },
-    )
-    cpu = _section(
-        parts.get("cpu"),
-        CPUHealth,
-        {
-            "throttling_window": ("throttling_window_seconds", _window),
-            "temperature_for": ("temperature_for_seconds", _window),
-            "temperature_max": ("temperature_max_celsius", _per_vendor_celsius),
-            "temperature_crit": ("temperature_crit_celsius", _per_vendor_celsius),
-        },
-    )
-    _check_temperature_limits(cpu, parts.get("cpu"))
-    memory = _section(
-        parts.get("memory"),
-        MemoryHealth,
-        {
-            "uncorrectable_errors_window": ("uncorrectable_errors_window_seconds", _window),
-            "correctable_errors_max": ("correctable_errors_max", lambda n: n.number(minimum=0)),
-            "correctable_errors_window": ("correctable_errors_window_seconds", _window),
-            "numa_remote_max": ("numa_remote_ratio_max", _ratio),
-            "numa_window": ("numa_window_seconds", _window),
-            "numa_min_pages_per_second": ("numa_min_pages_per_second", _pos),
-        },
-    )
-    power = _section(
-        parts.get("power"),
-        PowerHealth,
-        {
-            "psu_capacity_watts": ("psu_capacity_watts", _pos),
-            "psu_count": ("psu_count", lambda n: n.integer(minimum=1)),
-            "meter_chip_name": ("meter_chip_name", lambda n: n.string()),
-            "bmc_input_power_sensors": ("bmc_input_power_sensors", _regex),
-        },
-    )
-    firmware = _section(
-        parts.get("firmware"),
-        FirmwareHealth,
-        {
-            "skew_for": ("skew_for_seconds", _window),
-            "host_components": ("host_components", _component_names),
-            "host_group_by": ("host_group_by", lambda n: n.label_names()),
-        },
-    )
-    redundancy = _section(
-        parts.get("redundancy"),
-        RedundancyHealth,
-        {"missing_lookback": ("missing_lookback_seconds", _window)},
-    )
-    bmc = _section(
-        parts.get("bmc"),
-        BMCHealth,
-        {
-            "poll_interval": ("poll_interval_seconds", _dur),
-            "fan_min_rpm": ("fan_min_rpm", lambda n: n.number(minimum=0)),
-            "inlet_warning_celsius": ("inlet_warning_celsius", lambda n: n.number()),
-            "inlet_critical_celsius": ("inlet_critical_celsius", lambda n: n.number()),
-            "inlet_sensors": ("inlet_sensors", _regex),
-            "ignore_sensors": ("ignore_sensors", lambda n: "" if n.value == "" else _regex(n)),
-            "unreachable_for": ("unreachable_for_seconds", _window),
-            "absent_lookback": ("absent_lookback_seconds", _window),
-        },
-    )
-    if bmc.inlet_critical_celsius < bmc.inlet_warning_celsius:
-        keys = parts["bmc"].mapping()
-        given = [keys[k] for k in ("inlet_warning_celsius", "inlet_critical_celsius") if k in keys]
-        # Name the key of the file being loaded, not the one it inherited.
-        here = [k for k in given if k.located.file == parts["bmc"].located.file]
-        where = (here or given)[-1]
-        raise where.error(
-            f"inlet_critical_celsius ({bmc.inlet_critical_celsius:g}) must be at least "
-            f"inlet_warning_celsius ({bmc.inlet_warning_celsius:g})"
-        )
-    return Health(
-        nvme=nvme,
-        cpu=cpu,
-        memory=memory,
-        power=power,
-        firmware=firmware,
-        redundancy=redundancy,
-        bmc=bmc,
-    )
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+DRIVER_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# Linux interface names: up to 15 characters, no '/', ':' or whitespace.
+INTERFACE_NAME = re.compile(r"^[^/:\s]{1,15}$")
 
 
-def _regex(n: Node) -> str:
+def _pcie_devices_parse(node: Node) -> tuple[str, ...]:
+    """PCI addresses (lower-case domain:bus:device.function) or driver names."""
+    names = node.string_list()
+    for i, name in enumerate(names):
+        if not (PCI_ADDRESS.match(name) or DRIVER_NAME.match(name)):
+            raise Node(node.value[i], f"{node.key}[{i}]").error(
+                f"neither a PCI address like 0000:3b:00.0 nor a driver name: {name!r}"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def _interfaces_parse(node: Node) -> tuple[str, ...]:
+    names = node.string_list()
+    for i, name in enumerate(names):
+        if not INTERFACE_NAME.match(name):
+            raise Node(node.value[i], f"{node.key}[{i}]").error(
+                f"not a network interface name: {name!r}"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+_pcie_devices = accepts(
+    {
+        "type": "array",
+        "items": {
+            "type": "string",
+            "anyOf": [{"pattern": PCI_ADDRESS.pattern}, {"pattern": DRIVER_NAME.pattern}],
+        },
+    },
+    _pcie_devices_parse,
+)
+_interfaces = accepts(
+    {"type": "array", "items": {"type": "string", "pattern": INTERFACE_NAME.pattern}},
+    _interfaces_parse,
+)
+_count = accepts(_integer_schema(0), lambda n: n.integer(minimum=0))
+
+
+def _regex_parse(n: Node) -> str:
     """A regex for a PromQL =~ matcher: checked here, quoted where it is used."""
     text = n.string()
     try:
@@ -439,11 +481,187 @@ def _regex(n: Node) -> str:
     return text
 
 
-def _optional(parse: Callable[[Node], T]) -> Callable[[Node], T | None]:
-    return lambda n: None if n.value is None else parse(n)
+_regex = accepts(STRING_SCHEMA, _regex_parse)
+# Empty: nothing (health.bmc.ignore_sensors).
+_regex_or_empty = accepts({"type": "string"}, lambda n: "" if n.value == "" else _regex_parse(n))
+_celsius = accepts({"anyOf": [{"type": "number"}, _NUMERIC]}, lambda n: n.number())
 
 
-def _sysctls(node: Node) -> tuple[tuple[str, str], ...]:
+def _check_inlet_limits(bmc: BMCHealth, node: Node | None) -> None:
+    if bmc.inlet_critical_celsius >= bmc.inlet_warning_celsius:
+        return
+    assert node is not None  # the defaults are consistent
+    keys = node.mapping()
+    given = [keys[k] for k in ("inlet_warning_celsius", "inlet_critical_celsius") if k in keys]
+    # Name the key of the file being loaded, not the one it inherited.
+    here = [k for k in given if k.located.file == node.located.file]
+    where = (here or given)[-1]
+    raise where.error(
+        f"inlet_critical_celsius ({bmc.inlet_critical_celsius:g}) must be at least "
+        f"inlet_warning_celsius ({bmc.inlet_warning_celsius:g})"
+    )
+
+
+_LINKS: dict[str, tuple[str, Parser]] = {
+    "pcie_devices": ("pcie_devices", _pcie_devices),
+    "pcie_degraded_for": ("pcie_degraded_for_seconds", _window),
+    "pcie_uncorrectable_window": ("pcie_uncorrectable_window_seconds", _window),
+    "pcie_correctable_errors_max": ("pcie_correctable_errors_max", _non_negative),
+    "pcie_correctable_window": ("pcie_correctable_window_seconds", _window),
+    "network_down_for": ("network_down_for_seconds", _window),
+    "network_speed_for": ("network_speed_for_seconds", _window),
+    "network_speed_lookback": ("network_speed_lookback_seconds", _window),
+    "network_flap_changes_max": ("network_flap_changes_max", _non_negative),
+    "network_flap_window": ("network_flap_window_seconds", _window),
+    "network_errors_max": ("network_errors_max_ratio", _ratio),
+    "network_errors_window": ("network_errors_window_seconds", _window),
+    "network_errors_min_packets_per_second": ("network_errors_min_packets_per_second", _pos),
+    "rdma_down_for": ("rdma_down_for_seconds", _window),
+}
+
+
+_NVME: dict[str, tuple[str, Parser]] = {
+    "wear_warning": ("wear_warning_ratio", _ratio),
+    "wearout_lookback": ("wearout_lookback_seconds", _window),
+    "wearout_horizon": ("wearout_horizon_seconds", _window),
+    "write_amplification_max": ("write_amplification_max", _pos),
+    "write_amplification_window": ("write_amplification_window_seconds", _window),
+    "write_amplification_min_written": ("write_amplification_min_written_bytes", _size),
+    "media_errors_window": ("media_errors_window_seconds", _window),
+    "latency_outlier_factor": ("latency_outlier_factor", _pos),
+    "latency_outlier_window": ("latency_outlier_window_seconds", _window),
+    "latency_outlier_min_iops": ("latency_outlier_min_iops", _pos),
+    "smart_stale_after": ("smart_stale_after_seconds", _window),
+    "temperature_for": ("temperature_for_seconds", _window),
+    "missing_lookback": ("missing_lookback_seconds", _window),
+    "reset_loop_resets": ("reset_loop_resets", _at_least_one),
+    "reset_loop_window": ("reset_loop_window_seconds", _window),
+}
+_CPU: dict[str, tuple[str, Parser]] = {
+    "throttling_window": ("throttling_window_seconds", _window),
+    "temperature_for": ("temperature_for_seconds", _window),
+    "temperature_max": ("temperature_max_celsius", _per_vendor_celsius),
+    "temperature_crit": ("temperature_crit_celsius", _per_vendor_celsius),
+}
+_MEMORY: dict[str, tuple[str, Parser]] = {
+    "uncorrectable_errors_window": ("uncorrectable_errors_window_seconds", _window),
+    "correctable_errors_max": ("correctable_errors_max", _non_negative),
+    "correctable_errors_window": ("correctable_errors_window_seconds", _window),
+    "numa_remote_max": ("numa_remote_ratio_max", _ratio),
+    "numa_window": ("numa_window_seconds", _window),
+    "numa_min_pages_per_second": ("numa_min_pages_per_second", _pos),
+    "capacity_lookback": ("capacity_lookback_seconds", _window),
+    "capacity_drop_max": ("capacity_drop_ratio", _ratio),
+}
+_POWER: dict[str, tuple[str, Parser]] = {
+    "psu_capacity_watts": ("psu_capacity_watts", _pos),
+    "psu_count": ("psu_count", _at_least_one),
+    "meter_chip_name": ("meter_chip_name", _string),
+    "bmc_input_power_sensors": ("bmc_input_power_sensors", _regex),
+}
+_FIRMWARE: dict[str, tuple[str, Parser]] = {
+    "skew_for": ("skew_for_seconds", _window),
+    "host_components": ("host_components", _component_names),
+    "host_group_by": ("host_group_by", _label_names),
+}
+_REDUNDANCY: dict[str, tuple[str, Parser]] = {
+    "missing_lookback": ("missing_lookback_seconds", _window),
+}
+_BMC: dict[str, tuple[str, Parser]] = {
+    "poll_interval": ("poll_interval_seconds", _dur),
+    "fan_min_rpm": ("fan_min_rpm", _non_negative),
+    "inlet_warning_celsius": ("inlet_warning_celsius", _celsius),
+    "inlet_critical_celsius": ("inlet_critical_celsius", _celsius),
+    "inlet_sensors": ("inlet_sensors", _regex),
+    "ignore_sensors": ("ignore_sensors", _regex_or_empty),
+    "unreachable_for": ("unreachable_for_seconds", _window),
+    "absent_lookback": ("absent_lookback_seconds", _window),
+}
+# health.<part>: the dataclass and its keys.
+HEALTH_PARTS: dict[str, tuple[type, dict[str, tuple[str, Parser]]]] = {
+    "nvme": (NVMeHealth, _NVME),
+    "cpu": (CPUHealth, _CPU),
+    "memory": (MemoryHealth, _MEMORY),
+    "power": (PowerHealth, _POWER),
+    "firmware": (FirmwareHealth, _FIRMWARE),
+    "redundancy": (RedundancyHealth, _REDUNDANCY),
+    "links": (LinkHealth, _LINKS),
+    "bmc": (BMCHealth, _BMC),
+}
+
+
+def _health(node: Node | None) -> Health:
+    if node is None:
+        return Health()
+    parts = node.mapping(tuple(HEALTH_PARTS))
+    built: dict[str, Any] = {
+        name: _section(parts.get(name), cls, spec) for name, (cls, spec) in HEALTH_PARTS.items()
+    }
+    _check_temperature_limits(built["cpu"], parts.get("cpu"))
+    _check_inlet_limits(built["bmc"], parts.get("bmc"))
+    return Health(**built)
+
+
+def _optional(parse: Parser) -> Parser:
+    schema = {"anyOf": [PARSER_SCHEMAS[parse], {"type": "null"}]}
+    return accepts(schema, lambda n: None if n.value is None else parse(n))
+
+
+def _positive_size_parse(n: Node) -> int:
+    size = n.convert(parse_size)
+    if size <= 0:
+        raise n.error("must be a positive size")
+    return size
+
+
+_positive_size = accepts(
+    {"anyOf": [_integer_schema(1), {"type": "string", "pattern": SIZE_PATTERN}]},
+    _positive_size_parse,
+)
+_transfer_rate = accepts(
+    {"type": "string", "pattern": TRANSFER_RATE_PATTERN},
+    lambda n: n.convert(parse_transfer_rate),
+)
+_bit_rate = accepts(
+    {"type": "string", "pattern": BIT_RATE_PATTERN}, lambda n: n.convert(parse_bit_rate)
+)
+
+
+def _subsection(cls: type[Any], spec: dict[str, tuple[str, Parser]]) -> Parser:
+    """A section nested in another (inventory.nvme): parsed and described as a section."""
+    properties = {k: {"anyOf": [PARSER_SCHEMAS[p], {"type": "null"}]} for k, (_, p) in spec.items()}
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    return accepts(schema, lambda n: _section(n, cls, spec))
+
+
+_INVENTORY_NVME: dict[str, tuple[str, Parser]] = {
+    "drives": ("drives", _optional(_count)),
+    "capacity": ("capacity_bytes", _optional(_positive_size)),
+    "link_speed": ("link_speed_transfers_per_second", _optional(_transfer_rate)),
+    "link_width": ("link_width", _optional(_at_least_one)),
+}
+_INVENTORY_NETWORK: dict[str, tuple[str, Parser]] = {
+    "interfaces": ("interfaces", _interfaces),
+    "ports": ("ports", _optional(_count)),
+    "speed": ("speed_bytes_per_second", _optional(_bit_rate)),
+}
+_INVENTORY: dict[str, tuple[str, Parser]] = {
+    "sockets": ("sockets", _optional(_at_least_one)),
+    "cores_per_socket": ("cores_per_socket", _optional(_at_least_one)),
+    "threads_per_socket": ("threads_per_socket", _optional(_at_least_one)),
+    "llc_per_socket": ("llc_per_socket_bytes", _optional(_positive_size)),
+    "memory": ("memory_bytes", _optional(_positive_size)),
+    "memory_tolerance": ("memory_tolerance_ratio", _ratio),
+    "numa_balance_tolerance": ("numa_balance_tolerance_ratio", _ratio),
+    "dimms_per_socket": ("dimms_per_socket", _optional(_at_least_one)),
+    "dimm_size": ("dimm_size_bytes", _optional(_positive_size)),
+    "nvme": ("nvme", _subsection(NvmeInventory, _INVENTORY_NVME)),
+    "network": ("network", _subsection(NetworkInventory, _INVENTORY_NETWORK)),
+    "rdma_ports_active": ("rdma_ports_active", _optional(_count)),
+}
+
+
+def _sysctls_parse(node: Node) -> tuple[tuple[str, str], ...]:
     """`name: value` pairs; names become paths under /proc/sys, so they are checked."""
     for name, child in node.mapping().items():
         try:
@@ -453,22 +671,29 @@ def _sysctls(node: Node) -> tuple[tuple[str, str], ...]:
     return node.string_map()
 
 
-_TUNING: dict[str, tuple[str, Callable[[Node], Any]]] = {
+_sysctls = accepts({"type": "object", "additionalProperties": _SCALAR}, _sysctls_parse)
+_CPU_LIST_PATTERN = r"^\s*([0-9]+(-[0-9]+)?(\s*,\s*[0-9]+(-[0-9]+)?)*)?\s*$"
+_cpus = accepts(
+    {"anyOf": [{"type": "string", "pattern": _CPU_LIST_PATTERN}, _integer_schema(0)]},
+    lambda n: n.convert(_cpu_list),
+)
+
+_TUNING: dict[str, tuple[str, Parser]] = {
     "max_cstate_exit_latency": ("max_cstate_exit_latency_seconds", _optional(_dur)),
-    "governor": ("governor", _optional(lambda n: n.string(GOVERNORS))),
-    "turbo": ("turbo", _optional(lambda n: n.boolean())),
-    "transparent_hugepage": ("transparent_hugepage", _optional(lambda n: n.string(THP_MODES))),
-    "isolated_cpus": ("isolated_cpus", _optional(lambda n: n.convert(_cpu_list))),
-    "nohz_full": ("nohz_full", _optional(lambda n: n.convert(_cpu_list))),
+    "governor": ("governor", _optional(_choice(GOVERNORS))),
+    "turbo": ("turbo", _optional(_boolean)),
+    "transparent_hugepage": ("transparent_hugepage", _optional(_choice(THP_MODES))),
+    "isolated_cpus": ("isolated_cpus", _optional(_cpus)),
+    "nohz_full": ("nohz_full", _optional(_cpus)),
     "sysctl": ("sysctl", _sysctls),
 }
 
-_CAPACITY: dict[str, tuple[str, Callable[[Node], Any]]] = {
+_CAPACITY: dict[str, tuple[str, Parser]] = {
     "iops": ("iops", _pos),
     "dispatches_per_second": ("dispatches_per_second", _pos),
     "memory_bandwidth_bytes_per_second": ("memory_bandwidth_bytes_per_second", _pos),
     "memory_bandwidth_target": ("memory_bandwidth_target_ratio", _ratio),
-    "threads": ("threads", lambda n: n.integer(minimum=1)),
+    "threads": ("threads", _at_least_one),
     "all_core_frequency_hertz": ("all_core_frequency_hertz", _pos),
     "peak_power_watts": ("peak_power_watts", _pos),
 }
@@ -511,7 +736,7 @@ MAX_PROBE_RATE = 1000.0  # samples/s per target
 WAKEUP_INTERVAL_RANGE = (100e-6, 1.0)
 
 
-def _probe_targets(node: Node) -> tuple[str, ...]:
+def _probe_targets_parse(node: Node) -> tuple[str, ...]:
     """Absolute paths (a directory or a block device), normalised, duplicates dropped."""
     if node.value is None:
         return ()
@@ -524,21 +749,21 @@ def _probe_targets(node: Node) -> tuple[str, ...]:
     return tuple(dict.fromkeys(targets))
 
 
-def _probe_rate(node: Node) -> float:
+def _probe_rate_parse(node: Node) -> float:
     rate = node.number(positive=True)
     if rate > MAX_PROBE_RATE:
         raise node.error(f"at most {MAX_PROBE_RATE:g} samples/s per target, got {node.value}")
     return rate
 
 
-def _probe_file_size(node: Node) -> int:
+def _probe_file_size_parse(node: Node) -> int:
     size = node.convert(parse_size)
     if size < PROBE_BLOCK or size % PROBE_BLOCK:
         raise node.error(f"must be a positive multiple of 4KiB, got {node.value!r}")
     return size
 
 
-def _wakeup_interval(node: Node) -> float:
+def _wakeup_interval_parse(node: Node) -> float:
     seconds = node.duration()
     low, high = WAKEUP_INTERVAL_RANGE
     if not low <= seconds <= high:
@@ -546,37 +771,57 @@ def _wakeup_interval(node: Node) -> float:
     return seconds
 
 
+_probe_targets = accepts(
+    {"anyOf": [{"type": "array", "items": {"type": "string", "pattern": "^/"}}, {"type": "null"}]},
+    _probe_targets_parse,
+)
+_probe_rate = accepts(
+    {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_PROBE_RATE}, _NUMERIC]},
+    _probe_rate_parse,
+)
+_probe_file_size = accepts(
+    {
+        "anyOf": [
+            {"type": "integer", "minimum": PROBE_BLOCK, "multipleOf": PROBE_BLOCK},
+            {"type": "string", "pattern": SIZE_PATTERN},
+        ]
+    },
+    _probe_file_size_parse,
+)
+_wakeup_interval = accepts(DURATION_SCHEMA, _wakeup_interval_parse)
+_STORAGE: dict[str, tuple[str, Parser]] = {
+    "targets": ("targets", _probe_targets),
+    "rate": ("rate", _probe_rate),
+    "file_size": ("file_size_bytes", _probe_file_size),
+}
+_WAKEUP: dict[str, tuple[str, Parser]] = {
+    "enabled": ("enabled", _boolean),
+    "interval": ("interval_seconds", _wakeup_interval),
+    "policy": ("policy", _choice(WAKEUP_POLICIES)),
+    "engine": ("engine", _choice(WAKEUP_ENGINES)),
+}
+# probes.<probe>: the dataclass and its keys.
+PROBE_PARTS: dict[str, tuple[type, dict[str, tuple[str, Parser]]]] = {
+    "storage": (StorageProbe, _STORAGE),
+    "wakeup": (WakeupProbe, _WAKEUP),
+}
+
+
 def _probes(node: Node | None) -> Probes:
     if node is None:
         return Probes()
-    parts = node.mapping(("storage", "wakeup"))
-    storage = _section(
-        parts.get("storage"),
-        StorageProbe,
-        {
-            "targets": ("targets", _probe_targets),
-            "rate": ("rate", _probe_rate),
-            "file_size": ("file_size_bytes", _probe_file_size),
-        },
-    )
-    wakeup = _section(
-        parts.get("wakeup"),
-        WakeupProbe,
-        {
-            "enabled": ("enabled", lambda n: n.boolean()),
-            "interval": ("interval_seconds", _wakeup_interval),
-            "policy": ("policy", lambda n: n.string(WAKEUP_POLICIES)),
-            "engine": ("engine", lambda n: n.string(WAKEUP_ENGINES)),
-        },
-    )
-    return Probes(storage=storage, wakeup=wakeup)
+    parts = node.mapping(tuple(PROBE_PARTS))
+    built: dict[str, Any] = {
+        name: _section(parts.get(name), cls, spec) for name, (cls, spec) in PROBE_PARTS.items()
+    }
+    return Probes(**built)
 
 
 # Labels the generated alerts set themselves; `alerting.labels` must not shadow them.
 RESERVED_ALERT_LABELS = ("alertname", "severity", "slo", "long_window", "short_window")
 
 
-def _alert_labels(node: Node) -> tuple[tuple[str, str], ...]:
+def _alert_labels_parse(node: Node) -> tuple[tuple[str, str], ...]:
     pairs = node.label_map()
     for name, _ in pairs:
         if name in RESERVED_ALERT_LABELS:
@@ -584,23 +829,33 @@ def _alert_labels(node: Node) -> tuple[tuple[str, str], ...]:
     return pairs
 
 
-def _instance_labels(node: Node) -> tuple[str, ...]:
+def _instance_labels_parse(node: Node) -> tuple[str, ...]:
     names = node.label_names()
     if not names:
         raise node.error("must name at least one label (e.g. instance)")
     return names
 
 
-def _selector_or_off(node: Node) -> str | None:
+def _selector_or_off_parse(node: Node) -> str | None:
     """A selector, or false for "not there" (null would restore the inherited default)."""
     return None if node.value is False else node.selector()
 
 
-_ALERTING: dict[str, tuple[str, Callable[[Node], Any]]] = {
-    "runbook_base_url": ("runbook_base_url", lambda n: n.string().rstrip("/")),
+_alert_labels = accepts(
+    {**LABEL_MAP_SCHEMA, "propertyNames": {**_LABEL, "not": {"enum": list(RESERVED_ALERT_LABELS)}}},
+    _alert_labels_parse,
+)
+_instance_labels = accepts({**LABEL_NAMES_SCHEMA, "minItems": 1}, _instance_labels_parse)
+_selector_or_off = accepts({"anyOf": [{"const": False}, SELECTOR_SCHEMA]}, _selector_or_off_parse)
+
+_ALERTING: dict[str, tuple[str, Parser]] = {
+    "runbook_base_url": (
+        "runbook_base_url",
+        accepts(STRING_SCHEMA, lambda n: n.string().rstrip("/")),
+    ),
     "for_scale": ("for_scale", _pos),
     "labels": ("labels", _alert_labels),
-    "exporter_selector": ("exporter_selector", lambda n: n.selector()),
+    "exporter_selector": ("exporter_selector", _selector),
     "exporter_lookback": ("exporter_lookback_seconds", _window),
     "prometheus_selector": ("prometheus_selector", _selector_or_off),
     "instance_labels": ("instance_labels", _instance_labels),
@@ -616,6 +871,7 @@ TOP_LEVEL = (
     "capacity",
     "probes",
     "alerting",
+    "inventory",
 )
 
 
@@ -643,6 +899,7 @@ def build(tree: Located, source: str, sha256: str) -> Profile:
         alerting=_section(parts.get("alerting"), Alerting, _ALERTING),
         source=source,
         sha256=sha256,
+        inventory=_section(parts.get("inventory"), Inventory, _INVENTORY),
     )
     _check_consistency(profile, parts)
     return profile

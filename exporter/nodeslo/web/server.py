@@ -48,7 +48,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 
@@ -94,6 +95,19 @@ _BUSY = (
 )
 _TLS_HANDSHAKE_RECORD = 0x16
 
+K = TypeVar("K")
+# The query parameter that restricts a scrape to some collectors, as in node_exporter.
+COLLECT_PARAM = "collect[]"
+
+
+class CollectorFilterError(ValueError):
+    """A collect[] parameter naming no enabled collector: the scrape is answered 400."""
+
+
+# collect[] names -> what the renderers read (anything with collect()); raises
+# CollectorFilterError for a name that is unknown or disabled.
+Selector = Callable[[frozenset[str]], Any]
+
 
 class ListenAddressError(ValueError):
     pass
@@ -111,17 +125,17 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class Coalescer:
+class Coalescer(Generic[K]):
     """Single-flight: concurrent callers of the same key share one computation."""
 
-    def __init__(self, produce: Callable[[str], bytes]) -> None:
+    def __init__(self, produce: Callable[[K], bytes]) -> None:
         self._produce = produce
         self._lock = threading.Lock()
-        self._inflight: dict[str, Future[bytes]] = {}
+        self._inflight: dict[K, Future[bytes]] = {}
         self.computations = 0
         self.followers = 0  # callers that were served another caller's computation
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: K) -> bytes:
         with self._lock:
             future = self._inflight.get(key)
             leader = future is None
@@ -156,6 +170,7 @@ class WebApp:
     ready: Callable[[], bool]
     web: WebConfigSource | None = None
     auth: BasicAuth = field(default_factory=BasicAuth)
+    select: Selector | None = None
 
     def __post_init__(self) -> None:
         # One renderer per format family, whatever clients ask: the set is fixed.
@@ -165,12 +180,21 @@ class WebApp:
         self._limiter: RateLimiter | None = None
         self._limiter_lock = threading.Lock()
 
-    def _render(self, content_type: str) -> bytes:
-        return self._renderers[content_type](self.registry)
+    def _render(self, key: tuple[str, frozenset[str]]) -> bytes:
+        content_type, names = key
+        source = self.registry if not names or self.select is None else self.select(names)
+        return self._renderers[content_type](source)
 
-    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+    def metrics(self, accept: str | None, collect: list[str] | None = None) -> tuple[bytes, str]:
+        """The exposition; `collect` (the collect[] values) restricts it to those
+        collectors, which must all be enabled (CollectorFilterError otherwise)."""
         content_type = choose_format(accept).content_type
-        return self.coalescer.get(content_type), content_type
+        names = frozenset(collect or ())
+        if names:
+            if self.select is None:
+                raise CollectorFilterError("this server has no collectors to select")
+            self.select(names)  # validate before joining a coalesced scrape
+        return self.coalescer.get((content_type, names)), content_type
 
     def limiter(self, settings: RateLimit) -> RateLimiter:
         """The bucket for these settings; a reload that changes them starts a new one."""
@@ -552,10 +576,16 @@ class Handler(BaseHTTPRequestHandler):
                 if not head:
                     self.wfile.write(body)
                 return
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == app.telemetry_path:
+            collect = parse_qs(query, keep_blank_values=True).get(COLLECT_PARAM)
             try:
-                body, content_type = app.metrics(self.headers.get("Accept"))
+                body, content_type = app.metrics(self.headers.get("Accept"), collect)
+            except CollectorFilterError as exc:
+                # node_exporter's answer, word for word, so scripts that grep it work.
+                message = f"Couldn't create filtered metrics handler: {exc}\n"
+                self._text(HTTPStatus.BAD_REQUEST, message, head)
+                return
             except Exception:
                 log.exception("scrape failed")
                 self._text(HTTPStatus.INTERNAL_SERVER_ERROR, "scrape failed\n", head)
@@ -608,9 +638,12 @@ class Server(ThreadingHTTPServer):
         handler: type[Handler],
         web: WebConfigSource | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        inherited: socket.socket | None = None,
     ) -> None:
         host = address[0]
-        if host in ("", "::") and socket.has_ipv6:
+        if inherited is not None:
+            self.address_family = inherited.family
+        elif host in ("", "::") and socket.has_ipv6:
             # ":port" means every address, IPv4 and IPv6, as in node_exporter.
             self.address_family = socket.AF_INET6
             address = ("::", address[1])
@@ -620,7 +653,15 @@ class Server(ThreadingHTTPServer):
         self.connections = Connections(
             max_connections, opaque=web is not None and web.config.tls is not None
         )
-        super().__init__(address, handler)
+        if inherited is None:
+            super().__init__(address, handler)
+            return
+        # A listening socket passed by systemd: serve it as it is, bind nothing.
+        super().__init__(address, handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = inherited
+        self.server_address = inherited.getsockname()
+        inherited.listen(self.request_queue_size)
 
     @property
     def tls_enabled(self) -> bool:
@@ -729,8 +770,12 @@ class Server(ThreadingHTTPServer):
 
 
 def make_server(
-    address: tuple[str, int], app: WebApp, max_connections: int = DEFAULT_MAX_CONNECTIONS
+    address: tuple[str, int],
+    app: WebApp,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    inherited: socket.socket | None = None,
 ) -> Server:
-    """Bind now (so a busy port fails before READY=1); serve later with serve_forever."""
+    """Bind now (so a busy port fails before READY=1), or take the `inherited` listening
+    socket (systemd's); serve later with serve_forever."""
     handler = type("AppHandler", (Handler,), {"app": app})
-    return Server(address, handler, app.web, max_connections)
+    return Server(address, handler, app.web, max_connections, inherited)

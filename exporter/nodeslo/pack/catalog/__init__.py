@@ -2,13 +2,12 @@
 
 This package is what an operator reads to see what pages and why, one module per area
 (`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `bmc.py`, `platform.py`,
-`exporter.py`, `pipeline.py`); `rules.py` turns it into rule groups. Each area module
-holds its alerts and recordings and renders the `${name}` parameters its templates use
-from the profile.
-Expressions keep every label of an instance-level series, or aggregate `by (${by})`
-(the profile's instance labels, `cluster, instance` by default) so a fleet's `cluster`
-label is carried through. Fleet-wide comparisons group by `${fleet_}` (the instance labels
-without `instance`).
+`links.py`, `inventory.py`, `exporter.py`, `pipeline.py`); `rules.py` turns it into rule
+groups. Each area module holds its alerts and recordings and renders the `${name}`
+parameters its templates use from the profile. Expressions keep every label of an
+instance-level series, or aggregate `by (${by})` (the profile's instance labels,
+`cluster, instance` by default) so a fleet's `cluster` label is carried through.
+Fleet-wide comparisons group by `${fleet_}` (the instance labels without `instance`).
 
 `for` waits out one bad poll or a transient spike. Alerts on a counter's increase
 over a window need no `for`: the window itself holds them up for its length.
@@ -23,6 +22,8 @@ from nodeslo.pack.catalog import (
     bmc,
     cpu,
     exporter,
+    inventory,
+    links,
     memory,
     nvme,
     pipeline,
@@ -44,6 +45,8 @@ AREAS: tuple[ModuleType, ...] = (
     redundancy,
     bmc,
     platform,
+    links,
+    inventory,
     exporter,
     pipeline,
 )

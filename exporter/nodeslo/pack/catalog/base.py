@@ -38,7 +38,7 @@ class HealthAlert:
     for_: float | str
     summary: str
     description: str
-    threshold: str  # for the README's table and the runbook
+    threshold: str  # for docs/alerts.md and the runbook
     source: tuple[str, ...]
     labels: tuple[tuple[str, str], ...] = ()
     when: Callable[[Profile], bool] | None = None

@@ -71,7 +71,7 @@ def _limit_text(profile: Profile, kind: str) -> str:
 
 
 def _limits_text(profile: Profile, kind: str) -> str:
-    """`amd 85 °C, intel 90 °C` for the README and the runbooks."""
+    """`amd 85 °C, intel 90 °C` for docs/alerts.md and the runbooks."""
     limits = _vendor_limits(profile, kind)
     return ", ".join(f"{vendor} {promql.number(c)} °C" for vendor, c in limits) or "none"
 

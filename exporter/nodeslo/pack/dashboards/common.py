@@ -8,6 +8,8 @@ the instances of the chosen jobs.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from nodeslo.pack import catalog, promql, rules
 from nodeslo.pack.dashboards import model as m
 from nodeslo.profile import SLO, LatencySLI, Profile
@@ -146,4 +148,47 @@ def alert_annotation(profile: Profile) -> m.Annotation:
         text="{{severity}} on {{instance}}",
         tags=("alertname", "severity"),
         color="rgba(255, 96, 96, 1)",
+    )
+
+
+def dashboard(
+    profile: Profile,
+    *,
+    uid: str,
+    title: str,
+    description: str,
+    rows: tuple[m.Row, ...],
+    all_instances: bool = True,
+    time_from: str = m.Dashboard.time_from,
+) -> m.Dashboard:
+    """A nodeslo dashboard: the tag, the variables, links to the others, alert annotations."""
+    return m.Dashboard(
+        uid=uid,
+        title=title,
+        description=description,
+        tags=(TAG,),
+        variables=variables(all_instances=all_instances),
+        rows=rows,
+        links=dashboard_links(profile),
+        annotations=(alert_annotation(profile),),
+        time_from=time_from,
+    )
+
+
+class Limited(TypedDict):
+    queries: tuple[m.Query, ...]
+    overrides: tuple[m.Override, ...]
+
+
+def against_limits(values: tuple[m.Query, ...], *limits: tuple[m.Query, str]) -> Limited:
+    """Panel queries: the values, then each limit drawn as a dashed line of its colour
+    (a limit the data carries: the device's own threshold, the most seen lately).
+    Grafana names queries A, B, C... by position, which the overrides match."""
+    first = len(values)
+    return Limited(
+        queries=(*values, *(query for query, _ in limits)),
+        overrides=tuple(
+            m.reference_line("byFrameRefID", chr(ord("A") + first + i), color)
+            for i, (_, color) in enumerate(limits)
+        ),
     )

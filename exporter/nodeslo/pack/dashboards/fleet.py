@@ -13,6 +13,7 @@ from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
 from nodeslo.pack.dashboards import bmc as bmc_panels
 from nodeslo.pack.dashboards import common as c
+from nodeslo.pack.dashboards import links
 from nodeslo.pack.dashboards import model as m
 from nodeslo.profile import Profile
 
@@ -23,24 +24,22 @@ PLAIN = ("custom.cellOptions", {"type": "auto"})
 
 
 def dashboard(profile: Profile) -> m.Dashboard:
-    return m.Dashboard(
+    return c.dashboard(
+        profile,
         uid=c.FLEET_UID,
         title="nodeslo / Fleet",
         description=(
             f"Every server against the profile {profile.name!r}: SLO compliance and burn, "
             "firing alerts, NVMe wear, firmware skew, tuning drift."
         ),
-        tags=(c.TAG,),
-        variables=c.variables(),
         rows=(
             m.Row("SLOs", _slo_panels(profile)),
             m.Row("Alerts", _alert_panels(profile)),
             m.Row("NVMe wear", _wear_panels(profile)),
             m.Row("BMC", (bmc_panels.fleet_panel(profile),)),
             m.Row("Firmware and tuning", (_firmware_panel(profile), _tuning_panel(profile))),
+            links.fleet_row(profile),
         ),
-        links=c.dashboard_links(profile),
-        annotations=(c.alert_annotation(profile),),
     )
 
 

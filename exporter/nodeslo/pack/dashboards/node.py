@@ -16,6 +16,7 @@ from nodeslo.pack import catalog, promql
 from nodeslo.pack.catalog import cpu
 from nodeslo.pack.dashboards import bmc as bmc_panels
 from nodeslo.pack.dashboards import common as c
+from nodeslo.pack.dashboards import links
 from nodeslo.pack.dashboards import model as m
 from nodeslo.profile import SLO, LatencySLI, Profile, TimeSLI
 from nodeslo.units import human_seconds
@@ -27,15 +28,14 @@ CPU_CHIPS = f'chip_name=~"{catalog.CPU_CHIPS}"'
 
 
 def dashboard(profile: Profile) -> m.Dashboard:
-    return m.Dashboard(
+    return c.dashboard(
+        profile,
         uid=c.NODE_UID,
         title="nodeslo / Node",
         description=(
             f"One server against the profile {profile.name!r}: latency SLOs measured by the "
             "probes, storage, CPU determinism, memory, NVMe health and redundancy."
         ),
-        tags=(c.TAG,),
-        variables=c.variables(all_instances=False),
         rows=(
             _probe_row(profile),
             _storage_row(profile),
@@ -45,10 +45,10 @@ def dashboard(profile: Profile) -> m.Dashboard:
             _memory_row(profile),
             _nvme_row(profile),
             _redundancy_row(profile),
+            links.node_row(profile),
             _exporter_row(profile),
         ),
-        links=c.dashboard_links(profile),
-        annotations=(c.alert_annotation(profile),),
+        all_instances=False,
     )
 
 
@@ -295,14 +295,18 @@ def _frequency_panel(profile: Profile) -> m.TimeSeries:
         title="CPU frequency per package",
         description="Average and lowest current frequency of each package's CPUs; the "
         f"dashed line is the hardware maximum (turbo included).{line}",
-        queries=(
-            m.Query(c.raw("nodeslo_cpu_frequency_average_hertz"), c.legend("package") + " avg"),
-            m.Query(c.raw("nodeslo_cpu_frequency_min_hertz"), c.legend("package") + " min"),
-            m.Query(c.raw("nodeslo_cpu_frequency_max_hertz"), c.legend("package") + " hw max"),
+        **c.against_limits(
+            (
+                m.Query(c.raw("nodeslo_cpu_frequency_average_hertz"), c.legend("package") + " avg"),
+                m.Query(c.raw("nodeslo_cpu_frequency_min_hertz"), c.legend("package") + " min"),
+            ),
+            (
+                m.Query(c.raw("nodeslo_cpu_frequency_max_hertz"), c.legend("package") + " hw max"),
+                m.BLUE,
+            ),
         ),
         unit="hertz",
         steps=() if target is None else m.below(target),
-        overrides=(m.reference_line("byFrameRefID", "C", m.BLUE),),
         width=12,
         links=c.runbooks(profile, "CPUGovernorNotPerformance", "CPUTurboDisabled"),
     )
@@ -371,25 +375,29 @@ def _temperature_panel(profile: Profile) -> m.TimeSeries:
         "and crit (red) limits of the chip's sensors: their own, else the profile's for the "
         "CPU vendor (health.cpu.temperature_max / temperature_crit; k10temp on AMD Zen "
         "reports none). The alerts compare each sensor with its own limits.",
-        queries=(
-            m.Query(
-                f"max by ({keep}) ({c.raw('nodeslo_hwmon_temperature_celsius', CPU_CHIPS)})",
-                c.legend("chip") + " hottest",
+        **c.against_limits(
+            (
+                m.Query(
+                    f"max by ({keep}) ({c.raw('nodeslo_hwmon_temperature_celsius', CPU_CHIPS)})",
+                    c.legend("chip") + " hottest",
+                ),
             ),
-            m.Query(
-                f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'max', c.raw)}\n)",
-                c.legend("chip") + " max",
+            (
+                m.Query(
+                    f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'max', c.raw)}\n)",
+                    c.legend("chip") + " max",
+                ),
+                m.ORANGE,
             ),
-            m.Query(
-                f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'crit', c.raw)}\n)",
-                c.legend("chip") + " crit",
+            (
+                m.Query(
+                    f"min by ({keep}) (\n{cpu.temperature_limit(profile, 'crit', c.raw)}\n)",
+                    c.legend("chip") + " crit",
+                ),
+                m.RED,
             ),
         ),
         unit="celsius",
-        overrides=(
-            m.reference_line("byFrameRefID", "B", m.ORANGE),
-            m.reference_line("byFrameRefID", "C", m.RED),
-        ),
         width=12,
         links=c.runbooks(
             profile, "CPUTemperatureHigh", "CPUTemperatureCritical", "CPUTemperatureUnmonitored"
@@ -764,16 +772,18 @@ def _nvme_row(profile: Profile) -> m.Row:
                 title="NVMe available spare against the drive's threshold",
                 description="Spare blocks left; dashed, the highest threshold the drives set "
                 "for themselves. Below it a drive can no longer remap failing blocks.",
-                queries=(
-                    m.Query(c.raw("nodeslo_nvme_available_spare_ratio"), c.legend("controller")),
-                    m.Query(
-                        f"max by ({keep}) "
-                        f"({c.raw('nodeslo_nvme_available_spare_threshold_ratio')})",
-                        c.legend() + " threshold",
+                **c.against_limits(
+                    (m.Query(c.raw("nodeslo_nvme_available_spare_ratio"), c.legend("controller")),),
+                    (
+                        m.Query(
+                            f"max by ({keep}) "
+                            f"({c.raw('nodeslo_nvme_available_spare_threshold_ratio')})",
+                            c.legend() + " threshold",
+                        ),
+                        m.RED,
                     ),
                 ),
                 unit="percentunit",
-                overrides=(m.reference_line("byFrameRefID", "B", m.RED),),
                 legend_calcs=("lastNotNull",),
                 width=12,
                 links=c.runbooks(profile, "NVMeSpareBelowThreshold"),
@@ -782,22 +792,24 @@ def _nvme_row(profile: Profile) -> m.Row:
                 title="NVMe composite temperature against WCTEMP and CCTEMP",
                 description="Composite temperature per controller; dashed, the lowest warning "
                 "(WCTEMP, orange) and critical (CCTEMP, red) threshold of the drives.",
-                queries=(
-                    m.Query(composite, c.legend("controller")),
-                    m.Query(
-                        limit("nodeslo_nvme_temperature_threshold_celsius", 'level="warning"'),
-                        c.legend() + " WCTEMP",
+                **c.against_limits(
+                    (m.Query(composite, c.legend("controller")),),
+                    (
+                        m.Query(
+                            limit("nodeslo_nvme_temperature_threshold_celsius", 'level="warning"'),
+                            c.legend() + " WCTEMP",
+                        ),
+                        m.ORANGE,
                     ),
-                    m.Query(
-                        limit("nodeslo_nvme_temperature_threshold_celsius", 'level="critical"'),
-                        c.legend() + " CCTEMP",
+                    (
+                        m.Query(
+                            limit("nodeslo_nvme_temperature_threshold_celsius", 'level="critical"'),
+                            c.legend() + " CCTEMP",
+                        ),
+                        m.RED,
                     ),
                 ),
                 unit="celsius",
-                overrides=(
-                    m.reference_line("byFrameRefID", "B", m.ORANGE),
-                    m.reference_line("byFrameRefID", "C", m.RED),
-                ),
                 legend_calcs=("lastNotNull", "max"),
                 width=12,
                 links=c.runbooks(profile, "NVMeTemperatureHigh", "NVMeTemperatureCritical"),
@@ -871,16 +883,18 @@ def _present_panel(
         description=f"{what} the host has now, and (dashed) the most it had within the last "
         f"{window}: a gap between the two lines is a device that disappeared, and pages "
         f"({alert}) until it is back or the {window} have passed.",
-        queries=(
-            m.Query(f"max by ({keep}) ({c.recorded(record)})", c.legend() + " now"),
-            m.Query(
-                f"max by ({keep}) (max_over_time({c.recorded(record)}[{window}]))",
-                c.legend() + f" most within {window}",
+        **c.against_limits(
+            (m.Query(f"max by ({keep}) ({c.recorded(record)})", c.legend() + " now"),),
+            (
+                m.Query(
+                    f"max by ({keep}) (max_over_time({c.recorded(record)}[{window}]))",
+                    c.legend() + f" most within {window}",
+                ),
+                m.RED,
             ),
         ),
         unit="none",
         decimals=0,
-        overrides=(m.reference_line("byFrameRefID", "B", m.RED),),
         legend_calcs=("lastNotNull",),
         width=width,
         links=c.runbooks(profile, alert),

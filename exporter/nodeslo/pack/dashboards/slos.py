@@ -20,18 +20,15 @@ from nodeslo.units import human_seconds
 
 def dashboard(profile: Profile) -> m.Dashboard:
     period = promql.duration(profile.period_seconds)
-    return m.Dashboard(
+    return c.dashboard(
+        profile,
         uid=c.SLOS_UID,
         title="nodeslo / SLOs",
         description=(
             f"The SLOs of the profile {profile.name!r} over its {period} period: SLI, "
             "burn rate per alert tier, error budget remaining."
         ),
-        tags=(c.TAG,),
-        variables=c.variables(),
         rows=tuple(_row(profile, slo) for slo in profile.slos),
-        links=c.dashboard_links(profile),
-        annotations=(c.alert_annotation(profile),),
         time_from="now-7d",
     )
 
