@@ -45,7 +45,9 @@ from nodeslo.privsep.server import Refusal, Response, failure
 
 REQUEST = struct.Struct("<IBBBB8sI")
 assert REQUEST.size == 20 and MAX_REQUEST_DATA <= 8
-DEFAULT_SOCKET = "/run/nodeslo/bmc-helper.sock"
+# In a directory of its own, root's: the helper refuses one others may write, and the
+# exporter's /run/nodeslo is the nodeslo user's (as nodeslo-bmc-helper.service has it).
+DEFAULT_SOCKET = "/run/nodeslo-bmc/helper.sock"
 # No capability: uid 0 opens the root-only node; nothing else is privileged.
 HELPER_CAPABILITIES: frozenset[int] = frozenset()
 BMC_KEY = "bmc"
