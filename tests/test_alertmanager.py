@@ -45,7 +45,7 @@ def test_amtool_check_config(amtool: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    assert "6 inhibit rules" in result.stdout
+    assert "9 inhibit rules" in result.stdout
     assert "1 templates" in result.stdout
 
 
@@ -231,6 +231,25 @@ CASES: list[tuple[dict[str, str], bool]] = [
     ({"alertname": "NVMeTemperatureHigh", **HOST, "controller": "nvme4",
       "severity": "warning"}, True),
     ({"alertname": "NVMeTemperatureHigh", **HOST, "controller": "nvme5",
+      "severity": "warning"}, False),
+    # A failed PSU pages alone: the redundancy loss it causes is part of that page...
+    ({"alertname": "PowerSupplyFailed", **HOST, "sensor": "PSU2 Status",
+      "state": "failure_detected", "severity": "critical"}, False),
+    ({"alertname": "PowerRedundancyLost", **HOST, "cause": "healthy_psus",
+      "severity": "critical"}, True),
+    # ...on that server only; elsewhere lost redundancy covers its warnings.
+    ({"alertname": "PowerRedundancyLost", "instance": "pm2:10131", "cluster": "eu1",
+      "cause": "redundancy_sensor", "sensor": "PS Redundancy", "severity": "critical"}, False),
+    ({"alertname": "PowerRedundancyLost", "instance": "pm2:10131", "cluster": "eu1",
+      "cause": "power_draw", "severity": "warning"}, True),
+    ({"alertname": "PowerRedundancyLost", "instance": "pm5:10131", "cluster": "eu1",
+      "cause": "power_draw", "severity": "warning"}, False),
+    # Critical inlet air covers the warning of the same sensor only.
+    ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Inlet Temp", "cause": "threshold",
+      "severity": "critical"}, False),
+    ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Inlet Temp", "cause": "threshold",
+      "severity": "warning"}, True),
+    ({"alertname": "InletTemperatureHigh", **HOST, "sensor": "Ambient", "cause": "threshold",
       "severity": "warning"}, False),
     # A NIC that is down covers its own flaps, not another NIC's.
     ({"alertname": "NetworkLinkDown", **HOST, "interface": "ens1f1np1",

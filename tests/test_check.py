@@ -45,6 +45,8 @@ VARIANTS = (
     "microcode-mixed",
     "ecc-ue",
     "ecc-absent",
+    "bmc-faults",
+    "bmc-no-driver",
     "pcie-degraded",
     "nic-degraded",
     "link-down",
@@ -264,7 +266,9 @@ def check(tree: Path, *flags: str) -> tuple[int, str, str]:
 
 def replay(tree: Path) -> list[str]:
     directory = tree / "nvme-replay"
-    return [f"--collector.nvme.replay-dir={directory}"] if directory.is_dir() else []
+    flags = [f"--collector.nvme.replay-dir={directory}"] if directory.is_dir() else []
+    recording = tree / "bmc-replay.json"
+    return flags + ([f"--collector.bmc.replay={recording}"] if recording.is_file() else [])
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -308,6 +312,10 @@ def test_golden_check_output(
         ("microcode-mixed", {"microcode"}),
         ("ecc-ue", {"ecc_uncorrectable"}),
         ("ecc-absent", {"ecc_reporting"}),
+        # Without its recording the BMC is not read: nothing to judge (skip)...
+        ("bmc-faults", set()),
+        # ...but a BMC the firmware declares and the kernel has no device for fails.
+        ("bmc-no-driver", {"bmc"}),
         ("pcie-degraded", {"pcie_links", "pcie_errors", "nvme_link"}),
         ("nic-degraded", {"network_speed"}),
         ("link-down", {"network_speed", "rdma_ports"}),
@@ -323,6 +331,33 @@ def test_each_variant_fails_exactly_its_own_checks(
     found = {c["setting"] for c in document["checks"] if c["verdict"] in ("fail", "error")}
     assert found == failing
     assert status == (1 if failing else 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "failing"),
+    [
+        ("seed-spec-tuned", set()),
+        (
+            "bmc-faults",
+            {"psu", "psu_redundancy:PS Redundancy", "fans", "inlet", "bmc_sensors"},
+        ),
+    ],
+)
+def test_the_bmc_recording_fails_exactly_its_faults(
+    trees: dict[str, Path], name: str, failing: set[str]
+) -> None:
+    """The faults the QEMU test injects, recorded from the simulated BMC, replayed."""
+    status, out, _ = check(trees[name], "--format=json", *replay(trees[name]))
+    checks = {c["setting"]: c for c in json.loads(out)["checks"]}
+    assert {s for s, c in checks.items() if c["verdict"] in ("fail", "error")} == failing
+    assert status == (1 if failing else 0)
+    if failing:
+        assert (
+            checks["psu"]["actual"] == "1 of 2 healthy (PSU2 Status: failure_detected+input_lost)"
+        )
+        assert checks["fans"]["actual"] == "FAN1 800 RPM <= 1000"
+        assert checks["inlet"]["actual"] == "Inlet Temp 42 °C >= 27"
+        assert checks["bmc_sensors"]["actual"] == "DIMM C (memory)"
 
 
 def test_exit_status_end_to_end(trees: dict[str, Path], tmp_path: Path) -> None:
@@ -343,6 +378,10 @@ def test_exit_status_end_to_end(trees: dict[str, Path], tmp_path: Path) -> None:
         (
             [*flags, "--collector.nvme.replay-dir=/nonexistent"],
             "--collector.nvme.replay-dir: /nonexistent is not a directory",
+        ),
+        (
+            [*flags, "--collector.bmc.replay=/nonexistent.json"],
+            "--collector.bmc.replay: /nonexistent.json is not a file",
         ),
     ):
         result = d.run_cli("check", *args)

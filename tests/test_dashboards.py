@@ -299,6 +299,7 @@ def test_the_issue_s_panels_exist(profile: Profile, docs: dict[str, dict[str, An
     has("nodeslo-fleet", "projected wear-out")
     has("nodeslo-fleet", "Firmware versions by model")
     has("nodeslo-fleet", "Tuning compliance")
+    has("nodeslo-fleet", "BMC", "power supplies", "inlet")
     for slo in common.latency_slos(profile):
         has("nodeslo-node", slo.name, "latency distribution")
         has("nodeslo-node", slo.name, "P50", common.quantile_name(slo.objective))
@@ -324,6 +325,13 @@ def test_the_issue_s_panels_exist(profile: Profile, docs: dict[str, dict[str, An
         ("write amplification",),
         ("md arrays",),
         ("ZFS pools",),
+        ("Healthy power supplies",),
+        ("Power supplies and redundancy",),
+        ("BMC read",),
+        ("Fans", "lower critical"),
+        ("Inlet air",),
+        ("Sensors not ok",),
+        ("SEL events",),
     ):
         has("nodeslo-node", *words)
     for slo in profile.slos:
@@ -437,6 +445,7 @@ health:
   cpu: {throttling_window: 5m}
   memory: {correctable_errors_max: 7, numa_remote_max: 4%, correctable_errors_window: 12h}
   power: {psu_capacity_watts: 1800, psu_count: 3}
+  bmc: {fan_min_rpm: 800, inlet_warning_celsius: 25, inlet_critical_celsius: 32}
 tuning: {max_cstate_exit_latency: 5us}
 capacity:
   iops: 2500000
@@ -468,6 +477,7 @@ def test_a_site_profile_moves_every_threshold(tmp_path: Path, profile: Profile) 
         *(0.7, 2.5, 20 * 86400.0),  # NVMe wear warning, WAF, wear-out horizon
         *(2.5e6, 3.2e9, 1300.0, 3600.0),  # IOPS, all-core frequency, peak power, 2 x 1800 W
         *(640e9, 800e9, 7.0, 0.04),  # memory bandwidth target and peak, ECC, NUMA
+        *(3.0, 25.0, 32.0),  # healthy PSUs, inlet warning and critical
     )
     for expected in site_targets:
         assert any(math.isclose(expected, v, rel_tol=1e-6) for v in values), (
@@ -477,6 +487,7 @@ def test_a_site_profile_moves_every_threshold(tmp_path: Path, profile: Profile) 
     assert "https://runbooks.example.com/nodeslo/NVMeWearHigh.md" in text
     assert "over the last 5m" in text and "over the last 2h" in text and "28d" in text
     assert "(exit latency > 5µs)" in text and "> 5e-06" in text
+    assert "without one, 800 RPM" in text and "from 25 °C" in text
 
 
 def test_a_profile_without_optional_targets_draws_no_line_for_them(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A Prometheus (Debian package) scrapes two `nodeslo serve` every second: one on the
 seed-spec fixture with both probes running, one on a degraded host (the tuned seed
 spec with a degraded and resyncing RAID, a degraded ZFS pool, an uncorrectable ECC
-error, a failing NVMe drive, thermal throttling, tuning drift, mixed microcode). The
+error, a failing NVMe drive, thermal throttling, tuning drift, mixed microcode, and a
+BMC recording with a failed PSU, a stopped fan and hot inlet air). The
 generated recording and alerting rules are loaded and evaluated every second, time
 compressed: `for:` through the profile's `alerting.for_scale` (the knob for such
 tests) so alerts fire within the test, and the hourly group (the period's ratio) every
@@ -69,6 +70,7 @@ DEGRADED_FAULTS = (
     "thermal-throttling",
     "tuning-drift",
     "microcode-mixed",
+    "bmc-faults",
     "pcie-degraded",
     "nic-degraded",
     "dimm-missing",
@@ -78,6 +80,9 @@ DEGRADED_FAULTS = (
 # against the degraded host, where they must return data.
 UNHEALTHY_ONLY = {
     ("nodeslo-node", "md resync / recovery progress", "A"): "no series while no array syncs",
+    ("nodeslo-node", "Sensors not ok", "A"): "no BMC sensor above ok",
+    ("nodeslo-fleet", "BMC: power supplies, fans, inlet air", "B"): "no fan at its LC",
+    ("nodeslo-fleet", "BMC: power supplies, fans, inlet air", "D"): "no critical sensor",
     ("nodeslo-fleet", "Hosts that differ from the profile's inventory", "A"): "the seed spec "
     "conforms",
 }
@@ -241,6 +246,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         d.running(
             healthy_root,
             f"--collector.nvme.replay-dir={healthy_root}/nvme-replay",
+            f"--collector.bmc.replay={healthy_root}/bmc-replay.json",
             *nvme,
             "--probe.storage",
             f"--probe.storage.target={probe_dir}",
@@ -249,7 +255,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             "--probe.wakeup.engine=python",
         ) as healthy,
         d.running(
-            degraded_root, f"--collector.nvme.replay-dir={degraded_root}/nvme-replay", *nvme
+            degraded_root,
+            f"--collector.nvme.replay-dir={degraded_root}/nvme-replay",
+            f"--collector.bmc.replay={degraded_root}/bmc-replay.json",
+            *nvme,
         ) as degraded,
         s.running(
             work,

@@ -5,8 +5,9 @@ qemu-nvme uses them) with a Debian 12 root file system image built by debootstra
 Debian's packages (tests/support/debian-rootfs.sh), cached under
 ~/.cache/nodeslo/rootfs-<hash>.img (the hash covers the script, the package list and the
 kernel; ~1.5-3 min to build when missing). systemd is PID 1; QEMU's -snapshot keeps the
-cached image unchanged. The guest gets one emulated NVMe controller, so the helper has
-work. tests/support/systemd_guest.py runs inside: it installs the package with dpkg and
+cached image unchanged. The guest gets one emulated NVMe controller and QEMU's simulated
+BMC behind a KCS interface (declared in ACPI and SMBIOS like a server's), so both
+helpers have work. tests/support/systemd_guest.py runs inside: it installs the package with dpkg and
 records what the units did; the tests below read that record.
 
 The package comes from $NODESLO_DEB (.ci/run builds it with `make deb`) or is built here.
@@ -156,6 +157,11 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         f"file={nvme},if=none,id=nvm0,format=raw",
         "-device",
         "nvme,drive=nvm0,serial=NODESLO0001",
+        # A BMC: the guest's ipmi_si binds it by its ACPI IPI0001 entry, as on a server.
+        "-device",
+        "ipmi-bmc-sim,id=bmc0",
+        "-device",
+        "isa-ipmi-kcs,bmc=bmc0",
         "-virtfs",
         f"local,path={share},mount_tag=share,security_model=none",
         "-nographic",
@@ -224,6 +230,29 @@ def test_the_nvme_helper_holds_cap_sys_admin_only_and_serves_the_exporter(
         value(metrics, "nodeslo_nvme_temperature_celsius", controller="nvme0", sensor="composite")
         > 0
     )
+
+
+def test_the_bmc_helper_is_root_with_no_capability_and_serves_the_exporter(
+    guest: dict[str, Any],
+) -> None:
+    """The unit's chain on a real systemd: ipmi_devintf loaded (the package's
+    modules-load.d file, and postinst for this boot), the device cgroup letting the
+    helper open /dev/ipmi0 (DeviceAllow=char-ipmidev), its socket, the exporter reading
+    the BMC through it."""
+    status = guest["status"]["nodeslo-bmc-helper.service"]
+    assert status["Uid"].split()[0] == "0"
+    for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert caps(status, key) == 0, (key, status)
+    assert status["NoNewPrivs"] == "1"
+    ipmi = guest["ipmi"]
+    assert "ipmi_devintf" in ipmi["modules"] and "ipmi_si" in ipmi["modules"], ipmi
+    assert ipmi["device"]["rc"] == 0, ipmi
+    metrics = guest["metrics"]
+    assert value(metrics, "nodeslo_bmc_up", reason="") == 1, ipmi["helper_journal"]
+    assert value(metrics, "nodeslo_collector_success", collector="bmc") == 1
+    assert "nodeslo_bmc_info{" in metrics
+    # QEMU's simulated BMC has one sensor in its SDR, the watchdog, read through the helper.
+    assert value(metrics, "nodeslo_bmc_sensor_severity", sensor="Watchdog") == 0
 
 
 def test_the_wakeup_probe_runs_cyclictest_as_nodeslo_with_cap_sys_nice_only(

@@ -152,13 +152,14 @@ def _pod() -> dict[str, Any]:
     return pod
 
 
-def test_only_the_nvme_helper_is_privileged() -> None:
+def test_only_the_device_helpers_are_privileged() -> None:
     pod = _pod()
     assert pod["hostPID"] is False and pod["hostNetwork"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     containers = {c["name"]: c for c in pod["containers"] + pod["initContainers"]}
     privileged = {n for n, c in containers.items() if c["securityContext"].get("privileged")}
-    assert privileged == {"nvme-helper"}
+    # Device access without a device plugin; each drops its capabilities when it starts.
+    assert privileged == {"nvme-helper", "bmc-helper"}
     exporter = containers["nodeslo"]["securityContext"]
     assert exporter["capabilities"] == {"drop": ["ALL"]}
     assert exporter["allowPrivilegeEscalation"] is False
@@ -168,11 +169,10 @@ def test_only_the_nvme_helper_is_privileged() -> None:
     assert set(init["capabilities"]["add"]) <= {"CHOWN", "FOWNER"}
 
 
-def test_host_mounts_are_read_only_and_the_socket_is_shared() -> None:
+def test_host_mounts_are_read_only_and_the_sockets_are_shared() -> None:
     pod = _pod()
     volumes = {v["name"]: v for v in pod["volumes"]}
     exporter = next(c for c in pod["containers"] if c["name"] == "nodeslo")
-    helper = next(c for c in pod["containers"] if c["name"] == "nvme-helper")
     mounts = {m["name"]: m for m in exporter["volumeMounts"]}
     for name, host_path in (("sys", "/sys"), ("proc", "/proc"), ("udev", "/run/udev")):
         assert volumes[name]["hostPath"]["path"] == host_path
@@ -180,9 +180,16 @@ def test_host_mounts_are_read_only_and_the_socket_is_shared() -> None:
     # The probe's directory is the one writable host path, and where the profile says.
     assert volumes["probe"]["hostPath"]["path"] == mounts["probe"]["mountPath"]
     assert load_profile().probes.storage.targets == (mounts["probe"]["mountPath"],)
-    assert "emptyDir" in volumes["nvme-socket"]
-    helper_mounts = {m["name"]: m["mountPath"] for m in helper["volumeMounts"]}
-    assert helper_mounts["nvme-socket"] == mounts["nvme-socket"]["mountPath"]
+    for name, volume in (("nvme-helper", "nvme-socket"), ("bmc-helper", "bmc-socket")):
+        helper = next(c for c in pod["containers"] if c["name"] == name)
+        assert "emptyDir" in volumes[volume]
+        helper_mounts = {m["name"]: m["mountPath"] for m in helper["volumeMounts"]}
+        assert helper_mounts[volume] == mounts[volume]["mountPath"]
+        # An emptyDir is writable by all, and a helper refuses to listen in a directory
+        # others may write: the socket goes in a directory below it, which the helper
+        # creates (root's, 0755).
+        socket_dir = Path(cli.build_parser().parse_args(helper["args"]).socket).parent
+        assert socket_dir.parent == Path(mounts[volume]["mountPath"]), name
 
 
 def test_container_arguments_parse_with_the_real_cli() -> None:
@@ -190,12 +197,18 @@ def test_container_arguments_parse_with_the_real_cli() -> None:
     parser = cli.build_parser()
     exporter = next(c for c in pod["containers"] if c["name"] == "nodeslo")
     helper = next(c for c in pod["containers"] if c["name"] == "nvme-helper")
+    bmc = next(c for c in pod["containers"] if c["name"] == "bmc-helper")
     served = parser.parse_args(exporter["args"])
     helped = parser.parse_args(helper["args"])
+    bmc_helped = parser.parse_args(bmc["args"])
     assert served.command == "serve" and helped.command == "nvme-helper"
+    assert bmc_helped.command == "bmc-helper"
     assert served.nvme_helper_socket == helped.socket
+    assert served.bmc_helper_socket == bmc_helped.socket
     uid = str(pod["securityContext"]["runAsUser"])
     assert helped.allow_user == [uid] and helped.socket_group == uid
+    assert bmc_helped.allow_user == [uid] and bmc_helped.socket_group == uid
+    assert bmc_helped.path_sysfs == served.path_sysfs  # the presence test reads both
     (address,) = served.web_listen_address  # one address (the flag is repeatable)
     port = address[1]
     assert exporter["ports"][0]["containerPort"] == port
@@ -295,6 +308,7 @@ def test_the_readme_overlay_builds_on_a_generated_base(tmp_path: Path) -> None:
     assert {c["name"] for c in containers} == {
         "nodeslo",
         "nvme-helper",
+        "bmc-helper",
         "wakeup-probe",
         "probe-dir",
     }

@@ -22,9 +22,11 @@ UNITS = REPO / "deploy" / "systemd"
 MAIN = UNITS / "nodeslo.service"
 HELPER = UNITS / "nodeslo-nvme-helper.service"
 WAKEUP = UNITS / "nodeslo-wakeup-probe.service"
+BMC_HELPER = UNITS / "nodeslo-bmc-helper.service"
+MODULES_LOAD = REPO / "deploy" / "modules-load.d" / "nodeslo-ipmi.conf"
 # Measured with systemd 252: nodeslo.service 1.2, nodeslo-nvme-helper.service 1.3,
-# nodeslo-wakeup-probe.service 0.8.
-EXPOSURE_BOUND = {MAIN.name: 1.5, HELPER.name: 1.5, WAKEUP.name: 1.0}
+# nodeslo-wakeup-probe.service 0.8, nodeslo-bmc-helper.service 1.0.
+EXPOSURE_BOUND = {MAIN.name: 1.5, HELPER.name: 1.5, WAKEUP.name: 1.0, BMC_HELPER.name: 1.2}
 INSTALLED_BINARY = "/usr/bin/nodeslo"
 
 
@@ -119,6 +121,50 @@ def test_helper_holds_exactly_cap_sys_admin_and_no_network() -> None:
     assert one(unit, "Service.DeviceAllow") == "char-nvme r"
 
 
+def test_bmc_helper_holds_no_capability_no_network_and_the_ipmi_device_only() -> None:
+    unit = parse_unit(BMC_HELPER)
+    assert one(unit, "Service.User") == "root"  # /dev/ipmi0 is root's 0600
+    assert one(unit, "Service.CapabilityBoundingSet") == ""
+    assert one(unit, "Service.AmbientCapabilities") == ""
+    assert one(unit, "Service.NoNewPrivileges") == "yes"
+    assert one(unit, "Service.PrivateNetwork") == "yes"
+    assert one(unit, "Service.RestrictAddressFamilies") == "AF_UNIX"
+    assert one(unit, "Service.DevicePolicy") == "closed"
+    assert one(unit, "Service.DeviceAllow") == "char-ipmidev rw"
+    assert "Service.PrivateDevices" not in unit  # it would hide /dev/ipmi0
+    # Started where the collector's presence test may find a BMC: the same three paths.
+    conditions = unit["Unit.ConditionPathExistsGlob"]
+    assert all(c.startswith("|") for c in conditions)  # any one of them
+    assert {c[1:] for c in conditions} == {
+        "/sys/class/ipmi/ipmi*",
+        "/sys/bus/acpi/devices/IPI0001:*",
+        "/sys/firmware/dmi/entries/38-*",
+    }
+    # The ipmidev major exists only once ipmi_devintf is loaded (DeviceAllow by name).
+    modules = [line for line in MODULES_LOAD.read_text().splitlines() if line and line[0] != "#"]
+    assert modules == ["ipmi_devintf"]
+    assert "systemd-modules-load.service" in one(unit, "Unit.After").split()
+
+
+def test_the_bmc_helper_unit_and_the_exporter_agree_on_socket_user_and_flags() -> None:
+    main, helper = parse_unit(MAIN), parse_unit(BMC_HELPER)
+    main_args, helper_args = exec_args(main), exec_args(helper)
+    parser = cli.build_parser()
+    assert parser.parse_args(helper_args).command == "bmc-helper"
+    socket_path = flag(helper_args, "--socket")[0]
+    assert flag(main_args, "--collector.bmc.helper-socket") == [socket_path]
+    assert parser.parse_args(main_args).bmc_helper_socket == socket_path
+    assert Path(socket_path).parent == Path("/run") / one(helper, "Service.RuntimeDirectory")
+    user = one(main, "Service.User")
+    assert flag(helper_args, "--allow-user") == [user]
+    assert flag(helper_args, "--socket-group") == [user]
+    assert one(helper, "Service.Group") == user  # the socket's directory is root:nodeslo
+    assert one(helper, "Service.Type") == "notify"  # READY=1 once the socket listens
+    assert one(helper, "Unit.Before") == MAIN.name
+    assert BMC_HELPER.name in one(main, "Unit.Wants").split()
+    assert BMC_HELPER.name in one(main, "Unit.After").split()
+
+
 def test_the_wakeup_probe_holds_exactly_cap_sys_nice_as_the_nodeslo_user() -> None:
     unit, main = parse_unit(WAKEUP), parse_unit(MAIN)
     assert one(unit, "Service.User") == one(main, "Service.User")
@@ -173,7 +219,7 @@ def _local_copy(unit: Path, out: Path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("unit", [MAIN, HELPER, WAKEUP], ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", [MAIN, HELPER, WAKEUP, BMC_HELPER], ids=lambda p: p.name)
 def test_systemd_analyze_verify_is_clean(analyze: str, unit: Path, tmp_path: Path) -> None:
     copy = _local_copy(unit, tmp_path)
     result = subprocess.run(
@@ -190,7 +236,7 @@ def test_systemd_analyze_verify_is_clean(analyze: str, unit: Path, tmp_path: Pat
     assert complaints == [], complaints
 
 
-@pytest.mark.parametrize("unit", [MAIN, HELPER, WAKEUP], ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", [MAIN, HELPER, WAKEUP, BMC_HELPER], ids=lambda p: p.name)
 def test_exposure_stays_below_the_bound(analyze: str, unit: Path) -> None:
     result = subprocess.run(
         [analyze, "security", "--offline=yes", "--no-pager", str(unit)],

@@ -44,6 +44,11 @@ CASES = [
     ("amd-no-cpufreq", "amd-no-cpufreq", ("cpufreq", "thermal")),
     ("seed-spec-nvme", "seed-spec", ("nvme",)),
     ("nvme-failing", "nvme-failing", ("nvme",)),
+    ("seed-spec-bmc", "seed-spec", ("bmc",)),
+    ("bmc-faults", "bmc-faults", ("bmc",)),
+    # No recording and no BMC in the tree: only bmc_up{reason="absent"} 0.
+    ("bmc-absent", "seed-spec", ("bmc",)),
+    ("bmc-no-driver", "bmc-no-driver", ("bmc",)),
     ("seed-spec-links", "seed-spec", ("pcie", "network")),
     ("seed-spec-inventory", "seed-spec", ("inventory",)),
     ("pcie-degraded", "pcie-degraded", ("pcie",)),
@@ -57,6 +62,8 @@ EXTRA_FLAGS: dict[str, tuple[str, ...]] = {
     "seed-spec-amd-cpu": ("--collector.cpuidle.mispredictions",),
     "seed-spec-nvme": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
     "nvme-failing": ("--collector.nvme.replay-dir={tree}/nvme-replay",),
+    "seed-spec-bmc": ("--collector.bmc.replay={tree}/bmc-replay.json",),
+    "bmc-faults": ("--collector.bmc.replay={tree}/bmc-replay.json",),
 }
 
 

@@ -27,6 +27,7 @@ from nodeslo.nvme.requests import (
     Unsupported,
     command_for,
 )
+from nodeslo.privsep import server as privsep_server
 
 
 @pytest.mark.parametrize(
@@ -291,7 +292,7 @@ def test_helper_bounds_commands_in_flight() -> None:
 def test_a_flood_of_refused_requests_is_logged_once_with_a_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level("INFO", logger="nodeslo.nvme.helper")
+    caplog.set_level("INFO", logger="nodeslo.privsep")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server = helper.HelperServer(FakeDevice())  # type: ignore[arg-type]
     thread = threading.Thread(target=server.serve, args=(theirs,), daemon=True)
@@ -312,7 +313,7 @@ def test_a_flood_of_refused_requests_is_logged_once_with_a_count(
 def test_a_peer_that_stops_reading_holds_a_bounded_number_of_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(helper, "SEND_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(privsep_server, "SEND_TIMEOUT_SECONDS", 0.2)
     device = FakeDevice()
     device.pages = {f"nvme{i}": b"\x00" * 4096 for i in range(4000)}
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

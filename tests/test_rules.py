@@ -165,6 +165,7 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-cpu",
         "nodeslo-memory",
         "nodeslo-redundancy",
+        "nodeslo-bmc",
         "nodeslo-platform",
         "nodeslo-links",
         "nodeslo-inventory",
@@ -172,7 +173,7 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-pipeline",
         "nodeslo-hourly",
     ]
-    assert [g.get("interval") for g in groups] == [None] * 13 + ["1h"]
+    assert [g.get("interval") for g in groups] == [None] * 14 + ["1h"]
 
 
 def test_generation_is_deterministic(profile: Profile) -> None:
@@ -189,6 +190,8 @@ def test_each_recording_is_read_after_it_is_written(groups: list[dict[str, Any]]
         "instance_serial:nodeslo_nvme_percentage_used_ratio:hourly",
         "instance_slo:nodeslo_sli_errors:sum1h_rate5m",
         "instance_slo:nodeslo_sli_events:sum1h_rate5m",
+        "instance_sensor:nodeslo_bmc_sensor_severity:max1h",
+        "instance:nodeslo_bmc_up:max1h",
         "instance_interface:nodeslo_network_speed_bytes_per_second:max1h",
         "instance:nodeslo_inventory_memory_bytes:hourly",
         "instance:nodeslo_inventory_dimms:hourly",
@@ -415,7 +418,12 @@ def test_thresholds_come_from_the_profile(tmp_path: Path) -> None:
     assert by_name["NVMeWriteAmplificationHigh"]["expr"].endswith("> 2.5")
     assert by_name["NUMARemoteAccessHigh"]["expr"].endswith("> 0.1")
     assert by_name["MemoryCorrectableErrorsHigh"]["expr"].endswith("> 4")
-    assert by_name["PowerRedundancyLost"]["expr"].endswith("> 3200")
+    (draw,) = [
+        a
+        for a in alerts(rules.rule_groups(profile))
+        if a["alert"] == "PowerRedundancyLost" and a["labels"]["cause"] == "power_draw"
+    ]
+    assert draw["expr"].endswith("> 3200")
 
 
 def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
@@ -431,7 +439,8 @@ def test_alerts_the_profile_turns_off(tmp_path: Path) -> None:
     names = [a.name for a in rules.health_alerts(profile)]
     for gone in ("CPUGovernorNotPerformance", "CPUTurboDisabled", "DeepCStatesEnabled"):
         assert gone not in names
-    assert "PowerRedundancyLost" not in names
+    power_draw = [a for a in rules.health_alerts(profile) if ("cause", "power_draw") in a.labels]
+    assert power_draw == []  # one PSU: no "one PSU fewer" to compare the draw with
     absent = [
         a
         for a in rules.health_alerts(profile)
@@ -502,6 +511,7 @@ CONTRACT_EXTRAS = {
     "nodeslo_firmware_microcode_revisions",  # firmware collector
     "nodeslo_firmware_microcode_outdated",  # firmware collector
     "nodeslo_profile_last_reload_successful",  # the daemon's self metrics
+    "nodeslo_bmc_sensor_threshold",  # the BMC row's "thresholds per sensor" (bmc collector)
     "nodeslo_probe_wakeup_engine_info",  # the wake-up probe's engine (WakeupProbeEngineFallback)
     "nodeslo_probe_io_stalled_seconds",  # storage probe (NodeSLOStorageStalled, issue 13)
     # md as the kernel's sysfs reports it (redundancy collector, issue 13).

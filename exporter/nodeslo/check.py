@@ -5,7 +5,9 @@ the health findings the exporter alerts on, reading the same files through the
 collectors' public readers: ECC reporting present and no uncorrectable error, md
 arrays and ZFS pools not degraded, NVMe drives without a critical warning and above
 their spare threshold, no CPU throttled since boot, one microcode revision on every
-CPU. Each finding is a small function from what a reader returned to a `Finding`.
+CPU, and the BMC's view (reachable, PSUs healthy and redundant, fans turning, inlet air
+below its limits, no other sensor critical). Each finding is a small function from what
+a reader returned to a `Finding`.
 
 Verdicts: pass; fail; skip (nothing to judge: no NVMe, no thermal_throttle on AMD);
 error (the host's files could not be read, so the server cannot be certified).
@@ -19,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -33,14 +36,25 @@ from nodeslo.collectors.tuning import TuningReader, TuningResult
 from nodeslo.cpus import Topology
 from nodeslo.inventory.evaluate import InventoryResult, evaluate
 from nodeslo.inventory.facts import FactReader
+from nodeslo.ipmi import poller as bmc_poller
+from nodeslo.ipmi.ioctl import DeviceTransport
+from nodeslo.ipmi.recording import ReplayTransport
+from nodeslo.ipmi.requests import Transport
+from nodeslo.ipmi.sensor import SensorState
 from nodeslo.links.survey import PcieSurvey, survey
 from nodeslo.log import OnceLog
 from nodeslo.nvme.direct import DirectSource
 from nodeslo.nvme.poller import Poller
 from nodeslo.nvme.replay import ReplaySource
 from nodeslo.nvme.requests import PageSource
+from nodeslo.pack.catalog.bmc import (
+    PSU_FAILURE_STATES,
+    PSU_STATES,
+    REDUNDANCY_DEGRADED_STATES,
+    REDUNDANCY_LOST_STATES,
+)
 from nodeslo.paths import Roots
-from nodeslo.profile import Profile, ProfileError, load_profile
+from nodeslo.profile import BMCHealth, PowerHealth, Profile, ProfileError, load_profile
 from nodeslo.readers import ReadError, read_int
 
 Verdict = Literal["pass", "fail", "skip", "error"]
@@ -95,6 +109,15 @@ WHY = {
     "[5.3: microcode applied immediately]",
     "microcode_current": "the kernel knows a newer microcode for this CPU [5.3: microcode "
     "applied immediately]",
+    "bmc": "without the BMC, failed PSUs, stopped fans and hot inlet air go unseen [5.2]",
+    "psu": "with a PSU failed or missing, the next failure stops the server [5.2: dual "
+    "hot-swappable PSUs]",
+    "psu_redundancy": "the BMC itself says one more PSU or feed failure stops the server [5.2]",
+    "fans": "a failed fan takes the cooling margin that keeps the CPUs out of throttling "
+    "[5.2: airflow, 5.1]",
+    "inlet": "warm inlet air leads to throttling and thermal shutdown [5.2: hot/cold aisle "
+    "containment]",
+    "bmc_sensors": "the BMC judges a component critical (a voltage rail, a DIMM, a CPU) [5.2]",
 }
 # The inventory and links rows: the spec's reason in words.
 WHY |= {
@@ -315,6 +338,127 @@ def throttle_finding(events: dict[str, int] | None) -> Finding:
     return finding("cpu_throttling", "none since boot", actual, "fail")
 
 
+_PSU_STATES = frozenset(PSU_STATES.split("|"))
+_PSU_FAILURE_STATES = frozenset(PSU_FAILURE_STATES.split("|"))
+_REDUNDANCY_LOST = frozenset(REDUNDANCY_LOST_STATES.split("|"))
+_REDUNDANCY_DEGRADED = frozenset(REDUNDANCY_DEGRADED_STATES.split("|"))
+_BMC_REASONS: dict[str, tuple[Verdict, str]] = {
+    bmc_poller.ABSENT: ("skip", "no BMC on this machine"),
+    bmc_poller.NO_DRIVER: ("fail", "declared by the firmware, no /dev/ipmi0 (load ipmi_si, "
+                           "ipmi_devintf)"),
+    bmc_poller.NO_HELPER: ("skip", "not read: run as root, or with --collector.bmc.replay"),
+    bmc_poller.TIMEOUT: ("error", "not answering"),
+    bmc_poller.ERROR: ("error", "answering errors"),
+}  # fmt: skip
+
+
+def _asserted(state: SensorState) -> set[str]:
+    return {name for name, on in state.states if on}
+
+
+def _states(state: SensorState) -> set[str]:
+    return {name for name, _ in state.states}
+
+
+def _is_inlet(state: SensorState, pattern: re.Pattern[str]) -> bool:
+    record = state.record
+    if record.type_name != "temperature" or record.units.label() != "celsius":
+        return False
+    return record.entity.startswith("air_inlet.") or bool(pattern.fullmatch(record.name))
+
+
+def bmc_findings(snap: bmc_poller.Snapshot, power: PowerHealth, health: BMCHealth) -> list[Finding]:
+    """The BMC's verdicts, as the bmc alerts judge them (pack/catalog/bmc.py)."""
+    if not snap.up:
+        down, actual = _BMC_REASONS.get(snap.reason, ("error", snap.reason))
+        return [finding("bmc", "answering", actual, down)]
+    out = [finding("bmc", "answering", f"answering, {len(snap.sensors)} sensors", "pass")]
+    sensors = [s for s in snap.sensors if s.available]
+    psus = [s for s in sensors if s.record.type_name == "power_supply" and _states(s) & _PSU_STATES]
+    unhealthy = []
+    for psu in psus:
+        asserted = _asserted(psu)
+        absent = any(n == "presence_detected" and not on for n, on in psu.states)
+        bad = sorted(asserted & _PSU_FAILURE_STATES) + (["absent"] if absent else [])
+        if bad:
+            unhealthy.append(f"{psu.record.name}: {'+'.join(bad)}")
+    healthy = len(psus) - len(unhealthy)
+    expected = f"{power.psu_count} healthy"
+    if not psus:
+        out.append(finding("psu", expected, "no PSU status sensor", "fail"))
+    else:
+        actual = f"{healthy} of {len(psus)} healthy" + (
+            f" ({', '.join(unhealthy)})" if unhealthy else ""
+        )
+        ok = healthy >= power.psu_count and not unhealthy
+        out.append(finding("psu", expected, actual, "pass" if ok else "fail"))
+    redundancy = [
+        s
+        for s in sensors
+        if s.record.type_name in ("power_supply", "power_unit")
+        and _states(s) & (_REDUNDANCY_LOST | {"fully_redundant"})
+    ]
+    if not redundancy:
+        out.append(finding("psu_redundancy", "fully redundant", "no redundancy sensor", "skip"))
+    for sensor in redundancy:
+        asserted = _asserted(sensor)
+        lost = asserted & (_REDUNDANCY_LOST | _REDUNDANCY_DEGRADED)
+        actual = ", ".join(sorted(lost)) if lost else ", ".join(sorted(asserted)) or "no state"
+        setting = f"psu_redundancy:{sensor.record.name}"
+        out.append(finding(setting, "fully redundant", actual, "fail" if lost else "pass"))
+    out.append(_fans_finding(sensors, health))
+    out.append(_inlet_finding(sensors, health))
+    pattern = re.compile(health.inlet_sensors)
+    ignored = re.compile(health.ignore_sensors) if health.ignore_sensors else None
+    critical = [
+        f"{s.record.name} ({s.record.type_name})"
+        for s in sensors
+        if (s.severity or 0) >= 2
+        and s.record.type_name not in ("power_supply", "power_unit", "fan")
+        and not _is_inlet(s, pattern)
+        and not (ignored and ignored.fullmatch(s.record.name))
+    ]
+    actual = ", ".join(critical) or "none critical"
+    out.append(finding("bmc_sensors", "none critical", actual, "fail" if critical else "pass"))
+    return out
+
+
+def _fans_finding(sensors: Sequence[SensorState], health: BMCHealth) -> Finding:
+    fans = [s for s in sensors if s.record.type_name == "fan"]
+    if not fans:
+        return finding("fans", "turning", "no fan sensor", "skip")
+    failed = []
+    for fan in fans:
+        if fan.value is not None and fan.record.units.label() == "rpm":
+            floor = dict(fan.thresholds).get("lower_critical", health.fan_min_rpm)
+            if fan.value <= floor:
+                failed.append(f"{fan.record.name} {fan.value:g} RPM <= {floor:g}")
+        elif fan.value is None and (fan.severity or 0) >= 2:
+            failed.append(f"{fan.record.name}: {', '.join(sorted(_asserted(fan)))}")
+    actual = ", ".join(failed) or f"{_plural(len(fans), 'fan sensor')} normal"
+    return finding("fans", "above lower critical", actual, "fail" if failed else "pass")
+
+
+def _inlet_finding(sensors: Sequence[SensorState], health: BMCHealth) -> Finding:
+    pattern = re.compile(health.inlet_sensors)
+    inlets = [s for s in sensors if _is_inlet(s, pattern) and s.value is not None]
+    if not inlets:
+        return finding("inlet", "an inlet temperature", "no inlet sensor", "skip")
+    hot = []
+    for inlet in inlets:
+        assert inlet.value is not None
+        limits = dict(inlet.thresholds)
+        limit = min(
+            limits.get("upper_non_critical", health.inlet_warning_celsius),
+            health.inlet_warning_celsius,
+        )
+        if inlet.value >= limit:
+            hot.append(f"{inlet.record.name} {inlet.value:g} °C >= {limit:g}")
+    expected = f"below {health.inlet_warning_celsius:g} °C and the sensor's limits"
+    actual = ", ".join(hot) or ", ".join(f"{i.record.name} {i.value:g} °C" for i in inlets)
+    return finding("inlet", expected, actual, "fail" if hot else "pass")
+
+
 def inventory_finding(result: InventoryResult) -> Finding:
     """A line the host gives nothing to judge by (DIMMs without EDAC, which ecc_reporting
     fails already) is skipped."""
@@ -365,6 +509,7 @@ class Host:
 
     roots: Roots
     nvme_replay_dir: str | None = None
+    bmc_replay: str | None = None
 
     def __post_init__(self) -> None:
         self.topology = Topology(self.roots)
@@ -385,6 +530,9 @@ class Host:
         out += self._guard("nvme_critical_warning", "none", self._nvme)
         out += self._guard("cpu_throttling", "none since boot", self._throttling)
         out += self._guard("microcode", "one revision on every CPU", self._microcode)
+        out += bmc_findings(
+            read_bmc(self.roots, self.bmc_replay), profile.health.power, profile.health.bmc
+        )
         out += self._guard(
             "pcie_links", "at min(device max, port max)", lambda: self._pcie(profile)
         )
@@ -475,6 +623,27 @@ def read_nvme_pages(
     return pages
 
 
+def read_bmc(roots: Roots, replay: str | None) -> bmc_poller.Snapshot:
+    """One poll of the BMC: from a recording, or as root on the host itself."""
+    transport: Transport | None = None
+    presence: Callable[[], str | None] = lambda: None  # noqa: E731
+    if replay is not None:
+        transport = ReplayTransport(replay)
+    else:
+        presence = lambda: bmc_poller.presence(roots.sysfs)  # noqa: E731
+        if os.geteuid() == 0 and os.path.realpath(roots.sysfs) == "/sys":
+            transport = DeviceTransport(sysfs=roots.sysfs)
+    logger = logging.getLogger("nodeslo.check.bmc")
+    logger.setLevel(logging.ERROR)
+    poller = bmc_poller.Poller(
+        transport, interval=3600.0, timeout=5.0, errors=OnceLog(logger), presence=presence
+    )
+    poller.poll_round()
+    if transport is not None:
+        transport.close()
+    return poller.snapshot()
+
+
 # --- output --------------------------------------------------------------------------
 
 
@@ -530,6 +699,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     replay = getattr(args, "nvme_replay_dir", None)
     if replay is not None and not os.path.isdir(replay):
         return _bad_input(f"--collector.nvme.replay-dir: {replay} is not a directory", err)
+    bmc_replay = getattr(args, "bmc_replay", None)
+    if bmc_replay is not None and not os.path.isfile(bmc_replay):
+        return _bad_input(f"--collector.bmc.replay: {bmc_replay} is not a file", err)
     try:
         profile = load_profile(args.profile)
     except ProfileError as exc:
@@ -540,7 +712,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         rootfs=args.path_rootfs,
         udev_data=args.path_udev_data,
     )
-    host = Host(roots, replay)
+    host = Host(roots, replay, bmc_replay)
     findings = host.findings(profile)
     for warning in host.warnings:
         err.write(f"warning: {warning}\n")

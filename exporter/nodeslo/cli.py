@@ -17,6 +17,7 @@ from nodeslo import log as logsetup
 from nodeslo.collectors import COLLECTORS
 from nodeslo.collectors.base import DEFAULT_TIMEOUT_SECONDS
 from nodeslo.flagtypes import duration
+from nodeslo.ipmi import cli as bmc_cli
 from nodeslo.nvme import cli as nvme_cli
 from nodeslo.pack import generate as pack_generate
 from nodeslo.probes import settings as probe_flags
@@ -212,6 +213,14 @@ def add_check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         help="read NVMe SMART pages from DIR/<controller>/log-02.bin (as `nodeslo nvme dump` "
         "writes them) instead of the devices (read directly only as root on /sys)",
     )
+    paths.add_argument(
+        "--collector.bmc.replay",
+        dest="bmc_replay",
+        default=None,
+        metavar="FILE",
+        help="answer as the BMC from a recording (as `nodeslo bmc dump` writes it) instead "
+        "of /dev/ipmi0 (read directly only as root on /sys)",
+    )
     add_profile_flag(parser)
     parser.set_defaults(func=_check)
 
@@ -273,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_check_parser(commands)
     nvme_cli.add_parsers(commands)
+    bmc_cli.add_parsers(commands)
     pack_generate.add_parser(commands)
     add_probe_parser(commands)
     return parser

@@ -56,6 +56,7 @@ SECTIONS = {
         ("/etc/default/nodeslo", "NODESLO_ARGS: flags for nodeslo.service."),
         ("/var/lib/nodeslo", "the storage probe's file; the service's only writable path."),
         ("/run/nodeslo-nvme/helper.sock", "the NVMe helper's socket."),
+        ("/run/nodeslo-bmc/helper.sock", "the BMC (IPMI) helper's socket."),
         ("/run/nodeslo/wakeup.sock", "where the wake-up probe unit sends its reports."),
         (
             "/usr/share/nodeslo",

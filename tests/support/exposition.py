@@ -17,6 +17,8 @@ VOLATILE = (
     re.compile(r"^nodeslo_profile_info"),
     re.compile(r"^nodeslo_profile_last_reload_success_timestamp_seconds"),
     re.compile(r"^nodeslo_nvme_smart_last_success_timestamp_seconds"),
+    re.compile(r"^nodeslo_bmc_last_success_timestamp_seconds"),
+    re.compile(r"^nodeslo_bmc_poll_duration_seconds"),
 )
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]

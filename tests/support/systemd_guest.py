@@ -19,7 +19,12 @@ import time
 import urllib.request
 from typing import Any
 
-UNITS = ("nodeslo.service", "nodeslo-nvme-helper.service", "nodeslo-wakeup-probe.service")
+UNITS = (
+    "nodeslo.service",
+    "nodeslo-nvme-helper.service",
+    "nodeslo-bmc-helper.service",
+    "nodeslo-wakeup-probe.service",
+)
 METRICS = "http://127.0.0.1:10131/metrics"
 PROPERTIES = "ActiveState,SubState,MainPID,NRestarts,Result,ExecMainStatus,StatusText,User"
 
@@ -130,18 +135,25 @@ def main(share: str) -> int:
     }
     results["user"] = {"nodeslo": pwd.getpwnam("nodeslo").pw_uid}
 
-    # cyclictest runs in 10 s bursts: wait for a burst's histogram, and the first NVMe poll.
+    # cyclictest runs in 10 s bursts: wait for a burst's histogram, the first NVMe poll
+    # and the first BMC round.
     def measured() -> str:
         text = fetch()
         counts = metric_lines(
             text, 'nodeslo_probe_wakeup_latency_seconds_count{engine="cyclictest"'
         )
         smart = metric_lines(text, "nodeslo_nvme_smart_up{")
+        bmc = metric_lines(text, 'nodeslo_bmc_up{reason=""} 1')
         done = counts and float(counts[0].split()[-1]) > 0 and smart and smart[0].endswith(" 1.0")
-        return text if done else ""
+        return text if done and bmc else ""
 
     results["metrics"] = wait(measured, timeout=120, step=2) or fetch()
     results["processes"] = processes_of("nodeslo")
+    results["ipmi"] = {
+        "modules": run("sh", "-c", "lsmod | grep ipmi")["out"],
+        "device": run("ls", "-l", "/dev/ipmi0"),
+        "helper_journal": journal("nodeslo-bmc-helper.service"),
+    }
     save()
 
     # Sandboxing: the daemon's view of the file system.

@@ -1,6 +1,7 @@
 """Collectors, one module per area. Importing this package registers all of them."""
 
 from nodeslo.collectors import (
+    bmc,
     cpufreq,
     cpuidle,
     diskstats,
@@ -23,6 +24,7 @@ from nodeslo.collectors.registry import COLLECTORS
 
 __all__ = [
     "COLLECTORS",
+    "bmc",
     "cpufreq",
     "cpuidle",
     "diskstats",

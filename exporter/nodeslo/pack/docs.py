@@ -144,18 +144,21 @@ def alerts_page(profile: Profile) -> list[tuple[str, str]]:
         "above burn rate x budget ([slos.md](slos.md)) | the SLIs of "
         f"{', '.join(f'`{s.name}`' for s in profile.slos)} |"
     ]
-    merged: dict[str, tuple[str, str, list[str], list[str], list[str]]] = {}
+    # An alert with variants (a `cause` label) may page in one and ticket in another.
+    merged: dict[str, tuple[list[str], str, list[str], list[str], list[str]]] = {}
     for alert in rules.health_alerts(profile):
-        severity, group, summaries, thresholds, sources = merged.setdefault(
-            alert.name, (alert.severity, alert.group, [], [], [])
+        severities, group, summaries, thresholds, sources = merged.setdefault(
+            alert.name, ([], alert.group, [], [], [])
         )
         for items, item in (
+            (severities, alert.severity),
             (summaries, _plain(alert.summary, params)),
             (thresholds, catalog.fill(alert.threshold, params)),
         ):
             items.extend([item] * (item not in items))
         sources.extend(s for s in alert.source if s not in sources)
-    for name, (severity, group, summaries, thresholds, sources) in merged.items():
+    for name, (severities, group, summaries, thresholds, sources) in merged.items():
+        severity = ", ".join(sorted(severities))
         rows.append(
             f"| [{name}]({RUNBOOKS}/{name}.md) | {severity} | `{rules.GROUP_PREFIX}{group}` | "
             f"{_cell('; '.join(summaries))} | {_cell('; '.join(thresholds))} | "
@@ -187,6 +190,7 @@ limits, pages that name every alert they carry): [alerting.md](alerting.md).
 Fleet comparisons (NVMeLatencyOutlier, FirmwareSkew) are made within each `cluster`.
 CPUGovernorNotPerformance, CPUTurboDisabled and DeepCStatesEnabled exist only when the
 profile's `tuning:` sets the governor, turbo and the C-state exit-latency limit;
-PowerRedundancyLost only with two PSUs or more.
+PowerRedundancyLost's power-draw check only with two PSUs or more. The BMC alerts and what
+their data going missing means: [bmc.md](bmc.md).
 """
     return [(ALERTS_PATH, text)]

@@ -125,11 +125,33 @@ class PowerHealth:
     psu_count: int = 2
     # hwmon chip that reports the whole system's input power (ACPI power meter).
     meter_chip_name: str = "power_meter"
+    # BMC sensors (a regex on their names) whose watts add up to the system input power,
+    # where there is no power meter chip: one per PSU.
+    bmc_input_power_sensors: str = "(?i).*input power.*"
 
     @property
     def redundant_capacity_watts(self) -> float:
         """The load the PSUs carry with one of them failed: above it, redundancy is lost."""
         return self.psu_capacity_watts * (self.psu_count - 1)
+
+
+@dataclass(frozen=True)
+class BMCHealth:
+    poll_interval_seconds: float = 30.0
+    # Fans whose BMC sets no lower critical threshold count as failed at or below this.
+    fan_min_rpm: float = 500.0
+    # Inlet air: a warning at the sensor's upper non-critical threshold or at this,
+    # whichever comes first (ASHRAE's recommended envelope ends at 27 °C)...
+    inlet_warning_celsius: float = 27.0
+    # ...critical at its upper critical threshold, or at this where it has none.
+    inlet_critical_celsius: float = 35.0
+    # Temperature sensors that measure inlet air besides those of entity air_inlet.
+    inlet_sensors: str = "(?i).*(inlet|ambient).*"
+    # Sensors BMCSensorCritical leaves alone (a known-faulty sensor, a vendor quirk).
+    ignore_sensors: str = ""
+    unreachable_for_seconds: float = 600.0
+    # A BMC or sensor seen within this long that is gone now is missing, not healthy.
+    absent_lookback_seconds: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +204,7 @@ class Health:
     firmware: FirmwareHealth = field(default_factory=FirmwareHealth)
     links: LinkHealth = field(default_factory=LinkHealth)
     redundancy: RedundancyHealth = field(default_factory=RedundancyHealth)
+    bmc: BMCHealth = field(default_factory=BMCHealth)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from nodeslo.profile.model import (
     WAKEUP_ENGINES,
     WAKEUP_POLICIES,
     Alerting,
+    BMCHealth,
     Capacity,
     CPUHealth,
     FirmwareHealth,
@@ -470,6 +471,37 @@ _interfaces = accepts(
 _count = accepts(_integer_schema(0), lambda n: n.integer(minimum=0))
 
 
+def _regex_parse(n: Node) -> str:
+    """A regex for a PromQL =~ matcher: checked here, quoted where it is used."""
+    text = n.string()
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise n.error(f"invalid regular expression: {exc}") from None
+    return text
+
+
+_regex = accepts(STRING_SCHEMA, _regex_parse)
+# Empty: nothing (health.bmc.ignore_sensors).
+_regex_or_empty = accepts({"type": "string"}, lambda n: "" if n.value == "" else _regex_parse(n))
+_celsius = accepts({"anyOf": [{"type": "number"}, _NUMERIC]}, lambda n: n.number())
+
+
+def _check_inlet_limits(bmc: BMCHealth, node: Node | None) -> None:
+    if bmc.inlet_critical_celsius >= bmc.inlet_warning_celsius:
+        return
+    assert node is not None  # the defaults are consistent
+    keys = node.mapping()
+    given = [keys[k] for k in ("inlet_warning_celsius", "inlet_critical_celsius") if k in keys]
+    # Name the key of the file being loaded, not the one it inherited.
+    here = [k for k in given if k.located.file == node.located.file]
+    where = (here or given)[-1]
+    raise where.error(
+        f"inlet_critical_celsius ({bmc.inlet_critical_celsius:g}) must be at least "
+        f"inlet_warning_celsius ({bmc.inlet_warning_celsius:g})"
+    )
+
+
 _LINKS: dict[str, tuple[str, Parser]] = {
     "pcie_devices": ("pcie_devices", _pcie_devices),
     "pcie_degraded_for": ("pcie_degraded_for_seconds", _window),
@@ -525,6 +557,7 @@ _POWER: dict[str, tuple[str, Parser]] = {
     "psu_capacity_watts": ("psu_capacity_watts", _pos),
     "psu_count": ("psu_count", _at_least_one),
     "meter_chip_name": ("meter_chip_name", _string),
+    "bmc_input_power_sensors": ("bmc_input_power_sensors", _regex),
 }
 _FIRMWARE: dict[str, tuple[str, Parser]] = {
     "skew_for": ("skew_for_seconds", _window),
@@ -533,6 +566,16 @@ _FIRMWARE: dict[str, tuple[str, Parser]] = {
 }
 _REDUNDANCY: dict[str, tuple[str, Parser]] = {
     "missing_lookback": ("missing_lookback_seconds", _window),
+}
+_BMC: dict[str, tuple[str, Parser]] = {
+    "poll_interval": ("poll_interval_seconds", _dur),
+    "fan_min_rpm": ("fan_min_rpm", _non_negative),
+    "inlet_warning_celsius": ("inlet_warning_celsius", _celsius),
+    "inlet_critical_celsius": ("inlet_critical_celsius", _celsius),
+    "inlet_sensors": ("inlet_sensors", _regex),
+    "ignore_sensors": ("ignore_sensors", _regex_or_empty),
+    "unreachable_for": ("unreachable_for_seconds", _window),
+    "absent_lookback": ("absent_lookback_seconds", _window),
 }
 # health.<part>: the dataclass and its keys.
 HEALTH_PARTS: dict[str, tuple[type, dict[str, tuple[str, Parser]]]] = {
@@ -543,6 +586,7 @@ HEALTH_PARTS: dict[str, tuple[type, dict[str, tuple[str, Parser]]]] = {
     "firmware": (FirmwareHealth, _FIRMWARE),
     "redundancy": (RedundancyHealth, _REDUNDANCY),
     "links": (LinkHealth, _LINKS),
+    "bmc": (BMCHealth, _BMC),
 }
 
 
@@ -554,6 +598,7 @@ def _health(node: Node | None) -> Health:
         name: _section(parts.get(name), cls, spec) for name, (cls, spec) in HEALTH_PARTS.items()
     }
     _check_temperature_limits(built["cpu"], parts.get("cpu"))
+    _check_inlet_limits(built["bmc"], parts.get("bmc"))
     return Health(**built)
 
 

@@ -1,13 +1,13 @@
 """The health alerts, as data: name, severity, PromQL template, `for`, texts, sources.
 
 This package is what an operator reads to see what pages and why, one module per area
-(`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `platform.py`, `links.py`,
-`inventory.py`, `exporter.py`, `pipeline.py`); `rules.py` turns it into rule groups. Each
-area module holds its alerts and recordings and renders the `${name}` parameters its
-templates use from the profile. Expressions keep every label of an instance-level series,
-or aggregate `by (${by})` (the profile's instance labels, `cluster, instance` by default)
-so a fleet's `cluster` label is carried through. Fleet-wide comparisons group by
-`${fleet_}` (the instance labels without `instance`).
+(`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `bmc.py`, `platform.py`,
+`links.py`, `inventory.py`, `exporter.py`, `pipeline.py`); `rules.py` turns it into rule
+groups. Each area module holds its alerts and recordings and renders the `${name}`
+parameters its templates use from the profile. Expressions keep every label of an
+instance-level series, or aggregate `by (${by})` (the profile's instance labels,
+`cluster, instance` by default) so a fleet's `cluster` label is carried through.
+Fleet-wide comparisons group by `${fleet_}` (the instance labels without `instance`).
 
 `for` waits out one bad poll or a transient spike. Alerts on a counter's increase
 over a window need no `for`: the window itself holds them up for its length.
@@ -19,6 +19,7 @@ from types import ModuleType
 
 from nodeslo.pack.catalog import (
     base,
+    bmc,
     cpu,
     exporter,
     inventory,
@@ -42,6 +43,7 @@ AREAS: tuple[ModuleType, ...] = (
     cpu,
     memory,
     redundancy,
+    bmc,
     platform,
     links,
     inventory,

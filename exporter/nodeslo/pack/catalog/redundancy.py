@@ -1,4 +1,4 @@
-"""Redundancy: md RAID, ZFS pools, power supplies."""
+"""Redundancy: md RAID and ZFS pools (power supplies are the BMC's: `bmc.py`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from nodeslo.pack import promql
 from nodeslo.pack.catalog.base import (
     CRITICAL,
     ON,
-    WARNING,
     HealthAlert,
     Recording,
     count_per_host,
@@ -17,13 +16,7 @@ from nodeslo.profile import Profile
 
 
 def parameters(profile: Profile) -> dict[str, str]:
-    h = profile.health.power
-    n = promql.number
     return {
-        "power_meter": promql.quote(h.meter_chip_name),
-        "power_max": n(h.redundant_capacity_watts),
-        "psu_count": str(h.psu_count),
-        "psu_capacity": n(h.psu_capacity_watts),
         "redundancy_lookback": promql.duration(profile.health.redundancy.missing_lookback_seconds),
     }
 
@@ -155,19 +148,5 @@ and on (${by}) (${up} == 1)
         "was exported, or was destroyed. Nothing on it is available.",
         threshold="a pool seen within the last ${redundancy_lookback} is absent",
         source=("nodeslo_zfs_pool_state", "up"),
-    ),
-    HealthAlert(
-        name="PowerRedundancyLost",
-        group="redundancy",
-        severity=WARNING,
-        expr="sum by (${by}) (nodeslo_hwmon_power_watts{chip_name=${power_meter}}) > ${power_max}",
-        for_=900,
-        summary="Power draw " + ON + " exceeds what one PSU fewer can carry",
-        description="The system draws {{ $value | humanize }}W, more than the ${power_max}W "
-        "its ${psu_count} PSUs of ${psu_capacity}W can supply with one of them failed "
-        "(threshold ${power_max}W): if a PSU fails now, the others cannot carry the load.",
-        threshold="system input power > (PSUs - 1) x PSU capacity (${power_max} W)",
-        source=("nodeslo_hwmon_power_watts",),
-        when=lambda p: p.health.power.psu_count >= 2,
     ),
 )

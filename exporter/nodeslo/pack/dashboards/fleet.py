@@ -11,6 +11,7 @@ from __future__ import annotations
 from nodeslo.burnrate import TIERS
 from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
+from nodeslo.pack.dashboards import bmc as bmc_panels
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import links
 from nodeslo.pack.dashboards import model as m
@@ -35,6 +36,7 @@ def dashboard(profile: Profile) -> m.Dashboard:
             m.Row("SLOs", _slo_panels(profile)),
             m.Row("Alerts", _alert_panels(profile)),
             m.Row("NVMe wear", _wear_panels(profile)),
+            m.Row("BMC", (bmc_panels.fleet_panel(profile),)),
             m.Row("Firmware and tuning", (_firmware_panel(profile), _tuning_panel(profile))),
             links.fleet_row(profile),
         ),

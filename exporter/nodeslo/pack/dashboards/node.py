@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from nodeslo.pack import catalog, promql
 from nodeslo.pack.catalog import cpu
+from nodeslo.pack.dashboards import bmc as bmc_panels
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import links
 from nodeslo.pack.dashboards import model as m
@@ -40,6 +41,7 @@ def dashboard(profile: Profile) -> m.Dashboard:
             _storage_row(profile),
             _cpu_row(profile),
             _power_row(profile),
+            bmc_panels.node_row(profile),
             _memory_row(profile),
             _nvme_row(profile),
             _redundancy_row(profile),
@@ -436,18 +438,26 @@ def _power_row(profile: Profile) -> m.Row:
             "takes the server down."
         )
     meter = promql.quote(power.meter_chip_name)
+    bmc_input = f'unit="watts", sensor=~{promql.quote(power.bmc_input_power_sensors)}'
     return m.Row(
         "Power",
         (
             m.TimeSeries(
                 title="System input power against one PSU fewer",
                 description=" ".join(
-                    (f"Input power from the {power.meter_chip_name} hwmon chip.", *lines)
+                    (
+                        f"Input power from the {power.meter_chip_name} hwmon chip, else the "
+                        "sum of the BMC's PSU input power sensors "
+                        "(health.power.bmc_input_power_sensors).",
+                        *lines,
+                    )
                 ),
                 queries=(
                     m.Query(
                         f"sum by ({c.by(profile)}) "
-                        f"({c.raw('nodeslo_hwmon_power_watts', f'chip_name={meter}')})",
+                        f"({c.raw('nodeslo_hwmon_power_watts', f'chip_name={meter}')})\nor\n"
+                        f"sum by ({c.by(profile)}) "
+                        f"({c.raw('nodeslo_bmc_sensor_value', bmc_input)})",
                         c.legend(),
                     ),
                 ),
