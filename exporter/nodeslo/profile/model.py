@@ -311,6 +311,7 @@ class FleetRegression:
     share: float = 0.1
     # Once firing, it resolves only at or below this share (hysteresis): a roll-back in
     # progress does not release the remaining per-host pages one host at a time.
+    # The validator sets it to share / 2 unless the profile gives it.
     resolve_share: float = 0.05
     # Fewer hosts than this (exporters scraped or known absent) is not a fleet.
     min_hosts: int = 10

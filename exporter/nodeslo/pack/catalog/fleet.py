@@ -40,11 +40,15 @@ SHARE = "cluster_alert:nodeslo_fleet_hosts_alerting:ratio"
 
 
 def counted_alerts(profile: Profile) -> tuple[str, ...]:
-    """The per-host alert names a fleet regression counts and inhibits: the pack's own,
-    without the always-firing heartbeats and without itself."""
-    from nodeslo.pack import rules  # rules imports the catalogue: import at call time
+    """The alert names a fleet regression counts and inhibits, sorted: the pack's own
+    with one of the profile's severities, never the Watchdog's (none), never itself."""
+    from nodeslo.pack import rules, slo  # both import the catalogue: import at call time
 
-    return tuple(n for n in rules.alert_names(profile, heartbeats=False) if n != NAME)
+    severities = set(profile.alerting.fleet_regression.severities)
+    names = {a.name for a in rules.health_alerts(profile) if a.severity in severities}
+    if profile.slos:  # the burn alerts page (critical) and ticket (warning)
+        names.add(slo.ALERT_NAME)
+    return tuple(sorted(names - {NAME}))
 
 
 def parameters(profile: Profile) -> dict[str, str]:
