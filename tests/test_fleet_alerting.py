@@ -222,3 +222,25 @@ def test_a_cluster_wide_regression_is_one_page(binaries: None, tmp_path: Path) -
     assert sorted(a["labels"]["instance"] for a in held) == sorted(down_a)
     assert all(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in held)
     assert json.dumps(held)  # the evidence, readable in a failure's locals
+
+
+# --- the fleet dashboard ------------------------------------------------------------
+
+
+def test_the_fleet_dashboard_shows_regressions_first() -> None:
+    doc = json.loads((REPO / "dashboards" / "nodeslo-fleet.json").read_text())
+    rows = [p for p in doc["panels"] if p["type"] == "row"]
+    assert rows[0]["title"] == "Fleet regressions" and rows[0]["gridPos"]["y"] == 0
+    first = [p for p in doc["panels"] if p["gridPos"]["y"] == 1]
+    exprs = " ".join(t["expr"] for p in first for t in p["targets"])
+    assert f'ALERTS{{alertname="{fleet.NAME}", alertstate="firing"}}' in exprs
+    assert fleet.SHARE in exprs and fleet.ALERTING in exprs
+    # The share's colours are the profile's: orange from the resolve share, red above.
+    table = next(p for p in first if p["type"] == "table")
+    steps = next(
+        prop["value"]["steps"]
+        for o in table["fieldConfig"]["overrides"]
+        for prop in o["properties"]
+        if prop["id"] == "thresholds"
+    )
+    assert [s["value"] for s in steps] == [None, 0.05, 0.1]

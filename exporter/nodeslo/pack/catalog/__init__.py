@@ -3,8 +3,8 @@
 This package is what an operator reads to see what pages and why, one module per area
 (`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `bmc.py`, `platform.py`,
 `links.py`, `inventory.py`, `exporter.py`, `pipeline.py`, `fleet.py`); `rules.py` turns
-it into rule groups. Each area module holds its alerts and recordings and renders the `${name}`
-parameters its templates use from the profile. Expressions keep every label of an
+it into rule groups. Each area module holds its alerts and recordings and renders the
+`${name}` parameters its templates use from the profile. Expressions keep every label of an
 instance-level series, or aggregate `by (${by})` (the profile's instance labels,
 `cluster, instance` by default) so a fleet's `cluster` label is carried through.
 Fleet-wide comparisons group by `${fleet_}` (the instance labels without `instance`).

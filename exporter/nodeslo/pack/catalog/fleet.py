@@ -64,7 +64,7 @@ def parameters(profile: Profile) -> dict[str, str]:
         "fleet_resolve_share_text": percent(fleet.resolve_share),
         "fleet_min_hosts": str(fleet.min_hosts),
         "fleet_for_text": promql.duration(fleet.for_seconds),
-        # How a page names its cluster: "cluster eu1", "cluster (none)" for hosts without
+        # How a page names its cluster: "cluster eu1", "cluster (unlabelled)" for hosts without
         # the label, "the fleet" where the instance labels name no cluster at all.
         "fleet_name": ", ".join(
             f"{n} {{{{ with $labels.{n} }}}}{{{{ . }}}}{{{{ else }}}}(unlabelled){{{{ end }}}}"

@@ -8,6 +8,8 @@ and wear-out horizon, the firmware components compared and how hosts are grouped
 
 from __future__ import annotations
 
+from typing import Any
+
 from nodeslo.burnrate import TIERS
 from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
@@ -69,6 +71,12 @@ def _per_slo(profile: Profile, expr_for: dict[str, str]) -> str:
     return "\nor\n".join(expr_for[s.name] for s in profile.slos)
 
 
+def _runbook_links(profile: Profile) -> tuple[str, Any]:
+    """A column of alert names, each linking to its runbook."""
+    url = f"{profile.alerting.runbook_base_url}/${{__value.text}}.md"
+    return ("links", [{"title": "Runbook", "url": url, "targetBlank": True}])
+
+
 # --- fleet regressions -----------------------------------------------------------------
 
 
@@ -118,23 +126,7 @@ def _fleet_regression_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
                     (("unit", "percentunit"), ("decimals", 1), m.thresholds_property(steps)),
                 ),
                 m.Override("byName", names[1], (PLAIN,)),
-                m.Override(
-                    "byName",
-                    fleet.REGRESSED,
-                    (
-                        (
-                            "links",
-                            [
-                                {
-                                    "title": "Runbook",
-                                    "url": f"{profile.alerting.runbook_base_url}"
-                                    "/${__value.text}.md",
-                                    "targetBlank": True,
-                                }
-                            ],
-                        ),
-                    ),
-                ),
+                m.Override("byName", fleet.REGRESSED, (_runbook_links(profile),)),
             ),
             sort_by=((names[0], True),),
             width=10,
@@ -276,7 +268,6 @@ def _alert_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
     critical, warning = c.severities()
     severity = f'severity=~"{critical}|{warning}"'
     per_node = f"count by (instance, severity) ({c.alert_selector(profile, c.RECORDED, severity)})"
-    base = profile.alerting.runbook_base_url
     # Fleet-wide alerts (firmware skew across hosts) have no instance label.
     fleet_wide = c.alert_selector(profile, 'instance=""')
     firing = f"{c.alert_selector(profile, c.RECORDED)}\nor\n{fleet_wide}"
@@ -326,24 +317,7 @@ def _alert_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
                     exclude=("Time", "Value", "__name__", "alertstate", "job"),
                 ),
             ),
-            overrides=(
-                m.Override(
-                    "byName",
-                    "alertname",
-                    (
-                        (
-                            "links",
-                            [
-                                {
-                                    "title": "Runbook",
-                                    "url": f"{base}/${{__value.text}}.md",
-                                    "targetBlank": True,
-                                }
-                            ],
-                        ),
-                    ),
-                ),
-            ),
+            overrides=(m.Override("byName", "alertname", (_runbook_links(profile),)),),
             sort_by=(("severity", False),),
             colored_cells=False,
             width=12,
