@@ -171,9 +171,10 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-inventory",
         "nodeslo-exporter",
         "nodeslo-pipeline",
+        "nodeslo-fleet",
         "nodeslo-hourly",
     ]
-    assert [g.get("interval") for g in groups] == [None] * 14 + ["1h"]
+    assert [g.get("interval") for g in groups] == [None] * 15 + ["1h"]
 
 
 def test_generation_is_deterministic(profile: Profile) -> None:

@@ -198,7 +198,11 @@ class Stack:
 
 
 def prometheus_config(
-    targets: list[str], rule_files: list[str], alertmanager: str, interval: str
+    targets: list[str],
+    rule_files: list[str],
+    alertmanager: str,
+    interval: str,
+    static_configs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "global": {
@@ -209,7 +213,7 @@ def prometheus_config(
         "rule_files": rule_files,
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [
-            {"job_name": "nodeslo", "static_configs": [{"targets": targets}]},
+            {"job_name": "nodeslo", "static_configs": static_configs or [{"targets": targets}]},
         ],
     }
 
@@ -244,11 +248,13 @@ def running(
     interval: str = "1s",
     webhook: Webhook | None = None,
     alertmanager_config: Callable[[int], Path] | None = None,
+    static_configs: list[dict[str, Any]] | None = None,
 ) -> Iterator[Stack]:
     """Start webhook receiver, Alertmanager and Prometheus; stop them afterwards.
 
     `alertmanager_config(webhook_port)` may write a config of its own; by default
-    critical goes to the `pager` webhook and everything else to `ticket`."""
+    critical goes to the `pager` webhook and everything else to `ticket`.
+    `static_configs` replaces the one target group (e.g. targets with labels)."""
     prometheus = tool("prometheus")
     alertmanager = tool("prometheus-alertmanager", "alertmanager")
     assert prometheus and alertmanager, "prometheus and alertmanager must be installed"
@@ -264,7 +270,9 @@ def running(
         am_file = alertmanager_config(hook_server.server_port)
     prom_file = workdir / "prometheus.yml"
     prom_file.write_text(
-        yaml.safe_dump(prometheus_config(targets, rule_files, f"127.0.0.1:{am_port}", interval))
+        yaml.safe_dump(
+            prometheus_config(targets, rule_files, f"127.0.0.1:{am_port}", interval, static_configs)
+        )
     )
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)

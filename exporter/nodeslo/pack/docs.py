@@ -130,6 +130,13 @@ def _plain(template: str, params: dict[str, str]) -> str:
     """An annotation template as a sentence: `{{ $labels.x }}` becomes `{x}` (not `<x>`,
     which Markdown renderers take for an HTML tag and hide)."""
     text = catalog.fill(template, params)
+    # `{{ with $labels.x }}{{ . }}{{ else }}fallback{{ end }}` is {x} too.
+    text = re.sub(
+        r"\{\{\s*with \$labels\.(\w+)\s*\}\}\{\{\s*\.\s*\}\}"
+        r"(?:\{\{\s*else\s*\}\}[^{]*)?\{\{\s*end\s*\}\}",
+        r"{\1}",
+        text,
+    )
     text = re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", r"{\1}", text)
     return re.sub(r"\{\{\s*\$value[^}]*\}\}", "{value}", text)
 

@@ -2,7 +2,8 @@
 
 Each output is a producer: a function Profile -> [(relative path, content)], listed in
 order by `producers()`: the rule file first, then the profile's JSON Schema, the
-dashboards, the Kubernetes manifests and the reference pages of docs/ (metrics,
+dashboards, the Kubernetes manifests, the generated block of the example Alertmanager
+configuration and the reference pages of docs/ (metrics,
 alerts). `--rules-only` runs the first alone (no Grafana SDK needed). `--check` writes
 nothing and exits 1 when a committed file differs from what the profile gives (what CI
 runs), so a hand edit or a forgotten regeneration fails the build.
@@ -27,7 +28,7 @@ Producer = Callable[[Profile], list[Output]]
 def producers(rules_only: bool = False) -> list[Producer]:
     """The producers in order. Imported here, not at the top: every `nodeslo` start
     (serve included) builds this module's parser, and the generators cost ~60 ms."""
-    from nodeslo.pack import dashboards, docs, kubernetes, rules
+    from nodeslo.pack import alertmanager, dashboards, docs, kubernetes, rules
     from nodeslo.profile import schema
 
     if rules_only:  # no dashboards: runs without the Grafana SDK (the [pack] extra)
@@ -38,6 +39,7 @@ def producers(rules_only: bool = False) -> list[Producer]:
         dashboards.dashboard_files,
         kubernetes.kubernetes_files,
         kubernetes.static_files,
+        alertmanager.alertmanager_file,
         docs.metrics_page,
         docs.alerts_page,
     ]

@@ -304,6 +304,24 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class FleetRegression:
+    """NodeSLOFleetRegression: one page for a cluster where the same alert is on more
+    than `share` of the hosts (a bad kernel or firmware roll-out), instead of one each."""
+
+    share: float = 0.1
+    # Once firing, it resolves only at or below this share (hysteresis): a roll-back in
+    # progress does not release the remaining per-host pages one host at a time.
+    # The validator sets it to share / 2 unless the profile gives it.
+    resolve_share: float = 0.05
+    # Fewer hosts than this (exporters scraped or known absent) is not a fleet.
+    min_hosts: int = 10
+    # The severities of the per-host alerts that are counted (and inhibited): pages
+    # by default; a fleet of tickets (e.g. a VM cluster without CPU sensors) is not a page.
+    severities: tuple[str, ...] = ("critical",)
+    for_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
 class Alerting:
     runbook_base_url: str = "https://github.com/nodeslo/nodeslo/blob/main/alerts/runbooks"
     # Multiplies every `for:` duration. Only for compressed end-to-end tests.
@@ -321,6 +339,7 @@ class Alerting:
     # The labels that identify one server; every aggregation keeps them, so a
     # `cluster` label (Thanos/Mimir external label or target label) is carried through.
     instance_labels: tuple[str, ...] = ("cluster", "instance")
+    fleet_regression: FleetRegression = field(default_factory=FleetRegression)
 
 
 @dataclass(frozen=True)

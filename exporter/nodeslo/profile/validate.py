@@ -7,6 +7,7 @@ profile turns off, an objective no burn-rate tier can page on) are checked here 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -26,6 +27,7 @@ from nodeslo.profile.model import (
     Capacity,
     CPUHealth,
     FirmwareHealth,
+    FleetRegression,
     Health,
     Inventory,
     LatencySLI,
@@ -848,6 +850,70 @@ _alert_labels = accepts(
 _instance_labels = accepts({**LABEL_NAMES_SCHEMA, "minItems": 1}, _instance_labels_parse)
 _selector_or_off = accepts({"anyOf": [{"const": False}, SELECTOR_SCHEMA]}, _selector_or_off_parse)
 
+# The per-host severities a fleet regression counts: pages and tickets (never the
+# always-firing Watchdog's "none", nor "info").
+FLEET_SEVERITIES = ("critical", "warning")
+
+
+def _fleet_severities_parse(node: Node) -> tuple[str, ...]:
+    names = node.string_list()
+    for i, name in enumerate(names):
+        if name not in FLEET_SEVERITIES:
+            raise Node(node.value[i], f"{node.key}[{i}]").error(
+                f"must be one of {', '.join(FLEET_SEVERITIES)}, got {name!r}"
+            )
+    if not names:
+        raise node.error("must name at least one severity")
+    return tuple(s for s in FLEET_SEVERITIES if s in names)
+
+
+_FLEET_REGRESSION: dict[str, tuple[str, Parser]] = {
+    "share": ("share", _ratio),
+    "resolve_share": ("resolve_share", _ratio),
+    "min_hosts": ("min_hosts", _at_least_one),
+    "severities": (
+        "severities",
+        accepts(
+            {
+                "type": "array",
+                "items": {"enum": list(FLEET_SEVERITIES)},
+                "minItems": 1,
+                "uniqueItems": True,
+            },
+            _fleet_severities_parse,
+        ),
+    ),
+    "for": ("for_seconds", _window),
+}
+
+
+def _fleet_regression_parse(node: Node) -> FleetRegression:
+    fleet = _section(node, FleetRegression, _FLEET_REGRESSION)
+    keys = node.mapping()
+    if "resolve_share" not in keys:
+        fleet = dataclasses.replace(fleet, resolve_share=fleet.share / 2)
+    if not 0 < fleet.share < 1:
+        raise keys["share"].error("must be above 0 and below 1 (100%)")
+    if fleet.resolve_share > fleet.share:
+        where = keys.get("resolve_share") or keys["share"]
+        raise where.error(
+            f"resolve_share ({fleet.resolve_share:g}) must not be above share ({fleet.share:g})"
+        )
+    return fleet
+
+
+_fleet_regression = accepts(
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            key: {"anyOf": [PARSER_SCHEMAS[parse], {"type": "null"}]}
+            for key, (_, parse) in _FLEET_REGRESSION.items()
+        },
+    },
+    _fleet_regression_parse,
+)
+
 _ALERTING: dict[str, tuple[str, Parser]] = {
     "runbook_base_url": (
         "runbook_base_url",
@@ -859,6 +925,7 @@ _ALERTING: dict[str, tuple[str, Parser]] = {
     "exporter_lookback": ("exporter_lookback_seconds", _window),
     "prometheus_selector": ("prometheus_selector", _selector_or_off),
     "instance_labels": ("instance_labels", _instance_labels),
+    "fleet_regression": ("fleet_regression", _fleet_regression),
 }
 
 TOP_LEVEL = (

@@ -2,9 +2,9 @@
 
 This package is what an operator reads to see what pages and why, one module per area
 (`nvme.py`, `cpu.py`, `memory.py`, `redundancy.py`, `bmc.py`, `platform.py`,
-`links.py`, `inventory.py`, `exporter.py`, `pipeline.py`); `rules.py` turns it into rule
-groups. Each area module holds its alerts and recordings and renders the `${name}`
-parameters its templates use from the profile. Expressions keep every label of an
+`links.py`, `inventory.py`, `exporter.py`, `pipeline.py`, `fleet.py`); `rules.py` turns
+it into rule groups. Each area module holds its alerts and recordings and renders the
+`${name}` parameters its templates use from the profile. Expressions keep every label of an
 instance-level series, or aggregate `by (${by})` (the profile's instance labels,
 `cluster, instance` by default) so a fleet's `cluster` label is carried through.
 Fleet-wide comparisons group by `${fleet_}` (the instance labels without `instance`).
@@ -22,6 +22,7 @@ from nodeslo.pack.catalog import (
     bmc,
     cpu,
     exporter,
+    fleet,
     inventory,
     links,
     memory,
@@ -49,6 +50,7 @@ AREAS: tuple[ModuleType, ...] = (
     inventory,
     exporter,
     pipeline,
+    fleet,
 )
 
 RECORDINGS: tuple[Recording, ...] = tuple(r for area in AREAS for r in area.RECORDINGS)

@@ -8,9 +8,12 @@ and wear-out horizon, the firmware components compared and how hosts are grouped
 
 from __future__ import annotations
 
+from typing import Any
+
 from nodeslo.burnrate import TIERS
 from nodeslo.pack import promql
 from nodeslo.pack import slo as slo_rules
+from nodeslo.pack.catalog import fleet
 from nodeslo.pack.dashboards import bmc as bmc_panels
 from nodeslo.pack.dashboards import common as c
 from nodeslo.pack.dashboards import links
@@ -33,6 +36,8 @@ def dashboard(profile: Profile) -> m.Dashboard:
             "firing alerts, NVMe wear, firmware skew, tuning drift."
         ),
         rows=(
+            # First: one cause on many hosts outranks every single host below.
+            m.Row("Fleet regressions", _fleet_regression_panels(profile)),
             m.Row("SLOs", _slo_panels(profile)),
             m.Row("Alerts", _alert_panels(profile)),
             m.Row("NVMe wear", _wear_panels(profile)),
@@ -64,6 +69,83 @@ def _values(*names: str) -> dict[str, str]:
 def _per_slo(profile: Profile, expr_for: dict[str, str]) -> str:
     """One expression per SLO joined with `or`: each SLO has its own budget."""
     return "\nor\n".join(expr_for[s.name] for s in profile.slos)
+
+
+def _runbook_links(profile: Profile) -> tuple[str, Any]:
+    """A column of alert names, each linking to its runbook."""
+    url = f"{profile.alerting.runbook_base_url}/${{__value.text}}.md"
+    return ("links", [{"title": "Runbook", "url": url, "targetBlank": True}])
+
+
+# --- fleet regressions -----------------------------------------------------------------
+
+
+def _fleet_regression_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
+    """Per cluster: the alerts on a share of its hosts, against the profile's share. The
+    recordings are per cluster, not per server: the instance variable does not filter."""
+    settings = profile.alerting.fleet_regression
+    share, resolve = settings.share, settings.resolve_share
+    firing = f'ALERTS{{alertname="{fleet.NAME}", alertstate="firing"}}'
+    legend = " ".join(
+        f"{{{{{n}}}}}"
+        for n in (*profile.alerting.instance_labels, fleet.REGRESSED)
+        if n != "instance"
+    )
+    steps = (m.Step(None, m.GREEN), m.Step(resolve, m.ORANGE), m.Step(share, m.RED))
+    names = ("Share of hosts", "Hosts alerting")
+    runbooks = c.runbooks(profile, fleet.NAME)
+    return (
+        m.Stat(
+            title="Fleet regressions now",
+            description=f"{fleet.NAME} pages: an alert on more than {c.percent(share)} of a "
+            f"cluster's hosts (at least {settings.min_hosts} hosts). Each is one page; "
+            "Alertmanager holds back its per-host pages in that cluster.",
+            queries=(m.Query(f"count({firing})\nor vector(0)", "regressions"),),
+            steps=m.above(ANY),
+            width=4,
+            height=8,
+            links=runbooks,
+        ),
+        m.Table(
+            title="Alerts on a share of a cluster's hosts (largest share first)",
+            description="Per cluster and alert: the share of its hosts where the alert is "
+            f"pending or firing (severities {', '.join(settings.severities)}), each host "
+            f"once. Red above {c.percent(share)} ({fleet.NAME} pages), orange above "
+            f"{c.percent(resolve)} (a page already open holds). The alert name links to "
+            "its runbook.",
+            queries=(
+                # Without the recordings' names, the two rows of a cluster and alert merge.
+                m.Query(f"max without (__name__) ({fleet.SHARE})", instant=True, format="table"),
+                m.Query(f"max without (__name__) ({fleet.ALERTING})", instant=True, format="table"),
+            ),
+            transformations=(m.Transformation("merge"), _rename(_values(*names))),
+            overrides=(
+                m.Override(
+                    "byName",
+                    names[0],
+                    (("unit", "percentunit"), ("decimals", 1), m.thresholds_property(steps)),
+                ),
+                m.Override("byName", names[1], (PLAIN,)),
+                m.Override("byName", fleet.REGRESSED, (_runbook_links(profile),)),
+            ),
+            sort_by=((names[0], True),),
+            width=10,
+            height=8,
+            links=runbooks,
+        ),
+        m.TimeSeries(
+            title="Share of hosts per cluster and alert",
+            description="How the share grew (a roll-out's waves) and falls (its roll-back); "
+            f"dashed: {c.percent(resolve)} and {c.percent(share)}.",
+            queries=(m.Query(fleet.SHARE, legend),),
+            unit="percentunit",
+            min=0,
+            steps=steps,
+            width=10,
+            height=8,
+            links=runbooks,
+        ),
+    )
 
 
 # --- SLOs ----------------------------------------------------------------------------
@@ -186,7 +268,6 @@ def _alert_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
     critical, warning = c.severities()
     severity = f'severity=~"{critical}|{warning}"'
     per_node = f"count by (instance, severity) ({c.alert_selector(profile, c.RECORDED, severity)})"
-    base = profile.alerting.runbook_base_url
     # Fleet-wide alerts (firmware skew across hosts) have no instance label.
     fleet_wide = c.alert_selector(profile, 'instance=""')
     firing = f"{c.alert_selector(profile, c.RECORDED)}\nor\n{fleet_wide}"
@@ -236,24 +317,7 @@ def _alert_panels(profile: Profile) -> tuple[m.AnyPanel, ...]:
                     exclude=("Time", "Value", "__name__", "alertstate", "job"),
                 ),
             ),
-            overrides=(
-                m.Override(
-                    "byName",
-                    "alertname",
-                    (
-                        (
-                            "links",
-                            [
-                                {
-                                    "title": "Runbook",
-                                    "url": f"{base}/${{__value.text}}.md",
-                                    "targetBlank": True,
-                                }
-                            ],
-                        ),
-                    ),
-                ),
-            ),
+            overrides=(m.Override("byName", "alertname", (_runbook_links(profile),)),),
             sort_by=(("severity", False),),
             colored_cells=False,
             width=12,
