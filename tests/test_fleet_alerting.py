@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -139,6 +140,31 @@ def test_the_block_follows_the_profile_and_needs_its_markers(tmp_path: Path) -> 
     assert text.startswith(CONFIG.read_text().split(alertmanager.BEGIN)[0])
     with pytest.raises(ValueError, match="marker lines"):
         alertmanager.with_block("route: {}\n", [])
+
+
+def test_the_page_names_the_cluster_and_the_regressed_alert(tmp_path: Path) -> None:
+    amtool = s.tool("amtool")
+    if amtool is None:
+        missing("amtool is not installed (Debian package prometheus-alertmanager)")
+    labels = {"alertname": fleet.NAME, "cluster": "eu1", "regressed_alert": "RDMAPortDown"}
+    summary = "RDMAPortDown is on 40% of the hosts of cluster eu1"
+    alert = {"status": "firing", "labels": {**labels, "severity": "critical"},
+             "annotations": {"summary": summary, "runbook_url": "https://r/x.md"}}  # fmt: skip
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({
+        "receiver": "pager", "status": "firing", "alerts": [alert],
+        "groupLabels": {"alertname": fleet.NAME, "cluster": "eu1"},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+    }))  # fmt: skip
+    text = '{{ template "nodeslo.description" . }}|{{ template "nodeslo.alerts.firing" . }}'
+    result = subprocess.run(
+        [amtool, "template", "render", f"--template.glob={CONFIG.parent}/*.tmpl",
+         f"--template.text={text}", f"--template.data={data}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    description, firing = result.stdout.split("|")
+    assert description == f"[FIRING:1] {fleet.NAME} (eu1): {summary}"
+    assert firing.startswith(f"[critical] {fleet.NAME} regressed_alert=RDMAPortDown: {summary}")
 
 
 # --- a real Prometheus and Alertmanager ---------------------------------------------
