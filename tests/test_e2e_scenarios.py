@@ -1,19 +1,26 @@
-"""From fault to page, for real: every scenario under tests/scenarios, end to end.
+"""From fault to page, for real: every scenario under tests/scenarios, end to end, on two
+rule engines at once.
 
-One real Prometheus and one real Alertmanager (the Debian packages) on loopback scrape
-one `nodeslo serve` per scenario, each on its own fixture tree that a scenario player
-changes over time. The rules are what `nodeslo generate` makes of the e2e profile
+One `nodeslo serve` per scenario, each on its own fixture tree that a scenario player
+changes over time, is scraped by two engines side by side: a real Prometheus, and
+vmagent → victoria-metrics → vmalert (the Debian packages: the scale-out layout of
+docs/scale-out.md), each with its own Alertmanager and webhook receiver. Both load the
+same rules: what `nodeslo generate` makes of the e2e profile
 (tests/scenarios/profiles/e2e.yaml: the shipped profile with `for:` compressed through
-`alerting.for_scale` and the wake-up SLO removed), loaded unchanged; Alertmanager routes
+`alerting.for_scale` and the wake-up SLO removed), unchanged; each Alertmanager routes
 critical alerts to the test's `pager` webhook and the rest to `ticket`, with the
-inhibition rules of deploy/alertmanager/alertmanager.yml. All scenarios run at once,
-told apart by their `instance` label, so the whole file costs about three minutes (the
-longest, storage-hang, waits for the 2-minute stall and keeps checking after it).
+inhibition rules of deploy/alertmanager/alertmanager.yml. Every expectation of a
+scenario is asserted on both engines, within the same deadline and with the same
+labels; a failure names the engine. All scenarios run at once, told apart by their
+`instance` label, so the whole file costs about three minutes (the longest,
+storage-hang, waits for the 2-minute stall and keeps checking after it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
 import signal
 import tempfile
@@ -51,8 +58,18 @@ class Run:
 
 @dataclass
 class World:
-    stack: s.Stack
+    stacks: dict[str, s.Stack]  # by engine
     runs: dict[str, Run]
+
+
+def _engines() -> list[str]:
+    """Prometheus always; victoria-metrics where installed (CI: always, or it fails in
+    test_victoriametrics_installed). NODESLO_E2E_ENGINES=prometheus (comma-separated)
+    narrows the run, e.g. to measure what the second engine costs."""
+    if s.engine_missing(s.PROMETHEUS):
+        missing("prometheus / prometheus-alertmanager are not installed (Debian packages)")
+    wanted = os.environ.get("NODESLO_E2E_ENGINES", ",".join(s.ENGINES)).split(",")
+    return [engine for engine in s.ENGINES if engine in wanted and not s.engine_missing(engine)]
 
 
 def _alertmanager_config(path: Path, webhook_port: int) -> Path:
@@ -77,8 +94,7 @@ def _selected(request: pytest.FixtureRequest) -> list[str]:
 def world(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[World]:
-    if not (s.tool("prometheus") and s.tool("prometheus-alertmanager", "alertmanager")):
-        missing("prometheus / prometheus-alertmanager are not installed (Debian packages)")
+    engines = _engines()
     workdir = tmp_path_factory.mktemp("e2e")
     generated = d.run_cli("generate", f"--profile={E2E_PROFILE}", f"--out={workdir / 'pack'}")
     assert generated.returncode == 0, generated.stderr
@@ -111,18 +127,26 @@ def world(
             player.on_restart = functools.partial(_restart, run, root, flags, env)
         for run in runs.values():
             _wait_probing(run)
-        webhook = s.Webhook()
-        with s.running(
-            workdir,
-            [run.instance for run in runs.values()],
-            [str(rules)],
-            webhook=webhook,
-            alertmanager_config=lambda port: _alertmanager_config(workdir / "am.yml", port),
-        ) as stack:
-            stack.wait_scraped(min_targets=len(runs))
+        with contextlib.ExitStack() as engines_running:
+            stacks = {
+                engine: engines_running.enter_context(
+                    s.running(
+                        workdir / engine,
+                        [run.instance for run in runs.values()],
+                        [str(rules)],
+                        engine=engine,
+                        alertmanager_config=functools.partial(
+                            _alertmanager_config, workdir / f"am-{engine}.yml"
+                        ),
+                    )
+                )
+                for engine in engines
+            }
+            for stack in stacks.values():
+                stack.wait_scraped(min_targets=len(runs))
             for run in runs.values():
                 run.player.start()
-            yield World(stack, runs)
+            yield World(stacks, runs)
     finally:
         for run in runs.values():
             run.player.stop()
@@ -175,11 +199,26 @@ def _probe_counters(stack: s.Stack, instance: str) -> str:
     return "\n".join(lines)
 
 
-def _timeline(world: World, run: Run) -> str:
+def _pipeline(stack: s.Stack, instance: str) -> str:
+    """Where an expected page stopped, for a failure message: the rule engine's alerts
+    of the server and Alertmanager's view of them."""
+    engine = sorted(
+        f"{a['labels'].get('alertname')}:{a['state']}"
+        for a in stack.alerts()
+        if a["labels"].get("instance") == instance
+    )
+    manager = sorted(
+        f"{a['labels'].get('alertname')}:{a['status']['state']}"
+        for a in stack.alertmanager_alerts(instance=instance)
+    )
+    return f"  rule engine: {', '.join(engine)}\n  alertmanager: {', '.join(manager)}"
+
+
+def _timeline(stack: s.Stack, run: Run) -> str:
     """Every notification of the scenario's server, in order, for a failure message."""
     start = time.time() - run.player.elapsed()  # notifications carry wall-clock times
-    sent = world.stack.webhook.received("firing", instance=run.instance)
-    sent += world.stack.webhook.received("resolved", instance=run.instance)
+    sent = stack.webhook.received("firing", instance=run.instance)
+    sent += stack.webhook.received("resolved", instance=run.instance)
     return "\n".join(
         f"  +{n.received - start:6.1f}s {n.receiver} {n.status} {n.labels.get('alertname')} "
         + " ".join(f"{k}={v}" for k, v in sorted(n.labels.items()) if k in ("sensor", "chip"))
@@ -197,39 +236,78 @@ def test_scenario(world: World, name: str) -> None:
     scenario = run.scenario
     assert scenario.expect or scenario.silent, f"{name}: expects nothing"
     for expectation in scenario.expect:
-        remaining = expectation.within - run.player.elapsed()
-        got = world.stack.webhook.wait_for(
-            max(remaining, 1.0), instance=run.instance, **expectation.matches()
-        )
-        if expectation.receiver:
-            assert got.receiver == expectation.receiver, got
-        assert got.labels.get("cluster") == "e2e", got.labels
-        assert got.annotations.get("runbook_url", "").endswith(f"/{got.labels['alertname']}.md")
+        pages = {}
+        for engine, stack in world.stacks.items():
+            remaining = expectation.within - run.player.elapsed()
+            try:
+                got = stack.webhook.wait_for(
+                    max(remaining, 1.0), instance=run.instance, **expectation.matches()
+                )
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{name} on {engine}: {exc}\n" + _pipeline(stack, run.instance)
+                ) from None
+            if expectation.receiver:
+                assert got.receiver == expectation.receiver, f"{engine}: {got}"
+            assert got.labels.get("cluster") == "e2e", f"{engine}: {got.labels}"
+            assert got.annotations.get("runbook_url", "").endswith(
+                f"/{got.labels['alertname']}.md"
+            ), f"{engine}: {got.annotations}"
+            pages[engine] = got
+        _assert_same_page(name, pages)
     if scenario.silent or scenario.inhibited or scenario.still_firing:
         deadline = scenario.duration - run.player.elapsed()
         if deadline > 0:
             time.sleep(deadline)
+    for engine, stack in world.stacks.items():
+        _assert_held(name, engine, stack, run)
+    assert not run.player.errors, run.player.errors
+
+
+def _assert_same_page(name: str, pages: dict[str, s.Notification]) -> None:
+    """The engines page with the same labels and the same summary (descriptions carry
+    $value, which two engines sampling the same host a second apart read differently)."""
+    if len(pages) < 2:
+        return
+    (first, a), (second, b) = list(pages.items())[:2]
+    assert a.labels == b.labels, f"{name}: labels differ: {first} {a.labels} {second} {b.labels}"
+    assert a.annotations.get("summary") == b.annotations.get("summary"), (
+        f"{name}: summaries differ: {first} {a.annotations} {second} {b.annotations}"
+    )
+
+
+def _assert_held(name: str, engine: str, stack: s.Stack, run: Run) -> None:
+    """The scenario's silences, inhibitions and still-firing alerts, on one engine."""
+    where = f"{name} on {engine}"
+    scenario = run.scenario
     for silence in scenario.silent:
-        noise = world.stack.webhook.firing(instance=run.instance, **silence)
+        noise = stack.webhook.firing(instance=run.instance, **silence)
         assert not noise, (
-            f"{name}: unexpected notifications: "
+            f"{where}: unexpected notifications: "
             + ", ".join(f"{n.receiver}:{n.labels.get('alertname')}{n.labels}" for n in noise)
             + "\nthe storage probe's counters:\n"
-            + _probe_counters(world.stack, run.instance)
+            + _probe_counters(stack, run.instance)
         )
     for matchers in scenario.inhibited:
-        # Firing in Prometheus, held back by Alertmanager, and never sent.
-        active = world.stack.alertmanager_alerts(instance=run.instance, **matchers)
-        assert active, f"{name}: {matchers} never reached Alertmanager"
+        # Firing in the engine, held back by Alertmanager, and never sent.
+        active = stack.alertmanager_alerts(instance=run.instance, **matchers)
+        assert active, f"{where}: {matchers} never reached Alertmanager"
         for alert in active:
-            assert alert["status"]["inhibitedBy"], f"{name}: not inhibited: {alert}"
-        leaked = world.stack.webhook.firing(instance=run.instance, **matchers)
-        assert not leaked, f"{name}: sent uninhibited: {leaked}\n" + _timeline(world, run)
+            assert alert["status"]["inhibitedBy"], f"{where}: not inhibited: {alert}"
+        leaked = stack.webhook.firing(instance=run.instance, **matchers)
+        assert not leaked, f"{where}: sent uninhibited: {leaked}\n" + _timeline(stack, run)
     for matchers in scenario.still_firing:
         # Paging from the first notification to the end, never resolved in between.
-        active = world.stack.alertmanager_alerts(instance=run.instance, **matchers)
-        assert active, f"{name}: {matchers} no longer active"
-        assert all(a["status"]["state"] == "active" for a in active), active
-        resolved = world.stack.webhook.received("resolved", instance=run.instance, **matchers)
-        assert not resolved, f"{name}: {matchers} resolved: {resolved}"
-    assert not run.player.errors, run.player.errors
+        active = stack.alertmanager_alerts(instance=run.instance, **matchers)
+        assert active, f"{where}: {matchers} no longer active"
+        assert all(a["status"]["state"] == "active" for a in active), f"{where}: {active}"
+        resolved = stack.webhook.received("resolved", instance=run.instance, **matchers)
+        assert not resolved, f"{where}: {matchers} resolved: {resolved}"
+
+
+def test_victoriametrics_installed() -> None:
+    """The VictoriaMetrics half of the scenarios runs only where Debian's
+    victoria-metrics is installed: say so instead of passing in silence."""
+    absent = s.engine_missing(s.VICTORIAMETRICS)
+    if absent:
+        missing(f"{absent}: not installed (Debian package victoria-metrics)")

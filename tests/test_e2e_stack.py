@@ -1,5 +1,6 @@
-"""The end-to-end harness itself: a real Prometheus scrapes the daemon, evaluates a rule,
-and Alertmanager delivers the page to the test's webhook receiver."""
+"""The end-to-end harness itself: a real Prometheus (or vmagent → victoria-metrics →
+vmalert) scrapes the daemon, evaluates a rule, and Alertmanager delivers the page to the
+test's webhook receiver."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ from support import stack as s
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def binaries() -> None:
-    if not (s.tool("prometheus") and s.tool("prometheus-alertmanager", "alertmanager")):
-        missing("prometheus / prometheus-alertmanager are not installed (Debian packages)")
+@pytest.fixture(params=s.ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    absent = s.engine_missing(request.param)
+    if absent:
+        missing(f"{absent}: not installed (Debian packages)")
+    return str(request.param)
 
 
 def test_a_rule_on_scraped_data_reaches_the_pager(
-    binaries: None, seed_tree: Path, tmp_path: Path
+    engine: str, seed_tree: Path, tmp_path: Path
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
@@ -35,7 +38,7 @@ def test_a_rule_on_scraped_data_reaches_the_pager(
     )
     with (
         d.running(seed_tree) as daemon,
-        s.running(tmp_path, [f"127.0.0.1:{daemon.port}"], [str(rules)]) as stack,
+        s.running(tmp_path, [f"127.0.0.1:{daemon.port}"], [str(rules)], engine=engine) as stack,
     ):
         stack.wait_scraped()
         page = stack.webhook.wait_for(60, alertname="SmokeDiskSeen")

@@ -1,9 +1,14 @@
-"""A real Prometheus + Alertmanager + webhook receiver on loopback, for end-to-end tests.
+"""A real rule engine + Alertmanager + webhook receiver on loopback, for end-to-end tests.
 
-The Debian packages `prometheus` (2.42) and `prometheus-alertmanager` (0.25) are started
-by the test with short scrape/evaluation intervals, each on a free port with its own
-temp data dir. Alertmanager routes `severity="critical"` to the `pager` webhook and
-everything else to `ticket`; the receiver records every notification it gets.
+Two engines read the same generated rules file: `prometheus` (the Debian package, 2.42)
+scrapes and evaluates; `victoriametrics` (Debian's victoria-metrics 1.79) is the
+scale-out layout: vmagent scrapes and remote-writes to victoria-metrics, vmalert
+evaluates against it, writes its recordings (and ALERTS/ALERTS_FOR_STATE) back through
+-remoteWrite.url and restores `for` state through -remoteRead.url. Both are started by
+the test with short scrape/evaluation intervals, each process on a free port with its
+own temp data dir, and each engine with its own Alertmanager (the Debian
+`prometheus-alertmanager`, 0.25), which routes `severity="critical"` to the `pager`
+webhook and everything else to `ticket`; the receiver records every notification.
 """
 
 from __future__ import annotations
@@ -136,18 +141,53 @@ def serving(exposition: Path) -> Iterator[str]:
         server.server_close()
 
 
+PROMETHEUS = "prometheus"
+VICTORIAMETRICS = "victoriametrics"
+ENGINES = (PROMETHEUS, VICTORIAMETRICS)
+# The binaries each engine needs besides Alertmanager, as Debian installs them.
+ENGINE_TOOLS = {
+    PROMETHEUS: ("prometheus",),
+    VICTORIAMETRICS: ("victoria-metrics", "vmagent", "vmalert"),
+}
+ALERTMANAGER = ("prometheus-alertmanager", "alertmanager")
+
+
+def engine_missing(engine: str) -> str | None:
+    """What is not installed for `engine` (and its Alertmanager), or None."""
+    absent = [name for name in ENGINE_TOOLS[engine] if not tool(name)]
+    if not tool(*ALERTMANAGER):
+        absent.append("prometheus-alertmanager")
+    return ", ".join(absent) or None
+
+
 class Stack:
     def __init__(
-        self, workdir: Path, prometheus_port: int, alertmanager_port: int, webhook: Webhook
+        self,
+        workdir: Path,
+        query_port: int,
+        alertmanager_port: int,
+        webhook: Webhook,
+        *,
+        engine: str = PROMETHEUS,
+        rules_port: int | None = None,
     ) -> None:
         self.workdir = workdir
-        self.prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+        self.engine = engine
+        # Where PromQL/MetricsQL queries go: Prometheus, or victoria-metrics.
+        self.prometheus_url = f"http://127.0.0.1:{query_port}"
+        # Where the rule engine's /api/v1/alerts is: Prometheus, or vmalert.
+        self.rules_url = f"http://127.0.0.1:{rules_port or query_port}"
         self.alertmanager_url = f"http://127.0.0.1:{alertmanager_port}"
         self.webhook = webhook
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query, now or `at` (unix seconds). `nocache=1`: victoria-metrics
+        would otherwise answer from its response cache."""
+        params = {"query": expr, "nocache": "1"}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=30) as response:
             body = json.loads(response.read())
         assert body["status"] == "success", body
@@ -155,7 +195,7 @@ class Stack:
         return result
 
     def alerts(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(f"{self.prometheus_url}/api/v1/alerts", timeout=30) as r:
+        with urllib.request.urlopen(f"{self.rules_url}/api/v1/alerts", timeout=30) as r:
             alerts: list[dict[str, Any]] = json.loads(r.read())["data"]["alerts"]
         return alerts
 
@@ -169,7 +209,7 @@ class Stack:
             alerts: list[dict[str, Any]] = json.loads(r.read())
         return alerts
 
-    def wait_ready(self, url: str, timeout: float = 60.0) -> None:
+    def wait_ready(self, url: str, timeout: float = 60.0, path: str = "/-/ready") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for proc in self.procs:
@@ -178,7 +218,7 @@ class Stack:
                         f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}"
                     )
             try:
-                with urllib.request.urlopen(url + "/-/ready", timeout=2) as response:
+                with urllib.request.urlopen(url + path, timeout=2) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -194,7 +234,13 @@ class Stack:
             if len(self.query(f'up{{job="{job}"}} == 1')) >= min_targets:
                 return
             time.sleep(0.2)
-        raise AssertionError(f"job {job}: fewer than {min_targets} targets scraped successfully")
+        raise AssertionError(
+            f"{self.engine}: job {job}: fewer than {min_targets} targets scraped successfully"
+        )
+
+
+# The one external label the pack's rules and Alertmanager grouping need (docs/scale-out.md).
+EXTERNAL_LABELS = {"cluster": "e2e"}
 
 
 def prometheus_config(
@@ -208,10 +254,23 @@ def prometheus_config(
         "global": {
             "scrape_interval": interval,
             "evaluation_interval": interval,
-            "external_labels": {"cluster": "e2e"},
+            "external_labels": dict(EXTERNAL_LABELS),
         },
         "rule_files": rule_files,
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
+        "scrape_configs": [
+            {"job_name": "nodeslo", "static_configs": static_configs or [{"targets": targets}]},
+        ],
+    }
+
+
+def vmagent_config(
+    targets: list[str], interval: str, static_configs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """vmagent reads Prometheus' scrape configuration; its `external_labels` are added to
+    every scraped sample it remote-writes, as a site Prometheus' are."""
+    return {
+        "global": {"scrape_interval": interval, "external_labels": dict(EXTERNAL_LABELS)},
         "scrape_configs": [
             {"job_name": "nodeslo", "static_configs": static_configs or [{"targets": targets}]},
         ],
@@ -239,6 +298,124 @@ def default_alertmanager_config(webhook_port: int) -> dict[str, Any]:
     }
 
 
+def _spawn(stack: Stack, name: str, argv: list[str]) -> None:
+    logs = stack.workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    stack.procs.append(
+        subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=open(logs / f"{name}.log", "wb"),  # noqa: SIM115
+        )
+    )
+
+
+def _start_prometheus(
+    stack: Stack,
+    targets: list[str],
+    rule_files: list[str],
+    alertmanager: str,
+    interval: str,
+    *,
+    static_configs: list[dict[str, Any]] | None = None,
+) -> None:
+    prometheus = tool("prometheus")
+    assert prometheus, "prometheus must be installed"
+    config = stack.workdir / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            prometheus_config(targets, rule_files, alertmanager, interval, static_configs)
+        )
+    )
+    _spawn(
+        stack,
+        "prometheus",
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={stack.workdir / 'tsdb'}",
+            f"--web.listen-address={stack.prometheus_url.removeprefix('http://')}",
+            "--web.enable-lifecycle",
+        ],
+    )
+    stack.wait_ready(stack.prometheus_url)
+
+
+def _start_victoriametrics(
+    stack: Stack,
+    targets: list[str],
+    rule_files: list[str],
+    alertmanager: str,
+    interval: str,
+    *,
+    static_configs: list[dict[str, Any]] | None = None,
+) -> None:
+    """victoria-metrics, vmagent scraping into it, vmalert evaluating against it."""
+    database, agent, rules = tool("victoria-metrics"), tool("vmagent"), tool("vmalert")
+    assert database and agent and rules, "victoria-metrics, vmagent, vmalert must be installed"
+    store = stack.prometheus_url
+    _spawn(
+        stack,
+        "victoria-metrics",
+        [
+            database,
+            f"-storageDataPath={stack.workdir / 'vmdata'}",
+            f"-httpListenAddr={store.removeprefix('http://')}",
+            # Samples are visible to queries at once, not after the default 30 s: the
+            # scenarios' deadlines are a minute (a real fleet keeps the default and
+            # accepts 30 s more latency, docs/scale-out.md).
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+        ],
+    )
+    stack.wait_ready(store, path="/health")
+    scrape = stack.workdir / "vmagent.yml"
+    scrape.write_text(yaml.safe_dump(vmagent_config(targets, interval, static_configs)))
+    agent_port = free_port()
+    _spawn(
+        stack,
+        "vmagent",
+        [
+            agent,
+            f"-promscrape.config={scrape}",
+            f"-remoteWrite.url={store}/api/v1/write",
+            f"-remoteWrite.tmpDataPath={stack.workdir / 'vmagent'}",
+            "-remoteWrite.flushInterval=200ms",
+            f"-httpListenAddr=127.0.0.1:{agent_port}",
+        ],
+    )
+    stack.wait_ready(f"http://127.0.0.1:{agent_port}", path="/health")
+    _spawn(
+        stack,
+        "vmalert",
+        [
+            rules,
+            *(f"-rule={path}" for path in rule_files),
+            f"-datasource.url={store}",
+            # Recordings and ALERTS/ALERTS_FOR_STATE go back into the store; after a
+            # restart vmalert restores each alert's `for` progress from there.
+            f"-remoteWrite.url={store}",
+            "-remoteWrite.flushInterval=200ms",
+            f"-remoteRead.url={store}",
+            f"-notifier.url=http://{alertmanager}",
+            f"-evaluationInterval={interval}",
+            # Prometheus adds its external labels to every alert it sends; vmalert
+            # adds these (to alerts without them, e.g. vector(1) or absent()).
+            *(f"-external.label={k}={v}" for k, v in EXTERNAL_LABELS.items()),
+            # Prometheus resends a firing alert at most every minute (its default
+            # --rules.alert.resend-delay) with an expiry 4 x that away; vmalert's
+            # default is every evaluation with an expiry of 4 evaluation intervals,
+            # 4 s here, which a loaded machine misses and Alertmanager then resolves.
+            "-rule.resendDelay=1m",
+            # Prometheus labels no alert with its group; Alertmanager groups and
+            # inhibits on the alerts' own labels.
+            "-disableAlertgroupLabel",
+            f"-httpListenAddr={stack.rules_url.removeprefix('http://')}",
+        ],
+    )
+    stack.wait_ready(stack.rules_url, path="/health")
+
+
 @contextlib.contextmanager
 def running(
     workdir: Path,
@@ -249,67 +426,56 @@ def running(
     webhook: Webhook | None = None,
     alertmanager_config: Callable[[int], Path] | None = None,
     static_configs: list[dict[str, Any]] | None = None,
+    engine: str = PROMETHEUS,
 ) -> Iterator[Stack]:
-    """Start webhook receiver, Alertmanager and Prometheus; stop them afterwards.
+    """Start webhook receiver, Alertmanager and the engine; stop them afterwards.
 
     `alertmanager_config(webhook_port)` may write a config of its own; by default
     critical goes to the `pager` webhook and everything else to `ticket`.
     `static_configs` replaces the one target group (e.g. targets with labels)."""
-    prometheus = tool("prometheus")
-    alertmanager = tool("prometheus-alertmanager", "alertmanager")
-    assert prometheus and alertmanager, "prometheus and alertmanager must be installed"
+    alertmanager = tool(*ALERTMANAGER)
+    assert alertmanager, "prometheus-alertmanager must be installed"
+    assert engine in ENGINES, engine
+    workdir.mkdir(parents=True, exist_ok=True)
     webhook = webhook or Webhook()
     hook_server = ThreadingHTTPServer(("127.0.0.1", 0), webhook.handler())
     threading.Thread(target=hook_server.serve_forever, daemon=True).start()
-    prom_port, am_port = free_port(), free_port()
-    stack = Stack(workdir, prom_port, am_port, webhook)
+    query_port, am_port = free_port(), free_port()
+    rules_port = free_port() if engine == VICTORIAMETRICS else None
+    stack = Stack(workdir, query_port, am_port, webhook, engine=engine, rules_port=rules_port)
     if alertmanager_config is None:
         am_file = workdir / "alertmanager.yml"
         am_file.write_text(yaml.safe_dump(default_alertmanager_config(hook_server.server_port)))
     else:
         am_file = alertmanager_config(hook_server.server_port)
-    prom_file = workdir / "prometheus.yml"
-    prom_file.write_text(
-        yaml.safe_dump(
-            prometheus_config(targets, rule_files, f"127.0.0.1:{am_port}", interval, static_configs)
-        )
-    )
-    logs = workdir / "logs"
-    logs.mkdir(exist_ok=True)
+    start = _start_prometheus if engine == PROMETHEUS else _start_victoriametrics
     try:
-        stack.procs.append(
-            subprocess.Popen(
-                [
-                    alertmanager,
-                    f"--config.file={am_file}",
-                    f"--storage.path={workdir / 'am'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}",
-                    "--cluster.listen-address=",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(logs / "alertmanager.log", "wb"),  # noqa: SIM115
-            )
-        )
-        stack.procs.append(
-            subprocess.Popen(
-                [
-                    prometheus,
-                    f"--config.file={prom_file}",
-                    f"--storage.tsdb.path={workdir / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                    "--web.enable-lifecycle",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=open(logs / "prometheus.log", "wb"),  # noqa: SIM115
-            )
+        _spawn(
+            stack,
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={am_file}",
+                f"--storage.path={workdir / 'am'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                "--cluster.listen-address=",
+            ],
         )
         stack.wait_ready(stack.alertmanager_url)
-        stack.wait_ready(stack.prometheus_url)
+        start(
+            stack,
+            targets,
+            rule_files,
+            f"127.0.0.1:{am_port}",
+            interval,
+            static_configs=static_configs,
+        )
         yield stack
     finally:
-        for proc in stack.procs:
+        # Last started first: vmalert before the store it queries and writes to.
+        for proc in reversed(stack.procs):
             proc.terminate()
-        for proc in stack.procs:
+        for proc in reversed(stack.procs):
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

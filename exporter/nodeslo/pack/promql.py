@@ -16,6 +16,7 @@ from nodeslo.units import prom_duration
 __all__ = [
     "by",
     "duration",
+    "increase_seen",
     "le_matcher",
     "le_spellings",
     "matchers",
@@ -36,6 +37,21 @@ def number(value: float) -> str:
 
 def duration(seconds: float) -> str:
     return prom_duration(seconds)
+
+
+def increase_seen(counter: str, window: str) -> str:
+    """`increase(counter[window])`, kept only where the window's own samples rose or reset.
+
+    On Prometheus the guard changes nothing: an increase above 0 needs a rise between two
+    samples of the window, or a reset. MetricsQL's increase() (VictoriaMetrics, vmalert)
+    also counts a series' first value as a rise from 0 when the series begins inside the
+    window and that value is small: every error counter of a host just deployed, a drive
+    or DIMM just seen, would alert on errors from before monitoring began. min, max and
+    resets over the window read the same samples on both engines (docs/scale-out.md)."""
+    rng = f"{counter}[{window}]"
+    return (
+        f"(increase({rng}) and (max_over_time({rng}) > min_over_time({rng}) or resets({rng}) > 0))"
+    )
 
 
 def quote(value: str) -> str:

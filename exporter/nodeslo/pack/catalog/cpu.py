@@ -124,8 +124,9 @@ ALERTS = (
         name="CPUThermalThrottling",
         group="cpu",
         severity=WARNING,
-        expr="sum by (${by}, package) "
-        "(increase(nodeslo_cpu_throttle_events_total[${throttling_window}])) > 0",
+        expr="sum by (${by}, package) ("
+        + promql.increase_seen("nodeslo_cpu_throttle_events_total", "${throttling_window}")
+        + ") > 0",
         for_=0,
         summary="CPU package {{ $labels.package }} " + ON + " is thermally throttled",
         description='{{ $value | printf "%.0f" }} thermal throttle events on package '

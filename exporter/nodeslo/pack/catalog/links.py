@@ -144,8 +144,11 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
         name="PCIeUncorrectableErrors",
         group="links",
         severity=CRITICAL,
-        expr='increase(nodeslo_pcie_aer_errors_total{aer_severity=~"nonfatal|fatal"}'
-        "[${pcie_uncorrectable_window}]) > 0",
+        expr=promql.increase_seen(
+            'nodeslo_pcie_aer_errors_total{aer_severity=~"nonfatal|fatal"}',
+            "${pcie_uncorrectable_window}",
+        )
+        + " > 0",
         for_=0,
         summary="Uncorrectable PCIe errors on " + _WHO + " " + ON,
         description='{{ $value | printf "%.0f" }} {{ $labels.aer_severity }} AER errors on '
@@ -160,8 +163,11 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
         name="PCIeUncorrectableErrors",
         group="links",
         severity=CRITICAL,
-        expr='increase(nodeslo_pcie_aer_rootport_errors_total{aer_severity=~"nonfatal|fatal"}'
-        "[${pcie_uncorrectable_window}]) > 0",
+        expr=promql.increase_seen(
+            'nodeslo_pcie_aer_rootport_errors_total{aer_severity=~"nonfatal|fatal"}',
+            "${pcie_uncorrectable_window}",
+        )
+        + " > 0",
         for_=0,
         summary="Root port {{ $labels.device }} " + ON + " received uncorrectable PCIe errors",
         description='{{ $value | printf "%.0f" }} {{ $labels.aer_severity }} AER error messages '
@@ -177,8 +183,11 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
         name="PCIeCorrectableErrorsHigh",
         group="links",
         severity=WARNING,
-        expr='increase(nodeslo_pcie_aer_errors_total{aer_severity="correctable"}'
-        "[${pcie_correctable_window}]) > ${pcie_correctable_max}",
+        expr=promql.increase_seen(
+            'nodeslo_pcie_aer_errors_total{aer_severity="correctable"}',
+            "${pcie_correctable_window}",
+        )
+        + " > ${pcie_correctable_max}",
         for_=0,
         summary="Many correctable PCIe errors on " + _WHO + " " + ON,
         description='{{ $value | printf "%.0f" }} correctable AER errors on ' + _WHO + " in "
@@ -265,8 +274,8 @@ nodeslo_network_speed_bytes_per_second
         name="NetworkLinkFlapping",
         group="links",
         severity=WARNING,
-        expr="increase(nodeslo_network_carrier_changes_total[${network_flap_window}])"
-        " > ${network_flap_max}",
+        expr=promql.increase_seen("nodeslo_network_carrier_changes_total", "${network_flap_window}")
+        + " > ${network_flap_max}",
         for_=0,
         summary="Network interface {{ $labels.interface }} " + ON + " is flapping",
         description='Its carrier came or went {{ $value | printf "%.0f" }} times in the last '

@@ -35,7 +35,8 @@ ALERTS = (
         name="MemoryUncorrectableErrors",
         group="memory",
         severity=CRITICAL,
-        expr="increase(nodeslo_edac_uncorrectable_errors_total[${ue_window}]) > 0",
+        expr=promql.increase_seen("nodeslo_edac_uncorrectable_errors_total", "${ue_window}")
+        + " > 0",
         for_=0,
         summary="Uncorrectable memory errors on controller {{ $labels.controller }} " + ON,
         description='{{ $value | printf "%.0f" }} uncorrectable ECC errors on memory '
@@ -49,7 +50,9 @@ ALERTS = (
         group="memory",
         severity=WARNING,
         expr="sum by (${by}) "
-        "(increase(nodeslo_edac_correctable_errors_total[${ce_window}])) > ${ce_max}",
+        "("
+        + promql.increase_seen("nodeslo_edac_correctable_errors_total", "${ce_window}")
+        + ") > ${ce_max}",
         for_=900,
         summary="Many correctable memory errors " + ON,
         description='{{ $value | printf "%.0f" }} correctable ECC errors in the last '

@@ -300,7 +300,8 @@ topk by (${by}, serial) (1, nodeslo_nvme_info)
         name="NVMeMediaErrorsIncreasing",
         group="nvme",
         severity=WARNING,
-        expr="increase(nodeslo_nvme_media_errors_total[${media_errors_window}]) > 0",
+        expr=promql.increase_seen("nodeslo_nvme_media_errors_total", "${media_errors_window}")
+        + " > 0",
         for_=0,
         summary="NVMe {{ $labels.controller }} " + ON + " reports new media errors",
         description='{{ $value | printf "%.0f" }} new media and data integrity errors in the '
@@ -330,7 +331,7 @@ topk by (${by}, serial) (1, nodeslo_nvme_info)
         severity=WARNING,
         expr="""
 nodeslo_nvme_temperature_celsius{sensor="composite"}
->= on (${by}, controller) group_left ()
+>= on (${by}, controller, serial) group_left ()
 (nodeslo_nvme_temperature_threshold_celsius{level="warning"} > 0)
 """,
         for_="nvme_temperature_for",
@@ -353,7 +354,7 @@ nodeslo_nvme_temperature_celsius{sensor="composite"}
         severity=CRITICAL,
         expr="""
 nodeslo_nvme_temperature_celsius{sensor="composite"}
->= on (${by}, controller) group_left ()
+>= on (${by}, controller, serial) group_left ()
 (nodeslo_nvme_temperature_threshold_celsius{level="critical"} > 0)
 """,
         for_=60,
