@@ -996,3 +996,24 @@ def test_each_operation_runs_in_its_own_thread_on_the_real_clock(tmp_path: Path)
     assert all(lane.ok for lane in lanes)
     for lane in lanes:
         lane.close()
+
+
+def test_a_report_is_one_write_however_many_messages(tmp_path: Path) -> None:
+    """Fewer system calls per report, and one wake-up of the daemon's reader, not four."""
+
+    class Counting(io.BytesIO):
+        writes = 0
+
+        def write(self, data) -> int:  # type: ignore[no-untyped-def,override]
+            self.writes += 1
+            return super().write(data)
+
+    lanes = lanes_of(Target(str(tmp_path), SIZE))
+    for lane in lanes.values():
+        lane.run_once()
+    out = Counting()
+    storage.report(Reporter(out), list(lanes.values()), {}, 0)
+    kinds = [json.loads(line)["t"] for line in out.getvalue().splitlines()]
+    assert sorted(kinds) == ["hist", "hist", "status", "target"]
+    assert out.writes == 1
+    close(lanes)
