@@ -18,7 +18,7 @@ records now - deadline. Engines:
   Why bursts and not one long-lived cyclictest: cyclictest hands out its histogram only
   when it exits, and its one streaming output (`-v`, a line per wake-up) needs the display
   thread awake every 10 ms — measured, that thread then costs as much CPU as the
-  measuring one, ten times the fork and exec of a burst every 10 s.
+  measuring one, more than the fork and exec of a burst every 10 s.
 
   A burst that fails (exits non-zero, is killed, writes bad JSON, hangs past its
   deadline and is killed) measured nothing: every wake-up it should have measured, and
@@ -312,6 +312,10 @@ def run_cyclictest_burst(
             f"cyclictest still running {hang_seconds:g}s past its {loops * interval_s:g}s "
             "burst: killed"
         ) from None
+    except BaseException:
+        proc.kill()  # never leave a burst running behind a failure
+        proc.wait()
+        raise
     finally:
         os.close(read_end)
     if proc.returncode != 0:
