@@ -147,7 +147,11 @@ def test_a_hung_cyclictest_is_killed_at_its_deadline(fake_cyclictest, tmp_path: 
     [
         ("echo 'bad option' >&2; exit 1", "exited 1: bad option"),
         ("kill -9 $$", "exited -9"),
-        ("echo '{not json' > ${5#--json=}", "cyclictest JSON"),
+        (
+            'for a; do case "$a" in --json=*) out="${a#--json=}";; esac; done; '
+            "echo '{not json' > \"$out\"",
+            "cyclictest JSON",
+        ),
     ],
 )
 def test_a_failing_cyclictest_burst_is_an_error_not_data(
