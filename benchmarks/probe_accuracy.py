@@ -100,15 +100,29 @@ def load(kind: str, workdir: str) -> Iterator[None]:
 # --- wake-up ---------------------------------------------------------------------------------
 
 
+BIN_LIMIT_US = 1_000_000  # whole-µs bins up to 1 s; later wake-ups in the last bin
+
+
 class BinRecorder:
-    """Stands in for the probe's histogram: whole-µs bins, truncated, as cyclictest bins."""
+    """Stands in for the probe's histogram: whole-µs bins, truncated, as cyclictest bins.
+
+    The python engine counts into buckets over `bounds_ns` and merges them with `add`:
+    bound k is k µs + 999 ns, so bucket k holds [k, k + 1) µs. (`observe` for engines
+    that record one sample at a time.)"""
+
+    bounds_ns = tuple(k * 1000 + 999 for k in range(BIN_LIMIT_US))
 
     def __init__(self) -> None:
         self.bins: dict[int, int] = {}
 
     def observe(self, latency_ns: int) -> None:
-        k = latency_ns // 1000
+        k = min(latency_ns // 1000, BIN_LIMIT_US)
         self.bins[k] = self.bins.get(k, 0) + 1
+
+    def add(self, counts: list[int], sum_ns: int) -> None:
+        for k, n in enumerate(counts):
+            if n:
+                self.bins[k] = self.bins.get(k, 0) + n
 
 
 def python_child(interval_ns: int, samples: int, policy: str, cpu: int) -> None:

@@ -112,12 +112,16 @@ def test_reports_flow_and_a_reload_sends_new_settings_without_a_restart(tmp_path
 
 def test_a_dying_probe_is_a_restart_and_the_relay_reconnects(tmp_path: Path) -> None:
     messages: list[Message] = []
-    probe = remote(tmp_path / "w.sock", messages)
+    exits: list[str] = []
+    probe = remote(tmp_path / "w.sock", messages, on_exit=exits.append)
     dies = BEATING.replace("while True:", "for _ in range(5):")
     try:
         with RelayThread(tmp_path / "w.sock", fake_probe(dies)):
             wait_for(lambda: probe.restarts >= 2)
             assert probe.last_exit == "disconnected"
+            # Each disconnect is told to the owner, which counts the gap as missed.
+            wait_for(lambda: len(exits) >= 2)
+            assert set(exits) == {"disconnected"}
     finally:
         probe.stop()
 

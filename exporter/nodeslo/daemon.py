@@ -46,8 +46,8 @@ from nodeslo.web.webconfig import WebConfigCollector, WebConfigError, WebConfigS
 
 log = logging.getLogger("nodeslo")
 
-# Between watchdog pings and signal checks when systemd asks for no watchdog.
-IDLE_TICK_SECONDS = 1.0
+# Without a systemd watchdog the main thread sleeps until a command: signals interrupt
+# the wait (their handlers queue a command), so an idle daemon's main thread never wakes.
 
 
 def enabled_collectors(args: argparse.Namespace) -> list[str]:
@@ -266,14 +266,15 @@ class Daemon:
                 },
             )
         self.notifier.notify("READY=1")
-        tick = self.notifier.ping_interval() or IDLE_TICK_SECONDS
-        next_ping = time.monotonic() + tick
+        tick = self.notifier.ping_interval()
+        next_ping = time.monotonic() + tick if tick else None
         while True:
             try:
-                command, payload = self.commands.get(timeout=max(0.0, next_ping - time.monotonic()))
+                timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
+                command, payload = self.commands.get(timeout=timeout)
             except queue.Empty:
                 command, payload = "", None
-            if time.monotonic() >= next_ping:
+            if tick and next_ping is not None and time.monotonic() >= next_ping:
                 # Ping only while the HTTP thread is alive: a dead server must be restarted.
                 # On a clock, not on idleness: a flood of SIGHUPs must not starve it.
                 if all(thread.is_alive() for thread in threads):

@@ -116,6 +116,15 @@ WAKEUP_ENGINE = Desc(
     "(auto = cyclictest when installed). requested!=python with engine=python is a fallback.",
     ("requested", "engine", "policy"),
 )
+WAKEUP_MISSED = Desc(
+    "nodeslo_probe_wakeup_missed_total",
+    "counter",
+    "Wake-ups of the probe's timer that nothing measured, counted bad (in the latency "
+    "histogram, at their lateness when counted, a lower bound): reason engine_failed = a "
+    "cyclictest burst failed, hung or was killed; probe_down = no probe process was running.",
+    ("reason",),
+)
+WAKEUP_MISSED_REASONS = ("engine_failed", "probe_down")
 WAKEUP_INTERVAL = Desc(
     "nodeslo_probe_wakeup_interval_seconds",
     "gauge",
@@ -314,15 +323,34 @@ class StorageProbe(_Probe):
 
 
 class WakeupProbe(_Probe):
+    """The wake-up probe's histograms, merged from its process's reports.
+
+    While no probe process runs (it crashed, hung and was killed, or failed to start;
+    not a reload's replacement), every timer period from the end of what its reports
+    covered to the next process's hello is a missed wake-up with the reason
+    `probe_down`, observed in the histogram of the engine last in use as soon as a
+    scrape or the hello finds it due: a probe that cannot run burns the wake-up SLO
+    instead of silencing it.
+    """
+
     probe = "wakeup"
     report_timeout = WAKEUP_REPORT_TIMEOUT
 
-    def __init__(self, ctx: CollectorContext, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        ctx: CollectorContext,
+        backoff: Backoff | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         super().__init__(ctx, backoff)
         self.settings: WakeupSettings | None = None
         self._histograms: dict[tuple[str, str], LatencyHistogram] = {}
         self._bounds: tuple[float, ...] = ()
         self._engine: tuple[str, str, str] | None = None
+        self._clock = clock
+        self._missed = dict.fromkeys(WAKEUP_MISSED_REASONS, 0)
+        self._covered_ns: int | None = None  # the reports cover time until here
+        self._gap_next_ns: int | None = None  # the next unmeasured deadline of an open gap
 
     @property
     def enabled(self) -> bool:
@@ -344,6 +372,7 @@ class WakeupProbe(_Probe):
             self._on_message,
             report_timeout=self.report_timeout,
             errors=self.ctx.errors,
+            on_exit=self._on_exit,
         )
         try:
             remote.start()
@@ -368,6 +397,9 @@ class WakeupProbe(_Probe):
             policy=new.policy,
             bounds=bounds,
         )
+        with self._lock:
+            if self._covered_ns is None:  # a first process that never reports: a gap from now
+                self._covered_ns = self._clock()
         socket_path = self.ctx.option("probe_wakeup_socket")
         if socket_path:
             self._run_remote(new.enabled, str(socket_path), config.to_json())
@@ -376,9 +408,50 @@ class WakeupProbe(_Probe):
             self._run(new.enabled, command)
         self.settings = new
 
+    def _on_exit(self, reason: str) -> None:
+        with self._lock:
+            if self._gap_next_ns is None and self.settings is not None:
+                start = self._covered_ns if self._covered_ns is not None else self._clock()
+                self._gap_next_ns = start + self._interval_ns()
+            self._covered_ns = None
+
+    def _interval_ns(self) -> int:
+        assert self.settings is not None
+        return max(1, round(self.settings.interval_seconds * 1e9))
+
+    def _account_gap(self, until_ns: int) -> None:
+        """Under the lock: the open gap's deadlines before `until_ns`, counted missed."""
+        first = self._gap_next_ns
+        if first is None or self.settings is None:
+            return
+        engine = self._engine  # never heard of: the engine it would have run
+        key = (
+            (engine[1], engine[2])
+            if engine
+            else (wakeup.choose_engine(self.settings.engine), self.settings.policy)
+        )
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            histogram = self._histograms[key] = LatencyHistogram(self._bounds)
+        n, self._gap_next_ns = wakeup.observe_missed(
+            histogram, first, self._interval_ns(), until_ns
+        )
+        self._missed["probe_down"] += n
+
     def _on_message(self, message: Message) -> None:
         kind = message["t"]
-        if kind == "hist":
+        now = self._clock()
+        with self._lock:
+            if kind == "hello" and self._gap_next_ns is not None:
+                self._account_gap(now)  # the gap ends where the new process starts
+                self._gap_next_ns = None
+            self._covered_ns = now
+        if kind == "missed":
+            with self._lock:
+                reason = str(message["reason"])
+                if reason in self._missed:
+                    self._missed[reason] += int(message["n"])
+        elif kind == "hist":
             engine, policy = (str(v) for v in message["labels"])
             with self._lock:
                 histogram = self._histograms.get((engine, policy))
@@ -407,14 +480,19 @@ class WakeupProbe(_Probe):
         # The engine in use, while there is one: a probe that stopped reporting measures
         # with nothing (nodeslo_probe_up says so), not with its last engine.
         reporting = self._process is not None and self._process.reporting()
+        missed = WAKEUP_MISSED.family()
         with self._lock:
+            self._account_gap(self._clock())
             snapshots = {k: h.snapshot() for k, h in self._histograms.items()}
             if self._engine is not None and reporting:
                 add(in_use, list(self._engine), 1)
+            for reason, n in self._missed.items():
+                add(missed, [reason], n)
         yield in_use
         for (engine, policy), snap in sorted(snapshots.items()):
             add_histogram(latency, [engine, policy], snap)
         yield latency
+        yield missed
 
 
 class ProbesCollector(Collector):

@@ -64,11 +64,13 @@ class RemoteProbe:
         report_timeout: float,
         errors: OnceLog | None = None,
         allowed_uids: frozenset[int] | None = None,
+        on_exit: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.path = path
         self._config = config
         self._on_message = on_message
+        self._on_exit = on_exit  # a connected probe went away (not replaced or refused)
         self._report_timeout = report_timeout
         self._errors = errors or OnceLog(log)
         self._allowed = allowed_uids if allowed_uids is not None else frozenset({0, os.geteuid()})
@@ -164,6 +166,8 @@ class RemoteProbe:
             with self._lock:
                 self.restarts += 1
                 self.last_exit = reason
+            if self._on_exit is not None:
+                self._on_exit(reason)
             log.warning(
                 "probe process disconnected",
                 extra={"fields": {"probe": self.name, "reason": reason}},

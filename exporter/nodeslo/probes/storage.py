@@ -83,11 +83,12 @@ PROBE_FILE = "nodeslo-probe"
 FILL_CHUNK = 1 << 20
 OPS = ("write_sync", "read")
 JITTER = 0.5  # half-period steps uniform in [1 - J, 1 + J]: no phase-lock with a periodic job
-CHECK_SECONDS = 1.0  # an operation re-validates its target at most this often
+CHECK_SECONDS = 1.0  # a target is re-validated at most this often
 CREATE_RETRY_SECONDS = 60.0  # after a failed creation of the probe file
 HEADROOM_RATIO = 0.01  # of the file system, left free besides the file's own size again
 DEFAULT_OVERDUE_SECONDS = 1.0  # for an operation no SLO judges
 NS = 1_000_000_000
+CHECK_NS = round(CHECK_SECONDS * NS)
 _COUNTER = struct.Struct("=Q")
 
 # Why an operation failed: a bounded set, exported as a label.
@@ -235,32 +236,45 @@ class Target:
         self.lock = threading.Lock()
         self._retry_at = 0  # monotonic ns: no probe file creation before
         self._create_failure: ProbeError | None = None
+        self._checked: tuple[int, tuple[int, int]] | None = None  # (when, identity) last found
 
     def ops(self) -> tuple[str, ...]:
         return ("read",) if self.kind == "block" else OPS
 
     # validation ----------------------------------------------------------------------
 
-    def check(self) -> tuple[int, int]:
+    def check(self, max_age_ns: int = 0) -> tuple[int, int]:
         """Validate the path, creating what may be created; the identity to hold open:
-        (st_dev, st_ino) of the probe file, or (st_rdev, 0) of a block device."""
+        (st_dev, st_ino) of the probe file, or (st_rdev, 0) of a block device.
+
+        A successful check younger than `max_age_ns` (by either operation: they share the
+        target) is not repeated: the two operations cost one validation per period."""
         with self.lock:
-            try:
-                st = self.io.stat(self.path)
-            except FileNotFoundError:
-                if self.kind == "block":  # a vanished device node is never replaced
-                    raise ProbeError(
-                        errno.ENOENT, "block device vanished", self.path, "missing"
-                    ) from None
-                self._create_directory()
-                st = self.io.stat(self.path)
-            if stat.S_ISBLK(st.st_mode):
-                self._pin("block", st.st_rdev)
-                return (st.st_rdev, 0)
-            if stat.S_ISDIR(st.st_mode):
-                self._pin("file", st.st_dev)
-                return self._check_file()
-            raise ProbeError(errno.ENOTDIR, "not a directory or block device", self.path)
+            now = self.clock()
+            if self._checked is not None and now - self._checked[0] < max_age_ns:
+                return self._checked[1]
+            self._checked = None
+            identity = self._check()
+            self._checked = (now, identity)
+            return identity
+
+    def _check(self) -> tuple[int, int]:
+        try:
+            st = self.io.stat(self.path)
+        except FileNotFoundError:
+            if self.kind == "block":  # a vanished device node is never replaced
+                raise ProbeError(
+                    errno.ENOENT, "block device vanished", self.path, "missing"
+                ) from None
+            self._create_directory()
+            st = self.io.stat(self.path)
+        if stat.S_ISBLK(st.st_mode):
+            self._pin("block", st.st_rdev)
+            return (st.st_rdev, 0)
+        if stat.S_ISDIR(st.st_mode):
+            self._pin("file", st.st_dev)
+            return self._check_file()
+        raise ProbeError(errno.ENOTDIR, "not a directory or block device", self.path)
 
     def _pin(self, kind: str, dev: int) -> None:
         """The first check fixes what the target measures; later ones must find the same."""
@@ -547,13 +561,13 @@ class Lane:
             self._missed += 1
             self._next = self.schedule.next(self.op)
 
-    def claim(self) -> tuple[int, bool]:
-        """The next start to run: (intended ns, late). Starts already overdue are missed."""
+    def claim(self) -> tuple[int, int]:
+        """The next start to run: (intended ns, now). Starts already overdue are missed."""
         now = self.clock()
         with self.lock:
             self._miss_due(now)
             intended, self._next = self._next, self.schedule.next(self.op)
-        return intended, intended <= now
+        return intended, now
 
     def account(self, now: int) -> None:
         """From the reporting thread: count what a stuck attempt holds up, as it falls due."""
@@ -567,14 +581,16 @@ class Lane:
                 self._overdue += 1
             self._miss_due(now)
 
-    def _begin(self, origin: int) -> None:
-        with self.lock:
-            self.busy_ns = self.clock()
-            self._origin = origin or self.busy_ns
-            self._counted = False
-
-    def _complete(self, latency_ns: int | None, exc: OSError | None) -> None:
+    def _begin(self, origin: int) -> int:
         now = self.clock()
+        with self.lock:
+            self.busy_ns = now
+            self._origin = origin or now
+            self._counted = False
+        return now
+
+    def _complete(self, latency_ns: int | None, exc: OSError | None, now: int = 0) -> None:
+        now = now or self.clock()
         with self.lock:
             counted = self._counted
             self.busy_ns = 0
@@ -606,18 +622,17 @@ class Lane:
     def run(self, stop: threading.Event, sleep: Callable[[float], None] = time.sleep) -> None:
         """Until `stop`: wait for each intended start, then run the operation."""
         while not stop.is_set() and not self.retired:
-            intended, late = self.claim()
+            intended, now = self.claim()
+            late = intended <= now
             if not late:
-                wait = intended - self.clock()
-                if wait > 0:
-                    sleep(wait / NS)
+                sleep((intended - now) / NS)
             self.run_once(intended if late else 0)
 
     def run_once(self, origin: int = 0) -> None:
         """One attempt; its latency counts from `origin` (a late start) or its own start."""
-        self._begin(origin)
+        began = self._begin(origin)
         try:
-            latency = self._attempt(origin)
+            latency, end = self._attempt(origin, began)
         except OSError as exc:
             self._drop()
             if exc.errno == errno.EINVAL and self.target.mode == "direct":
@@ -630,18 +645,20 @@ class Lane:
             self.retired = True
             self.schedule.retire(self.op)
             return
-        self._complete(latency, None)
+        self._complete(latency, None, end)
 
-    def _attempt(self, origin: int) -> int | None:
+    def _attempt(self, origin: int, now: int) -> tuple[int | None, int]:
+        """(latency, when it completed); (None, now) for a write to a block device."""
         target, io = self.target, self.target.io
-        if self._fd is None or self.clock() - self._checked >= CHECK_SECONDS * NS:
-            identity = target.check()
-            self._checked = self.clock()
+        if self._fd is None or now - self._checked >= CHECK_NS:
+            # Re-validated at most every CHECK_SECONDS per target; on a reopen, always.
+            identity = target.check(CHECK_NS if self._fd is not None else 0)
+            self._checked = now
             if identity != self._identity:
                 self._drop()
                 self._identity = identity
         if target.kind == "block" and self.op != "read":
-            return None
+            return None, now
         if self._fd is None:
             assert self._identity is not None
             flags = os.O_RDONLY if self.op == "read" else os.O_WRONLY | os.O_DSYNC
@@ -672,7 +689,7 @@ class Lane:
             what = "read"
         if n != BLOCK:
             raise ProbeError(errno.EIO, f"short {what}: {n} of {BLOCK} bytes", target.path)
-        return end - (origin or start)
+        return end - (origin or start), end
 
     def _drop(self) -> None:
         fd, self._fd = self._fd, None
@@ -782,7 +799,17 @@ def report(
     described: dict[str, tuple[str, str, str]],
     now: int,
 ) -> None:
-    """Account what fell due, then send the deltas and each operation's state."""
+    """Account what fell due, then send the deltas and each operation's state (one write)."""
+    with reporter.batch():
+        _report(reporter, lanes, described, now)
+
+
+def _report(
+    reporter: Reporter,
+    lanes: list[Lane],
+    described: dict[str, tuple[str, str, str]],
+    now: int,
+) -> None:
     targets = {lane.target.path: lane.target for lane in lanes}
     for target in targets.values():
         info = (target.kind, target.mode, target.device)

@@ -9,9 +9,22 @@ records now - deadline. Engines:
 - `cyclictest` (rt-tests): bounded 10 s bursts of `cyclictest -h` whose JSON histogram is
   folded into the same buckets. `--default-system` keeps it from writing
   /dev/cpu_dma_latency (which would suppress C-states: the probe measures the host as
-  it is). cyclictest inherits this process's 1 ns timer slack: forked from here, its
+  it is). `--refresh_on_max` parks cyclictest's display thread until a new maximum
+  (otherwise it wakes every 10 ms to print nothing: as many wake-ups as the measuring
+  thread). cyclictest inherits this process's 1 ns timer slack: forked from here, its
   default slack is ours, so its own SCHED_FIFO privilege check (FIFO and back, which
   resets the slack to the default) keeps it at 1 ns.
+
+  Why bursts and not one long-lived cyclictest: cyclictest hands out its histogram only
+  when it exits, and its one streaming output (`-v`, a line per wake-up) needs the display
+  thread awake every 10 ms — measured, that thread then costs as much CPU as the
+  measuring one, more than the fork and exec of a burst every 10 s.
+
+  A burst that fails (exits non-zero, is killed, writes bad JSON, hangs past its
+  deadline and is killed) measured nothing: every wake-up it should have measured, and
+  those of the backoff before the next burst, are *missed* — observed in the histogram
+  at their would-be lateness (a lower bound, as the storage probe does) and reported
+  with the reason `engine_failed`. Missing data is never good news.
 
 `auto` runs cyclictest when it is installed and falls back to python if it keeps failing.
 Policy `other` (SCHED_OTHER) by default; `fifo` uses SCHED_FIFO priority 1 — the lowest
@@ -27,6 +40,7 @@ import ctypes.util
 import gc
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -47,6 +61,8 @@ EINTR = 4
 FIFO_PRIORITY = 1
 CYCLICTEST_HISTOGRAM_US = 10_000  # 1 µs bins up to 10 ms; beyond: overflow, see fold
 CYCLICTEST_FAILURES_BEFORE_FALLBACK = 3
+CYCLICTEST_HANG_SECONDS = 10.0  # past the burst's own length: hung (SIGSTOPped, D state)
+CYCLICTEST_BACKOFF_SECONDS = (1.0, 2.0)  # before the retries that precede a fallback
 ENGINES = ("python", "cyclictest")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -143,21 +159,37 @@ def run_python(
 
     A wake-up later than whole periods skips them (as cyclictest does): the next
     deadline stays on the original grid, the lateness is recorded once.
+
+    Per wake-up only a clock read and a bucket increment into a local list: the
+    counts are merged into `histogram` (lock, sum) once per report, not per wake-up.
     """
+    bounds = histogram.bounds_ns
+    counts = [0] * (len(bounds) + 1)
+    total_ns = 0
+    bucket = bisect.bisect_left
     deadline = clock() + interval_ns
     next_report = deadline + report_every_ns
     done = 0
     while cycles is None or done < cycles:
         sleep(deadline)
         now = clock()
-        histogram.observe(now - deadline if now > deadline else 0)
+        late = now - deadline
+        if late > 0:
+            counts[bucket(bounds, late)] += 1
+            total_ns += late
+        else:
+            counts[0] += 1
         deadline += interval_ns
         if now >= deadline:
             deadline += ((now - deadline) // interval_ns + 1) * interval_ns
         if now >= next_report:
+            histogram.add(counts, total_ns)
+            counts = [0] * len(counts)
+            total_ns = 0
             report()
             next_report = now + report_every_ns
         done += 1
+    histogram.add(counts, total_ns)
 
 
 # --- cyclictest engine ----------------------------------------------------------------
@@ -176,6 +208,7 @@ def cyclictest_command(
         f"--histogram={CYCLICTEST_HISTOGRAM_US}",
         "--histfile=/dev/null",
         f"--json={json_path}",
+        "--refresh_on_max",  # the display thread sleeps (see the module's docstring)
         f"--policy={policy}",
         # Only with fifo: cyclictest 2.x turns an explicit --priority=0 into SCHED_FIFO 2.
         *([f"--priority={FIFO_PRIORITY}"] if policy == "fifo" else []),
@@ -184,6 +217,23 @@ def cyclictest_command(
 
 class CyclictestOutputError(ValueError):
     pass
+
+
+class CyclictestHung(CyclictestOutputError):
+    pass
+
+
+def observe_missed(
+    histogram: LatencyHistogram, first_ns: int, interval_ns: int, until_ns: int
+) -> tuple[int, int]:
+    """Observe the deadlines first, first + interval, ... before `until` that nothing
+    measured, each at its would-be lateness at `until` (a lower bound); (count, the next
+    deadline not yet counted)."""
+    n = max(0, -(-(until_ns - first_ns) // interval_ns))
+    if n:
+        newest = first_ns + (n - 1) * interval_ns
+        histogram.observe_spaced(until_ns - newest, interval_ns, n)
+    return n, first_ns + n * interval_ns
 
 
 def fold_cyclictest(doc: Any, bounds_ns: Sequence[int]) -> tuple[list[int], int]:
@@ -219,12 +269,17 @@ def fold_cyclictest(doc: Any, bounds_ns: Sequence[int]) -> tuple[list[int], int]
 
 
 def run_cyclictest_burst(
-    binary: str, config: Config, policy: str, histogram: LatencyHistogram
+    binary: str,
+    config: Config,
+    policy: str,
+    histogram: LatencyHistogram,
+    hang_seconds: float = CYCLICTEST_HANG_SECONDS,
 ) -> None:
     """One bounded burst; its counts are added to `histogram`. Raises on any failure.
 
     cyclictest writes its JSON to a pipe (`--json=/dev/fd/N`), read while it runs: no
-    temporary file is left behind if this process is killed.
+    temporary file is left behind if this process is killed. A burst still running
+    `hang_seconds` past its own length is killed (CyclictestHung).
     """
     interval_s = config.interval_ns / 1e9
     loops = max(5, round(config.burst_seconds / interval_s))
@@ -246,14 +301,23 @@ def run_cyclictest_burst(
         raise
     finally:
         os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        output = pipe.read()  # EOF when cyclictest exits
+    deadline = time.monotonic() + loops * interval_s + hang_seconds
     try:
-        _, stderr = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
+        output = _read_until_eof(read_end, deadline)
+        _, stderr = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+    except (CyclictestHung, subprocess.TimeoutExpired):
         proc.kill()
         proc.wait()
+        raise CyclictestHung(
+            f"cyclictest still running {hang_seconds:g}s past its {loops * interval_s:g}s "
+            "burst: killed"
+        ) from None
+    except BaseException:
+        proc.kill()  # never leave a burst running behind a failure
+        proc.wait()
         raise
+    finally:
+        os.close(read_end)
     if proc.returncode != 0:
         tail = stderr.decode(errors="replace").strip().splitlines()[-1:]
         raise CyclictestOutputError(f"cyclictest exited {proc.returncode}: {' '.join(tail)}")
@@ -263,6 +327,20 @@ def run_cyclictest_burst(
         raise CyclictestOutputError(f"cyclictest JSON: {exc}") from None
     counts, sum_ns = fold_cyclictest(doc, histogram.bounds_ns)
     histogram.add(counts, sum_ns)
+
+
+def _read_until_eof(fd: int, deadline: float) -> bytes:
+    """Everything from `fd` until EOF; CyclictestHung at the deadline. One wake-up when
+    cyclictest exits (the JSON comes at the end), none while it measures."""
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise CyclictestHung("no EOF by the deadline")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 # --- the probe process ------------------------------------------------------------------
@@ -321,25 +399,55 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cyclictest_loop(
-    binary: str, config: Config, policy: str, histogram: LatencyHistogram, reporter: Reporter
+    binary: str,
+    config: Config,
+    policy: str,
+    histogram: LatencyHistogram,
+    reporter: Reporter,
+    *,
+    clock: Callable[[], int] = time.monotonic_ns,
+    wait: Callable[[float], None] = time.sleep,
+    burst: Callable[[str, Config, str, LatencyHistogram], None] = run_cyclictest_burst,
 ) -> bool:
     """Bursts until cyclictest fails repeatedly. True: give up (explicit engine);
-    False: fall back to the python engine (auto)."""
+    False: fall back to the python engine (auto).
+
+    A failed burst and the backoff after it are missed wake-ups (see the docstring).
+    """
+    labels = ["cyclictest", policy]
     failures = 0
+    gap_next: int | None = None  # the first deadline of a gap nothing measured
+
+    def account_gap(until: int) -> None:
+        nonlocal gap_next
+        if gap_next is None:
+            return
+        n, gap_next = observe_missed(histogram, gap_next, config.interval_ns, until)
+        if n:
+            reporter.histogram(labels, histogram.take())
+            reporter.send("missed", labels=labels, n=n, reason="engine_failed")
+
     while True:
+        started = clock()
+        account_gap(started)  # the backoff before this burst measured nothing
         try:
-            run_cyclictest_burst(binary, config, policy, histogram)
+            burst(binary, config, policy, histogram)
         except (CyclictestOutputError, OSError, subprocess.TimeoutExpired) as exc:
             failures += 1
+            if gap_next is None:
+                gap_next = started + config.interval_ns
+            account_gap(clock())
             reporter.send("warn", msg=f"cyclictest burst failed: {exc}")
             if failures >= CYCLICTEST_FAILURES_BEFORE_FALLBACK:
                 if config.engine == "cyclictest":
                     return True
                 reporter.send("warn", msg="cyclictest keeps failing: using the python engine")
                 return False
+            wait(CYCLICTEST_BACKOFF_SECONDS[min(failures, len(CYCLICTEST_BACKOFF_SECONDS)) - 1])
             continue
+        gap_next = None
         failures = 0
-        if not reporter.histogram(["cyclictest", policy], histogram.take()):
+        if not reporter.histogram(labels, histogram.take()):
             reporter.send("beat")
 
 
