@@ -97,7 +97,6 @@ def _value(value: float, counter: bool, t: float) -> float:
 
 def _probe(t: float, end: float) -> dict[str, float]:
     """A storage probe at 10 ops/s per op; 0.5 % bad, 30 % in the last 20 minutes."""
-    good = bad = 0.0
     burn_from = end - 1200
     bad = 10 * 0.005 * min(t, burn_from) + 10 * 0.30 * max(0.0, t - burn_from)
     good = 10 * t - bad
@@ -118,18 +117,19 @@ def _lines(start: int) -> Iterator[tuple[str, float, int]]:
     target = 'target="/var/lib/state"'
     for op in ("read", "write_sync"):
         base = f'{TARGET},op="{op}",{target}'
-        for suffix, field, les in (
-            ("bucket", "fast", ("5e-05", "0.0001")),
-            ("bucket", "count", ("0.02", "+Inf")),
+        # Under both SLO thresholds (50 µs read, 100 µs write) only the good events.
+        for le, field in (
+            ("5e-05", "fast"),
+            ("0.0001", "fast"),
+            ("0.02", "count"),
+            ("+Inf", "count"),
         ):
-            for le in les:
-                for i in range(POINTS):
-                    v = _probe(i * STEP, end)[field]
-                    yield (
-                        f'nodeslo_probe_io_latency_seconds_{suffix}{{{base},le="{le}"}}',
-                        v,
-                        start + i * STEP,
-                    )
+            for i in range(POINTS):
+                yield (
+                    f'nodeslo_probe_io_latency_seconds_bucket{{{base},le="{le}"}}',
+                    _probe(i * STEP, end)[field],
+                    start + i * STEP,
+                )
         for i in range(POINTS):
             yield (
                 f"nodeslo_probe_io_latency_seconds_count{{{base}}}",

@@ -181,12 +181,10 @@ class Stack:
         self.webhook = webhook
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
-        """An instant query, now or `at` (unix seconds). `nocache=1`: victoria-metrics
-        would otherwise answer from its response cache."""
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query, now. `nocache=1`: victoria-metrics would otherwise answer
+        from its response cache (Prometheus ignores it)."""
         params = {"query": expr, "nocache": "1"}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=30) as response:
             body = json.loads(response.read())
