@@ -10,6 +10,7 @@ from nodeslo.pack.catalog.base import (
     HealthAlert,
     Recording,
     percent,
+    slow,
 )
 from nodeslo.profile import Profile
 
@@ -46,7 +47,8 @@ ALERTS = (
     ),
     HealthAlert(
         name="MemoryCorrectableErrorsHigh",
-        group="memory",
+        # A day's count judged after 15 minutes: every 5 minutes is enough.
+        group=slow("memory"),
         severity=WARNING,
         expr="sum by (${by}) "
         "(increase(nodeslo_edac_correctable_errors_total[${ce_window}])) > ${ce_max}",
