@@ -82,9 +82,9 @@ def health_alerts(profile: Profile) -> tuple[HealthAlert, ...]:
     return tuple(alerts)
 
 
-def _group(name: str, rules: list[Rule], slow: bool = False) -> list[Group]:
-    """The group, right after its fast sibling if slow (it reads the fast one's
-    recordings: promtool runs groups in file order); none if it has no rules."""
+def _area_group(name: str, rules: list[Rule], slow: bool) -> list[Group]:
+    """An area's group, or its slow group (catalog.base.SLOW_INTERVAL_SECONDS) right
+    after it; none if it has no rules."""
     if not rules:
         return []
     if slow:
@@ -99,14 +99,14 @@ def rule_groups(profile: Profile) -> list[Group]:
         rules = [
             _alert(profile, r) if "alert" in r else r for r in slo.slo_rules(profile, objective)
         ]
-        groups += _group(f"{GROUP_PREFIX}slo-{objective.name}", rules)
+        groups.append({"name": f"{GROUP_PREFIX}slo-{objective.name}", "rules": rules})
     params = catalog.parameters(profile)
     alerts = health_alerts(profile)
     for area in HEALTH_GROUPS:
         for group, slow in ((area, False), (catalog.slow(area), True)):
             rules = [_recording(r, params) for r in catalog.RECORDINGS if r.group == group]
             rules += [_health_alert(profile, a, params) for a in alerts if a.group == group]
-            groups += _group(f"{GROUP_PREFIX}{area}", rules, slow)
+            groups += _area_group(f"{GROUP_PREFIX}{area}", rules, slow)
     hourly = [r for objective in profile.slos for r in slo.hourly_rules(objective)]
     hourly += [_recording(r, params) for r in catalog.RECORDINGS if r.group == HOURLY_GROUP]
     # The hour's windows tile the timeline only if the group runs once an hour.

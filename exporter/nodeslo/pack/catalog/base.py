@@ -19,16 +19,17 @@ WARNING = "warning"
 # Always firing, routed to a heartbeat receiver (Watchdog): never a person, no dashboard.
 NONE = "none"
 
-# Every area's rules that read long windows (a day and more) run in a group of their own,
-# `<area>-slow`, evaluated every 5 minutes instead of every minute: a day's ratio barely
-# moves in a minute, and its `for` (an hour or more) hides a few minutes' delay. 5m, not
+# An area's rules over windows of hours to days, judged after an hour, run in a group of
+# their own, `<area>-slow`, evaluated every 5 minutes instead of every minute: such a
+# ratio barely moves in a minute, and the `for` hides a few minutes' delay. 5m, not
 # more: an instant query (a dashboard, another rule) still finds a value written at
-# the last evaluation within Prometheus' 5m lookback.
+# the last evaluation within Prometheus' 5m lookback. A slow group reads only raw
+# series and its own recordings (promtool runs groups in a random order: docs/slos.md).
 SLOW_INTERVAL_SECONDS = 300.0
 
 
 def slow(group: str) -> str:
-    """The slow group of an area (or of an SLO)."""
+    """The slow group of an area."""
     return f"{group}-slow"
 
 
