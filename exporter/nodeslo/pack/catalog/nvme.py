@@ -25,7 +25,7 @@ NVME_NAMESPACE = "nvme[0-9]+n[0-9]+"
 NVME_CONTROLLER_OF_NAMESPACE = "(nvme[0-9]+)n[0-9]+"
 
 _CONTROLLER = "controller=%q"
-# Over a day or a week, judged after an hour: every 5 minutes is enough (catalog/base.py).
+# Windows of 6h and 1d, judged after an hour: every 5 minutes is enough (catalog/base.py).
 SLOW = slow("nvme")
 CONTROLLERS = "instance:nodeslo_nvme_controllers:count"
 CONTROLLERS_HOURLY = "instance:nodeslo_nvme_controllers:max1h"
