@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from nodeslo.pack import catalog, slo
+from nodeslo.pack import catalog, promql, slo
 from nodeslo.pack.catalog import HealthAlert, Recording
 from nodeslo.profile import Profile
 from nodeslo.units import prom_duration
@@ -82,6 +82,17 @@ def health_alerts(profile: Profile) -> tuple[HealthAlert, ...]:
     return tuple(alerts)
 
 
+def _area_group(name: str, rules: list[Rule], slow: bool) -> list[Group]:
+    """An area's group, or its slow group (catalog.base.SLOW_INTERVAL_SECONDS) right
+    after it; none if it has no rules."""
+    if not rules:
+        return []
+    if slow:
+        interval = promql.duration(catalog.SLOW_INTERVAL_SECONDS)
+        return [{"name": catalog.slow(name), "interval": interval, "rules": rules}]
+    return [{"name": name, "rules": rules}]
+
+
 def rule_groups(profile: Profile) -> list[Group]:
     groups: list[Group] = []
     for objective in profile.slos:
@@ -91,11 +102,11 @@ def rule_groups(profile: Profile) -> list[Group]:
         groups.append({"name": f"{GROUP_PREFIX}slo-{objective.name}", "rules": rules})
     params = catalog.parameters(profile)
     alerts = health_alerts(profile)
-    for group in HEALTH_GROUPS:
-        rules = [_recording(r, params) for r in catalog.RECORDINGS if r.group == group]
-        rules += [_health_alert(profile, a, params) for a in alerts if a.group == group]
-        if rules:
-            groups.append({"name": f"{GROUP_PREFIX}{group}", "rules": rules})
+    for area in HEALTH_GROUPS:
+        for group, slow in ((area, False), (catalog.slow(area), True)):
+            rules = [_recording(r, params) for r in catalog.RECORDINGS if r.group == group]
+            rules += [_health_alert(profile, a, params) for a in alerts if a.group == group]
+            groups += _area_group(f"{GROUP_PREFIX}{area}", rules, slow)
     hourly = [r for objective in profile.slos for r in slo.hourly_rules(objective)]
     hourly += [_recording(r, params) for r in catalog.RECORDINGS if r.group == HOURLY_GROUP]
     # The hour's windows tile the timeline only if the group runs once an hour.

@@ -31,7 +31,16 @@ from nodeslo.pack.catalog import (
     platform,
     redundancy,
 )
-from nodeslo.pack.catalog.base import CRITICAL, NONE, WARNING, HealthAlert, Recording, fill
+from nodeslo.pack.catalog.base import (
+    CRITICAL,
+    NONE,
+    SLOW_INTERVAL_SECONDS,
+    WARNING,
+    HealthAlert,
+    Recording,
+    fill,
+    slow,
+)
 from nodeslo.pack.catalog.cpu import CPU_CHIPS
 from nodeslo.pack.catalog.exporter import probe_absent_alert
 from nodeslo.pack.catalog.nvme import NVME_NAMESPACE
@@ -55,7 +64,8 @@ AREAS: tuple[ModuleType, ...] = (
 
 RECORDINGS: tuple[Recording, ...] = tuple(r for area in AREAS for r in area.RECORDINGS)
 ALERTS: tuple[HealthAlert, ...] = tuple(a for area in AREAS for a in area.ALERTS)
-# One rule group per area, named after its module (the hourly group is the SLOs').
+# One rule group per area, named after its module, and its slow group (`slow(area)`)
+# when it has long-window rules (the hourly group is shared).
 GROUPS: tuple[str, ...] = tuple(area.__name__.rsplit(".", 1)[-1] for area in AREAS)
 
 
@@ -89,6 +99,7 @@ __all__ = [
     "NONE",
     "NVME_NAMESPACE",
     "RECORDINGS",
+    "SLOW_INTERVAL_SECONDS",
     "WARNING",
     "HealthAlert",
     "Recording",
@@ -96,4 +107,5 @@ __all__ = [
     "fill",
     "parameters",
     "probe_absent_alert",
+    "slow",
 ]

@@ -19,6 +19,19 @@ WARNING = "warning"
 # Always firing, routed to a heartbeat receiver (Watchdog): never a person, no dashboard.
 NONE = "none"
 
+# An area's rules over windows of hours to days, judged after an hour, run in a group of
+# their own, `<area>-slow`, evaluated every 5 minutes instead of every minute: such a
+# ratio barely moves in a minute, and the `for` hides a few minutes' delay. 5m, not
+# more: an instant query (a dashboard, another rule) still finds a value written at
+# the last evaluation within Prometheus' 5m lookback. A slow group reads only raw
+# series and its own recordings (promtool runs groups in a random order: docs/slos.md).
+SLOW_INTERVAL_SECONDS = 300.0
+
+
+def slow(group: str) -> str:
+    """The slow group of an area."""
+    return f"{group}-slow"
+
 
 @dataclass(frozen=True)
 class Recording:

@@ -10,6 +10,7 @@ from nodeslo.pack.catalog.base import (
     HealthAlert,
     Recording,
     percent,
+    slow,
 )
 from nodeslo.profile import Profile
 
@@ -47,7 +48,8 @@ ALERTS = (
     ),
     HealthAlert(
         name="MemoryCorrectableErrorsHigh",
-        group="memory",
+        # A day's count judged after 15 minutes: every 5 minutes is enough.
+        group=slow("memory"),
         severity=WARNING,
         expr="sum by (${by}) "
         "("

@@ -14,6 +14,7 @@ from nodeslo.pack.catalog.base import (
     label_list,
     lookup,
     percent,
+    slow,
 )
 from nodeslo.profile import Profile
 
@@ -24,6 +25,15 @@ NVME_NAMESPACE = "nvme[0-9]+n[0-9]+"
 NVME_CONTROLLER_OF_NAMESPACE = "(nvme[0-9]+)n[0-9]+"
 
 _CONTROLLER = "controller=%q"
+# Windows of 6h and 1d, judged after an hour: every 5 minutes is enough (catalog/base.py).
+SLOW = slow("nvme")
+CONTROLLERS = "instance:nodeslo_nvme_controllers:count"
+CONTROLLERS_HOURLY = "instance:nodeslo_nvme_controllers:max1h"
+USED = "nodeslo_nvme_percentage_used_ratio"
+WEAR_HOURLY = "instance_serial:nodeslo_nvme_percentage_used_ratio:hourly"
+WEAR_PROJECTED = (
+    "instance_serial:nodeslo_nvme_percentage_used_ratio:predict_linear${wearout_horizon}"
+)
 
 
 def parameters(profile: Profile) -> dict[str, str]:
@@ -66,14 +76,14 @@ def durations(profile: Profile) -> dict[str, float]:
 RECORDINGS = (
     Recording(
         group="nvme",
-        record="instance:nodeslo_nvme_controllers:count",
+        record=CONTROLLERS,
         # NVMe controllers per host: a rename (nvme0 <-> nvme1) keeps the number, a
         # drive that vanishes lowers it.
         expr=count_per_host("nodeslo_nvme_info"),
         source=("nodeslo_nvme_info", "up"),
     ),
     Recording(
-        group="nvme",
+        group=SLOW,
         record="instance_controller:nodeslo_nvme_write_amplification:ratio${waf_window}",
         # NAND bytes written per host byte written, once the host wrote enough for the
         # ratio to mean something. SMART counters are the drive's lifetime totals, so the
@@ -105,7 +115,7 @@ RECORDINGS = (
         source=("nodeslo_nvme_media_written_bytes_total", "nodeslo_nvme_data_written_bytes_total"),
     ),
     Recording(
-        group="nvme",
+        group=SLOW,
         record="instance_device:nodeslo_disk_io_latency_seconds:mean${outlier_window}",
         # Average time per I/O of each NVMe namespace under load over the window, with
         # its drive's model (nvme0n1 belongs to controller nvme0) so it can be compared
@@ -151,12 +161,36 @@ label_replace(
     ),
     Recording(
         group="hourly",
-        record="instance_serial:nodeslo_nvme_percentage_used_ratio:hourly",
+        record=CONTROLLERS_HOURLY,
+        # The most controllers seen in the hour, for NVMeControllerMissing's day: a max
+        # of maxes is the max whatever the evaluation interval (promtool runs this group
+        # every minute), and 24 points a day replace 1,440.
+        expr=f"max_over_time({CONTROLLERS}[1h])",
+        source=("nodeslo_nvme_info", "up"),
+    ),
+    Recording(
+        group="hourly",
+        record=WEAR_HOURLY,
         # Wear moves by whole percents over weeks: one point an hour is plenty for the
         # 7-day projection and costs 168 samples instead of every scrape of a week. Kept
         # by serial without the controller name, so a drive's history survives renames.
-        expr='max without (controller) (nodeslo_nvme_percentage_used_ratio{serial!=""})',
-        source=("nodeslo_nvme_percentage_used_ratio",),
+        expr=f'max without (controller) ({USED}{{serial!=""}})',
+        source=(USED,),
+    ),
+    Recording(
+        group="hourly",
+        record=WEAR_PROJECTED,
+        # The projection of the hourly points, once their history reaches back half the
+        # lookback (a single lookup, not a count of every point): a fresh series is not
+        # extrapolated from a single step. A week of points per drive is read once an
+        # hour here, not every minute by the alert; the line through hourly points moves
+        # only when a new point arrives.
+        expr=f"""
+predict_linear({WEAR_HOURLY}[${{wearout_lookback}}], ${{wearout_horizon_seconds}})
+and
+last_over_time({WEAR_HOURLY}[1h] offset ${{wearout_min_history}})
+""",
+        source=(USED,),
     ),
 )
 
@@ -227,10 +261,19 @@ nodeslo_nvme_state_live == 0
         name="NVMeControllerMissing",
         group="nvme",
         severity=CRITICAL,
-        expr="""
-instance:nodeslo_nvme_controllers:count
-< on (${by})
-max_over_time(instance:nodeslo_nvme_controllers:count[${nvme_lookback}])
+        # The most controllers within the lookback: the hourly maxima, and the last hour
+        # from the per-minute count (the hourly group may not have run since it, and a
+        # host new to the rules has no hourly point yet). `a >= b or b or a`: the larger
+        # of the two, or whichever exists.
+        expr=f"""
+{CONTROLLERS}
+< on (${{by}})
+(
+  max_over_time({CONTROLLERS}[1h])
+  >= on (${{by}}) max_over_time({CONTROLLERS_HOURLY}[${{nvme_lookback}}])
+  or max_over_time({CONTROLLERS_HOURLY}[${{nvme_lookback}}])
+  or max_over_time({CONTROLLERS}[1h])
+)
 """,
         for_=300,
         summary="An NVMe controller " + ON + " has disappeared",
@@ -268,24 +311,15 @@ max_over_time(instance:nodeslo_nvme_controllers:count[${nvme_lookback}])
         name="NVMeWearOutPredicted",
         group="nvme",
         severity=WARNING,
-        # From the hourly recording, once its history reaches back half the lookback (a
-        # single lookup, not a count of every point): a fresh series is not extrapolated
-        # from a single step.
-        # The drive's history by serial, whatever its name was; its name now joined
-        # from nodeslo_nvme_info (one per serial even when two controllers share it).
-        expr="""
-(
-  predict_linear(
-    instance_serial:nodeslo_nvme_percentage_used_ratio:hourly[${wearout_lookback}],
-    ${wearout_horizon_seconds}
-  ) >= 1
-  and
-  last_over_time(
-    instance_serial:nodeslo_nvme_percentage_used_ratio:hourly[1h] offset ${wearout_min_history}
-  )
-)
-* on (${by}, serial) group_left (controller)
-topk by (${by}, serial) (1, nodeslo_nvme_info)
+        # The hourly group's projection (by serial, whatever the drive's name was), read
+        # with last_over_time: written once an hour, it is stale to a plain selector
+        # 5 minutes later; 2h rides out one late or missed hourly run. The drive's name
+        # now joined from nodeslo_nvme_info (one per serial even when two controllers
+        # share it): a drive gone from the host ends the alert at once.
+        expr=f"""
+(last_over_time({WEAR_PROJECTED}[2h]) >= 1)
+* on (${{by}}, serial) group_left (controller)
+topk by (${{by}}, serial) (1, nodeslo_nvme_info)
 """,
         for_=3600,
         summary="NVMe {{ $labels.controller }} " + ON + " will wear out within ${wearout_horizon}",
@@ -312,7 +346,7 @@ topk by (${by}, serial) (1, nodeslo_nvme_info)
     ),
     HealthAlert(
         name="NVMeWriteAmplificationHigh",
-        group="nvme",
+        group=SLOW,
         severity=WARNING,
         expr="instance_controller:nodeslo_nvme_write_amplification:ratio${waf_window} > ${waf_max}",
         for_=3600,
@@ -397,7 +431,7 @@ nodeslo_nvme_smart_up == 0 unless nodeslo_nvme_smart_last_success_timestamp_seco
     ),
     HealthAlert(
         name="NVMeLatencyOutlier",
-        group="nvme",
+        group=SLOW,
         severity=WARNING,
         expr="""
 instance_device:nodeslo_disk_io_latency_seconds:mean${outlier_window}

@@ -1,40 +1,28 @@
-"""Cost of the alerting pack in a real Prometheus: 1 exporter + N synthetic hosts.
+"""A fleet of synthetic hosts in a real Prometheus: what benchmarks/fleet_rules.py builds on.
 
-    .venv/bin/python benchmarks/rules_eval.py [--hosts 100] [--minutes 8]
-
-What runs (Debian's prometheus 2.42, loopback, free ports, temp data dirs):
-
-1. the real `nodeslo serve` on the seed-spec fixture tree; its exposition is the
-   template of a synthetic host (plus the probe histograms with the profile's buckets,
-   which the fixture run turns off);
-2. history, so the long windows read as much data as in production: the raw series
-   the rules read over ranges or offsets (NVMe write counters 1d, disk counters 6h,
-   memory, NUMA and throttle counters 1h, one sample per minute), the SLO 5m recordings
-   for the longest window that reads them (3d, one per minute), and the hourly
-   recordings for what reads them (SLO rates 30d, NVMe wear 7d, one per hour), written
-   through Prometheus' remote-write receiver in time order (promtool's OpenMetrics
-   backfill rescans its input for every 2h block: hours for 30 days of data);
-3. two Prometheus servers on copies of that data, scraping the same 1 + N targets every
-   minute: A with alerts/nodeslo.rules.yaml (evaluation every minute), B without rules
-   (the baseline);
-4. after a warm-up, the median of prometheus_rule_group_last_duration_seconds per
-   group over the measurement, the rules' series per node, and A's CPU against B's.
-
-Figures are printed; nothing is asserted. On a shared machine CPU figures are noisy.
+- Synthetic hosts: the real `nodeslo serve` on the seed-spec fixture tree (16 NVMe, 24
+  DIMMs, 256 CPUs aggregated as the exporter does) gives the template of one host's
+  exposition, kept to the families a rule file reads, plus the two probes' histograms
+  with the profile's buckets (the fixture run turns the probes off). Counters move at a
+  plausible rate; every 10th host has a failing drive, every 20th a wearing one, every
+  25th a slow namespace, so some alerts fire as in a real fleet. One HTTP server serves
+  every host (`?host=`), rendered at scrape time.
+- History, written through Prometheus' remote-write receiver in time order (promtool's
+  OpenMetrics backfill rescans its input for every 2h block: hours for 30 days): raw
+  series only as far back as the longest range or offset a rule reads them, recorded
+  series (SLO 5m rates, hourly recordings) as the rule groups would have written them.
+- `Server`: a Prometheus 2.42 on a free loopback port and its own data directory.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import math
-import shutil
+import re
 import signal
-import statistics
 import struct
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -47,21 +35,25 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from _common import REPO, fixture_tree, machine
-from nodeslo.pack import rules, slo
+import _common  # noqa: F401  (puts tests/ on sys.path)
+from nodeslo.pack import slo
 from nodeslo.probes.histogram import latency_bounds, le_label
 from nodeslo.profile import LatencySLI, Profile, TimeSLI, load_profile
-from support import daemon as d  # on sys.path through _common
-from support.stack import free_port, tool
+from support.stack import tool
 
 STEP = 60  # seconds between samples: the scrape and the rule evaluation interval
 MINUTE, HOUR, DAY = 60, 3600, 86400
 
-# How much history each family gets: the longest range a rule reads it over.
+# How much history each family gets: the longest range or offset a rule reads it over
+# (main's rules and this branch's: the same raw series). Families read only at the
+# current instant need none: their cost does not depend on what lies behind them.
 HISTORY = {
     "nodeslo_nvme_data_written_bytes_total": DAY,
     "nodeslo_nvme_media_written_bytes_total": DAY,
+    "nodeslo_nvme_info": DAY,
     "nodeslo_edac_correctable_errors_total": DAY,
+    "nodeslo_md_info": DAY,
+    "nodeslo_zfs_pool_state": DAY,
     "nodeslo_disk_reads_completed_total": 6 * HOUR,
     "nodeslo_disk_writes_completed_total": 6 * HOUR,
     "nodeslo_disk_read_time_seconds_total": 6 * HOUR,
@@ -70,7 +62,46 @@ HISTORY = {
     "nodeslo_edac_uncorrectable_errors_total": HOUR,
     "nodeslo_numa_local_pages_total": HOUR,
     "nodeslo_numa_remote_pages_total": HOUR,
-    "nodeslo_cpu_throttle_events_total": HOUR,
+    "nodeslo_pcie_aer_errors_total": HOUR,
+    "nodeslo_pcie_aer_rootport_errors_total": HOUR,
+    "nodeslo_network_speed_bytes_per_second": HOUR,
+    "nodeslo_probe_io_latency_seconds_bucket": HOUR,
+    "nodeslo_probe_io_latency_seconds_count": HOUR,
+    "nodeslo_probe_io_errors_total": HOUR,
+    "nodeslo_probe_wakeup_latency_seconds_bucket": HOUR,
+    "nodeslo_probe_wakeup_latency_seconds_count": HOUR,
+    "nodeslo_cpu_throttle_events_total": 10 * MINUTE,
+    "nodeslo_nvme_state_live": 10 * MINUTE,
+    "nodeslo_probe_up": 10 * MINUTE,
+    "nodeslo_network_carrier_changes_total": 15 * MINUTE,
+    "nodeslo_network_errors_total": 15 * MINUTE,
+    "nodeslo_network_packets_total": 15 * MINUTE,
+}
+# Recordings read over long ranges, as their groups would have written them: name ->
+# (the raw family they summarise, how they group it, span, step). Values come from the
+# host's template (`count`: one per series; `max`: the series' value).
+RECORDED = {
+    "instance:nodeslo_nvme_controllers:count": ("nodeslo_nvme_info", "count", DAY, STEP),
+    "instance:nodeslo_md_arrays:count": ("nodeslo_md_info", "count", DAY, STEP),
+    "instance:nodeslo_nvme_controllers:max1h": ("nodeslo_nvme_info", "count", DAY, HOUR),
+    "instance_serial:nodeslo_nvme_percentage_used_ratio:predict_linear30d": (
+        "nodeslo_nvme_percentage_used_ratio",
+        "serial",
+        2 * HOUR,
+        HOUR,
+    ),
+    "instance_serial:nodeslo_nvme_percentage_used_ratio:hourly": (
+        "nodeslo_nvme_percentage_used_ratio",
+        "serial",
+        7 * DAY,
+        HOUR,
+    ),
+    "instance_interface:nodeslo_network_speed_bytes_per_second:max1h": (
+        "nodeslo_network_speed_bytes_per_second",
+        "interface",
+        7 * DAY,
+        HOUR,
+    ),
 }
 # Per-second increase of counters on a busy, healthy host (per series).
 RATES = {
@@ -104,17 +135,32 @@ class Series:
 # --- the synthetic hosts ------------------------------------------------------------
 
 
-def template(exposition: str) -> list[Series]:
-    """The real exporter's series, counters given a plausible rate."""
+_NAME = re.compile(r"\b(?:nodeslo_[a-z0-9_]+|up)\b")
+
+
+def names_read(*rule_files: Path) -> set[str]:
+    """Every raw metric name the rule files mention (expressions and templates)."""
+    return {n for path in rule_files for n in _NAME.findall(path.read_text())}
+
+
+def _read(sample: str, family: str, read: set[str] | None) -> bool:
+    return read is None or sample in read or family in read
+
+
+def template(exposition: str, read: set[str] | None = None) -> list[Series]:
+    """The real exporter's series, counters given a plausible rate; only the families in
+    `read` (every one when None)."""
     out: list[Series] = []
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             if sample.name.startswith(("process_", "python_")):
                 continue
+            if not _read(sample.name, family.name, read):
+                continue
             labels = tuple(sorted(sample.labels.items()))
             rate = RATES.get(sample.name, 1.0 if family.type == "counter" else 0.0)
-            if "error" in sample.name or "throttle" in sample.name or "unsafe" in sample.name:
-                rate = 0.0  # healthy: no new errors, no throttling
+            if any(w in sample.name for w in ("error", "throttle", "unsafe", "changes")):
+                rate = 0.0  # healthy: no new errors, no throttling, no link flaps
             out.append(Series(sample.name, labels, sample.value, rate))
     return out
 
@@ -138,7 +184,7 @@ def _thresholds() -> tuple[float, ...]:
     return tuple(s.sli.threshold_seconds for s in profile.slos if isinstance(s.sli, LatencySLI))
 
 
-def probes() -> list[Series]:
+def probes(read: set[str] | None = None) -> list[Series]:
     target = {"target": "/var/lib/nodeslo"}
     out = [
         *_histogram("nodeslo_probe_io_latency_seconds", {**target, "op": "write_sync"}, 10, 30e-6),
@@ -156,7 +202,7 @@ def probes() -> list[Series]:
         )
     for probe in ("storage", "wakeup"):
         out.append(Series("nodeslo_probe_up", (("probe", probe),), 1))
-    return out
+    return [s for s in out if _read(s.name, s.name.rsplit("_", 1)[0], read)]
 
 
 def host_series(base: list[Series], index: int, origin: float) -> list[Series]:
@@ -189,11 +235,18 @@ class Host:
     series: list[Series]
 
 
+_heads: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+
+
 def render(host: Host, now: float, origin: float) -> bytes:
     lines = []
     for series in host.series:
-        labels = ",".join(f'{k}="{v}"' for k, v in series.labels)
-        lines.append(f"{series.name}{{{labels}}} {series.value(now, origin)!r}\n")
+        key = (series.name, series.labels)
+        head = _heads.get(key)
+        if head is None:
+            labels = ",".join(f'{k}="{v}"' for k, v in series.labels)
+            head = _heads[key] = f"{series.name}{{{labels}}} "
+        lines.append(f"{head}{series.value(now, origin)!r}\n")
     return "".join(lines).encode()
 
 
@@ -210,7 +263,9 @@ def serve_hosts(hosts: dict[str, Host], origin: float) -> ThreadingHTTPServer:
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            # A scrape that timed out under load: Prometheus counts it, nothing to say.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -330,18 +385,34 @@ def wait_compacted(server: Server, timeout: float = 900) -> float:
     return time.monotonic() - start
 
 
-def history_series(hosts: dict[str, Host], profile: Profile) -> History:
+def history_series(hosts: dict[str, Host], profile: Profile, read: set[str]) -> History:
+    """Every series' history: raw families per HISTORY, `up`, the recordings read over
+    long ranges (RECORDED, when the rules read them), and the SLO groups' recordings."""
     out: History = []
     for instance, host in hosts.items():
         common = (("instance", instance), ("job", "nodeslo"))
+        up = Series("up", common, 1.0)
+        out.append((_labels("up", common), up, float(DAY), STEP))
         for series in host.series:
             labels = tuple(sorted((*series.labels, *common)))
             span = HISTORY.get(series.name)
             if span:
                 out.append((_labels(series.name, labels), series, float(span), STEP))
-            if series.name == "nodeslo_nvme_percentage_used_ratio":
-                name = "instance_controller:nodeslo_nvme_percentage_used_ratio:hourly"
-                out.append((_labels(name, labels), series, 7.0 * DAY, HOUR))
+        for name, (family, how, span, step) in RECORDED.items():
+            if name not in read:
+                continue
+            members = [s for s in host.series if s.name == family]
+            if how == "count":
+                value = Series(name, (("instance", instance),), float(len(members)))
+                out.append((_labels(name, value.labels), value, float(span), step))
+                continue
+            for series in members:
+                labels = dict(series.labels)
+                keep = {"instance": instance, how: labels.get(how, "")}
+                if how == "serial":
+                    keep["model"] = labels.get("model", "")
+                recorded = Series(name, tuple(sorted(keep.items())), series.base, series.rate)
+                out.append((_labels(name, recorded.labels), recorded, float(span), step))
         # What the SLO groups recorded: 0.2% bad events, every minute for the 3d
         # windows, every hour (the hourly group: the sum of the hour's 60 per-minute
         # 5m rates) for the period.
@@ -420,10 +491,16 @@ class Server:
         return out
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=120) as response:
-            result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
+        result: list[dict[str, Any]] = self.query_stats(expr)[0]
         return result
+
+    def query_stats(self, expr: str) -> tuple[list[dict[str, Any]], int]:
+        """(result, samples the query read: the engine's totalQueryableSamples)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "stats": "all"})
+        with urllib.request.urlopen(url, timeout=300) as response:
+            data = json.loads(response.read())["data"]
+        samples = data.get("stats", {}).get("samples", {}).get("totalQueryableSamples", 0)
+        return data["result"], int(samples)
 
 
 def config(
@@ -444,12 +521,31 @@ def config(
     return path
 
 
-def group_durations(server: Server) -> dict[str, float]:
-    return {
-        dict(labels)["rule_group"].split(";")[-1]: value
-        for (name, labels), value in server.metrics().items()
-        if name == "prometheus_rule_group_last_duration_seconds"
+@dataclass(frozen=True)
+class GroupState:
+    """One rule group's own metrics, as Prometheus exports them."""
+
+    interval: float
+    last_duration: float
+    last_samples: float  # samples the last evaluation returned (its output)
+    missed: float
+    evaluations: float
+
+
+def groups(server: Server) -> dict[str, GroupState]:
+    fields: dict[str, dict[str, float]] = {}
+    wanted = {
+        "prometheus_rule_group_interval_seconds": "interval",
+        "prometheus_rule_group_last_duration_seconds": "last_duration",
+        "prometheus_rule_group_last_evaluation_samples": "last_samples",
+        "prometheus_rule_group_iterations_missed_total": "missed",
+        "prometheus_rule_group_iterations_total": "evaluations",
     }
+    for (name, labels), value in server.metrics().items():
+        if name in wanted:
+            group = dict(labels)["rule_group"].split(";")[-1]
+            fields.setdefault(group, {})[wanted[name]] = value
+    return {g: GroupState(**{k: f.get(k, 0.0) for k in wanted.values()}) for g, f in fields.items()}
 
 
 def rule_times(server: Server) -> dict[tuple[str, str], float]:
@@ -468,161 +564,3 @@ def rule_times(server: Server) -> dict[tuple[str, str], float]:
             key = (group["name"], f"{rule['name']}{{{tag}}}" if tag else rule["name"])
             out[key] = out.get(key, 0.0) + rule["evaluationTime"]
     return out
-
-
-def cpu(server: Server) -> float:
-    return server.metrics()[("process_cpu_seconds_total", ())]
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hosts", type=int, default=100)
-    parser.add_argument("--minutes", type=float, default=8.0, help="scraping with rules, total")
-    parser.add_argument("--warmup", type=float, default=3.0, help="minutes not measured")
-    parser.add_argument("--keep", action="store_true", help="keep the temp directory")
-    parser.add_argument("--top", type=int, default=12, help="rules listed by cost")
-    args = parser.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    work = Path(tempfile.mkdtemp(prefix="nodeslo-rules-bench-"))
-    profile = load_profile()
-    rule_file = REPO / rules.RULES_PATH
-    print(f"machine: {machine()}")
-    version = subprocess.run(
-        [tool("prometheus") or "prometheus", "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    print(f"prometheus: {version.stdout.splitlines()[0]}")
-    servers: list[Server] = []
-    hosts_server = None
-    tree = fixture_tree("seed-spec")
-    try:
-        with d.running(tree, f"--collector.nvme.replay-dir={tree}/nvme-replay") as exporter:
-            time.sleep(2)  # one NVMe poll
-            base = [*template(exporter.scrape()), *probes()]
-
-            # History, written into A while it has neither scrapes nor rules.
-            a = Server("with-rules", free_port(), work / "a")
-            servers.append(a)
-            empty = work / "empty.yml"
-            empty.write_text(yaml.safe_dump({"global": {"scrape_interval": "1h"}}))
-            a.start(empty, "--web.enable-remote-write-receiver")
-            end = time.time() - 2 * MINUTE
-            end -= end % STEP
-            origin = end - 30 * DAY
-            names = [f"h{i:03d}:10131" for i in range(args.hosts)]
-            hosts = {n: Host(n, host_series(base, i, origin)) for i, n in enumerate(names)}
-            print(f"synthetic host: {len(base)} series; {args.hosts} hosts + 1 real exporter")
-            history = history_series(hosts, profile)
-            start = time.perf_counter()
-            sent = backfill(a.url + "/api/v1/write", history, end, origin)
-            backfill_time = time.perf_counter() - start
-            compaction = wait_compacted(a)
-            a.stop()
-            print(
-                f"history: {len(history)} series, {sent:,} samples written in "
-                f"{backfill_time:.0f} s, compacted into blocks in {compaction:.0f} s"
-            )
-            shutil.copytree(work / "a", work / "b")
-
-            hosts_server = serve_hosts(hosts, origin)
-            target = f"{exporter.host}:{exporter.port}"
-            b = Server("baseline", free_port(), work / "b")
-            servers.append(b)
-            a.start(config(work / "a.yml", target, hosts_server.server_port, names, rule_file))
-            b.start(config(work / "b.yml", target, hosts_server.server_port, names, None))
-            time.sleep(args.warmup * 60)
-            cpu_a, cpu_b = cpu(a), cpu(b)
-            measured_from = time.monotonic()
-            durations: dict[str, list[float]] = {}
-            per_rule: dict[tuple[str, str], list[float]] = {}
-            while time.monotonic() - measured_from < (args.minutes - args.warmup) * 60:
-                time.sleep(STEP / 2)
-                for group, seconds in group_durations(a).items():
-                    durations.setdefault(group, []).append(seconds)
-                for key, seconds in rule_times(a).items():
-                    per_rule.setdefault(key, []).append(seconds)
-            elapsed = time.monotonic() - measured_from
-            cpu_a, cpu_b = cpu(a) - cpu_a, cpu(b) - cpu_b
-            report(a, durations, elapsed, cpu_a, cpu_b)
-            print("\ncostliest rules (median evaluation time):")
-            ranked = sorted(per_rule.items(), key=lambda kv: -statistics.median(kv[1]))
-            for (group, name), values in ranked[: args.top]:
-                print(f"  {statistics.median(values) * 1e3:8.1f} ms  {group:38} {name}")
-    finally:
-        for server in servers:
-            server.stop()
-        if hosts_server is not None:
-            hosts_server.shutdown()
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(tree, ignore_errors=True)
-    return 0
-
-
-def report(
-    a: Server, durations: dict[str, list[float]], elapsed: float, cpu_a: float, cpu_b: float
-) -> None:
-    metrics = a.metrics()
-    rules_per_group = {
-        dict(labels)["rule_group"].split(";")[-1]: int(value)
-        for (name, labels), value in metrics.items()
-        if name == "prometheus_rule_group_rules"
-    }
-    document = yaml.safe_load((REPO / rules.RULES_PATH).read_text())
-    records = sum(1 for g in document["groups"] for r in g["rules"] if "record" in r)
-    alerts = sum(1 for g in document["groups"] for r in g["rules"] if "alert" in r)
-    print(f"rules: {records} recording, {alerts} alerting, {len(document['groups'])} groups")
-    print()
-    print(f"{'group':38} {'rules':>5} {'median last_duration':>21} {'max':>9}")
-    total = 0.0
-    hourly_series: dict[str, int] = {}
-    for group in sorted(durations):
-        values = durations[group]
-        median = statistics.median(values)
-        if group.endswith("-hourly"):
-            # Runs once an hour, maybe not during the measurement: time its expressions
-            # as queries, and count a sixtieth of that per minute.
-            hourly = next(g for g in document["groups"] if g["name"] == group)["rules"]
-            start = time.perf_counter()
-            results = [a.query(rule["expr"]) for rule in hourly]
-            seconds = time.perf_counter() - start
-            for result in results:
-                for row in result:
-                    instance = row["metric"].get("instance", "")
-                    hourly_series[instance] = hourly_series.get(instance, 0) + 1
-            print(f"{group:38} {len(hourly):5} {seconds * 1e3:18.1f} ms  once an hour (queries)")
-            total += seconds / 60
-            continue
-        total += median
-        count = rules_per_group.get(group, 0)
-        print(f"{group:38} {count:5} {median * 1e3:18.1f} ms {max(values) * 1e3:6.1f} ms")
-    print(f"{'all groups, per evaluation (1m)':38} {'':5} {total * 1e3:18.1f} ms")
-    # Series of the per-minute groups, plus those the hourly group writes (stale
-    # between its runs, so counted from its queries above).
-    per_node = [
-        int(r["value"][1]) + hourly_series.get(r["metric"]["instance"], 0)
-        for r in a.query('count by (instance) ({__name__=~"instance_.+:.+"})')
-    ]
-    firing = a.query('count by (alertname) (ALERTS{alertstate="firing"})')
-    print()
-    print(
-        f"recording-rule series per node: median {statistics.median(per_node):.0f}, "
-        f"max {max(per_node)} over {len(per_node)} nodes"
-    )
-    print(
-        "firing alerts: "
-        + ", ".join(f"{r['metric']['alertname']} x{r['value'][1]}" for r in firing)
-    )
-    print(
-        f"Prometheus CPU over {elapsed:.0f} s: with the pack {cpu_a:.1f} s, without "
-        f"{cpu_b:.1f} s (baseline, same data and scrapes): ratio {cpu_a / cpu_b:.2f}"
-    )
-    print(f"rule evaluation, all groups: {total / STEP:.2%} of the 1m evaluation interval")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
