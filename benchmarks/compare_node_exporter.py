@@ -320,8 +320,7 @@ def sizes(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
     print(
         f"\n== sizes: overlapping collectors at {', '.join(map(size_label, args.sizes))}; "
         f"{args.rounds} rounds x {args.scrapes} scrapes, {' '.join(labels)} alternating; "
-        "baseline: node_exporter"
-        + (f"; before: {args.before}/exporter" if args.before else "")
+        "baseline: node_exporter" + (f"; before: {args.before}/exporter" if args.before else "")
     )
     summary: list[tuple[str, dict[str, ScrapeStats]]] = []
     for size in args.sizes:
@@ -357,7 +356,8 @@ def sizes(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
         if tree is not None:
             shutil.rmtree(tree)
         summary.append((size, {label: merged(runs[label]) for label in labels}))
-    print(f"\n  | host | {' | '.join(f'{x} p50, CPU/scrape' for x in labels)} | ratios (p50, CPU) |")
+    columns = " | ".join(f"{x} p50, CPU/scrape" for x in labels)
+    print(f"\n  | host | {columns} | ratios (p50, CPU) |")
     print("  |---|" + "---|" * (len(labels) + 1))
     for size, stats in summary:
         ne = stats["node_exporter"]

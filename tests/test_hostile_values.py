@@ -470,8 +470,8 @@ def test_two_stuck_collectors_in_one_scrape_each_fail_and_the_rest_is_served() -
         second.release.set()
         assert w.wait_until(lambda: _scrape(registry).count("nodeslo_test_stuck 1.0") == 2)
         text = _scrape(registry)
-        assert "nodeslo_collector_success{collector=\"stuck-a\"} 1.0" in text
-        assert "nodeslo_collector_success{collector=\"stuck-b\"} 1.0" in text
+        assert 'nodeslo_collector_success{collector="stuck-a"} 1.0' in text
+        assert 'nodeslo_collector_success{collector="stuck-b"} 1.0' in text
         # The workers given up on end once their reads return: one thread is left.
         assert w.wait_until(lambda: _collector_threads() == ["collectors"])
     finally:
