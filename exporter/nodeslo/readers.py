@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 __all__ = [
     "AccessDenied",
     "MalformedValue",
     "ReadError",
+    "ScrapeReads",
     "ValueUnavailable",
     "list_dir",
     "parse_int",
@@ -35,8 +37,12 @@ __all__ = [
     "read_all",
     "read_int",
     "read_key_values",
+    "read_shared",
+    "read_shared_int",
+    "read_shared_text",
     "read_small",
     "read_text",
+    "sharing",
     "to_int",
     "to_u64",
 ]
@@ -228,3 +234,62 @@ def list_dir(path: str) -> list[str]:
         if err is None:
             return []
         raise err from None
+
+
+# --- one scrape's reads of files that several collectors read -------------------------------
+
+_scrape = threading.local()
+
+
+class ScrapeReads:
+    """What the collectors of one scrape read of the files that more than one of them
+    reads (C-state `disable`, `scaling_governor`, turbo): the first read is kept, by
+    path, and a later collector of the same scrape gets its bytes (or its error) instead
+    of reading the file again, a value of the same instant. The collector framework
+    makes one per scrape (`sharing`); outside a scrape, the reads go to the files."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes | ReadError | None] = {}
+
+
+def sharing(reads: ScrapeReads | None) -> None:
+    """The reads of this thread's collector are shared in `reads` (None: not shared)."""
+    _scrape.reads = reads
+
+
+def read_shared(path: str) -> bytes | None:
+    """read_small, answered from this scrape's earlier read of `path` when there is one."""
+    reads: ScrapeReads | None = getattr(_scrape, "reads", None)
+    if reads is None:
+        return read_small(path)
+    try:
+        value = reads.values[path]
+    except KeyError:
+        try:
+            value = read_small(path)
+        except ReadError as exc:
+            reads.values[path] = exc
+            raise
+        reads.values[path] = value
+        return value
+    if isinstance(value, ReadError):
+        raise type(value)(value.path, value.reason, value.errno)
+    return value
+
+
+def read_shared_int(path: str) -> int | None:
+    """read_int through this scrape's shared reads."""
+    raw = read_shared(path)
+    if raw is None:
+        return None
+    return parse_int(path, raw)
+
+
+def read_shared_text(path: str) -> str | None:
+    """read_text through this scrape's shared reads."""
+    raw = read_shared(path)
+    if raw is None:
+        return None
+    return raw.decode("utf-8", "replace").strip()

@@ -34,6 +34,7 @@ from nodeslo.log import OnceLog
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
 from nodeslo.profile import Profile, load_profile
+from nodeslo.readers import ScrapeReads, sharing
 
 log = logging.getLogger("nodeslo.collector")
 
@@ -135,10 +136,20 @@ class CollectorTimeout(Exception):
 class _Run:
     """One collect() of one collector: its result once finished."""
 
-    __slots__ = ("collector", "error", "families", "finished", "overran", "started", "took")
+    __slots__ = (
+        "collector",
+        "error",
+        "families",
+        "finished",
+        "overran",
+        "reads",
+        "started",
+        "took",
+    )
 
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Collector, reads: ScrapeReads) -> None:
         self.collector = collector
+        self.reads = reads  # shared with the other collectors of its scrape
         self.started: float | None = None  # monotonic; None while queued
         self.took = 0.0
         self.finished = False
@@ -213,12 +224,13 @@ class CollectorSet:
     def _submit(self, chosen: list[Collector]) -> list[_Run]:
         """Each collector's run: the one in progress, or a new one queued."""
         runs = []
+        reads = ScrapeReads()
         with self._lock:
             queued = False
             for collector in chosen:
                 run = self._runs.get(collector.name)
                 if run is None or run.finished:
-                    run = self._runs[collector.name] = _Run(collector)
+                    run = self._runs[collector.name] = _Run(collector, reads)
                     self._queue.append(run)
                     queued = True
                 runs.append(run)
@@ -258,12 +270,14 @@ class CollectorSet:
                     return
                 run = me.current = self._queue.popleft()
                 run.started = time.monotonic()
+            sharing(run.reads)
             try:
                 # Empty families are dropped: absent hardware exports nothing, not a bare HELP.
                 families = [f for f in run.collector.collect() if f.samples]
                 error = None
             except Exception as exc:  # a collector bug or a hostile file must not fail the scrape
                 families, error = [], exc
+            sharing(None)
 
     def _await(self, runs: list[_Run]) -> None:
         """Until every run has finished or overrun its deadline."""

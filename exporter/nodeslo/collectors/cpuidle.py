@@ -51,7 +51,14 @@ from nodeslo.counters import CounterSums, CounterTrack
 from nodeslo.cpus import CPU_DIR, CpuTopology, Topology
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_int, read_text
+from nodeslo.readers import (
+    MalformedValue,
+    ReadError,
+    list_dir,
+    read_int,
+    read_shared_int,
+    read_text,
+)
 
 DRIVER_INFO = Desc(
     "nodeslo_cpuidle_driver_info",
@@ -397,11 +404,12 @@ class CpuidleCollector(Collector):
             cpus_with_states=with_states,
         )
 
-    def _int(self, path: str) -> int:
+    def _int(self, path: str, shared: bool = False) -> int:
         """A counter or flag; ABSENT when the file is not there, UNREADABLE (logged once)
-        when it does not read as a non-negative integer."""
+        when it does not read as a non-negative integer. `shared`: a file the tuning
+        collector reads too, kept for it in this scrape's shared reads."""
         try:
-            value = read_int(path)
+            value = read_shared_int(path) if shared else read_int(path)
         except ReadError as exc:
             self.skip(exc.path, exc)
             return UNREADABLE
@@ -431,7 +439,7 @@ class CpuidleCollector(Collector):
                 entry.below = None
         disable = 0  # no file (before 3.10): nothing can disable the state
         if entry.disable is not None:
-            disable = self._int(entry.disable)
+            disable = self._int(entry.disable, shared=True)
             if disable == ABSENT:
                 entry.disable = None
                 disable = 0
