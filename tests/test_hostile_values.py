@@ -392,6 +392,7 @@ def test_a_stuck_collector_fails_its_scrape_and_is_skipped_until_it_returns(
 ) -> None:
     caplog.set_level(logging.INFO, logger="nodeslo.collector")
     stuck, fine = _Stuck(), _Fine()
+    others = set(threading.enumerate())  # other tests' collector sets may still idle
     cset = CollectorSet([stuck, fine], OnceLog(logging.getLogger("nodeslo.collector")), 0.2)
     registry = CollectorRegistry()
     registry.register(cset)
@@ -405,8 +406,7 @@ def test_a_stuck_collector_fails_its_scrape_and_is_skipped_until_it_returns(
         assert "no result within 0.2s" in cset.status["stuck"].error
         # The worker given up on stays with the read, named after its collector; one
         # worker runs the rest: two threads however many scrapes.
-        ours = ("collector-stuck", "collectors")
-        threads = [t.name for t in threading.enumerate() if t.name in ours]
+        threads = [t.name for t in set(threading.enumerate()) - others]
         assert sorted(threads) == ["collector-stuck", "collectors"]
         failed = [r for r in caplog.records if r.getMessage() == "collector failed"]
         assert len(failed) == 1 and failed[0].__dict__["fields"]["reason"] == "timeout"
@@ -439,8 +439,10 @@ class _Counting(_Fine):
         yield GaugeMetricFamily(f"nodeslo_test_{self.name}", "Here.", value=self.calls)
 
 
-def _collector_threads() -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if t.name.startswith("collector"))
+def _collector_threads(others: set[threading.Thread]) -> list[str]:
+    return sorted(
+        t.name for t in set(threading.enumerate()) - others if t.name.startswith("collector")
+    )
 
 
 def test_two_stuck_collectors_in_one_scrape_each_fail_and_the_rest_is_served() -> None:
@@ -448,6 +450,7 @@ def test_two_stuck_collectors_in_one_scrape_each_fail_and_the_rest_is_served() -
     hung reads (before, between and after them) are all served by the first scrape."""
     first, second = _stuck("stuck-a"), _stuck("stuck-b")
     before, between, after = _Counting("before"), _Counting("between"), _Counting("after")
+    others = set(threading.enumerate())  # other tests' collector sets may still idle
     cset = CollectorSet(
         [before, first, between, second, after],
         OnceLog(logging.getLogger("nodeslo.collector")),
@@ -465,7 +468,11 @@ def test_two_stuck_collectors_in_one_scrape_each_fail_and_the_rest_is_served() -
                 assert value(text, "nodeslo_collector_success", collector=name) == 1
                 assert value(text, f"nodeslo_test_{name}") == scrape
         assert first.calls == second.calls == 1
-        assert _collector_threads() == ["collector-stuck-a", "collector-stuck-b", "collectors"]
+        assert _collector_threads(others) == [
+            "collector-stuck-a",
+            "collector-stuck-b",
+            "collectors",
+        ]
         first.release.set()
         second.release.set()
         assert w.wait_until(lambda: _scrape(registry).count("nodeslo_test_stuck 1.0") == 2)
@@ -473,12 +480,12 @@ def test_two_stuck_collectors_in_one_scrape_each_fail_and_the_rest_is_served() -
         assert 'nodeslo_collector_success{collector="stuck-a"} 1.0' in text
         assert 'nodeslo_collector_success{collector="stuck-b"} 1.0' in text
         # The workers given up on end once their reads return: one thread is left.
-        assert w.wait_until(lambda: _collector_threads() == ["collectors"])
+        assert w.wait_until(lambda: _collector_threads(others) == ["collectors"])
     finally:
         first.release.set()
         second.release.set()
         cset.close()
-    assert w.wait_until(lambda: _collector_threads() == [])  # close() ends the worker
+    assert w.wait_until(lambda: _collector_threads(others) == [])  # close() ends the worker
 
 
 def test_concurrent_scrapes_share_a_collection_in_flight() -> None:

@@ -52,9 +52,11 @@ from nodeslo.cpus import CPU_DIR, CpuTopology, Topology
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
 from nodeslo.readers import (
+    HeldFiles,
     MalformedValue,
     ReadError,
     list_dir,
+    parse_int,
     read_int,
     read_shared_int,
     read_text,
@@ -328,6 +330,11 @@ class CpuidleCollector(Collector):
         self._governor_paths = (f"{base}/current_governor", f"{base}/current_governor_ro")
         self._sums = CounterSums(4)
         self._plan: _Plan | None = None
+        # The per-state files read every scrape, held open (bounded: see HeldFiles).
+        self._held = HeldFiles()
+
+    def close(self) -> None:
+        self._held.close()
 
     def collect(self) -> list[Metric]:
         # The threaded HTTP server may run two scrapes at once; the counters' state
@@ -353,6 +360,7 @@ class CpuidleCollector(Collector):
             or plan.driver != driver
             or not self._cache_static
         ):
+            self._held.close()  # the files of the old plan
             plan = self._plan = self._build(cpus, driver)
         yield CPUS.single(plan.cpus_with_states)
         if plan.entries:
@@ -408,8 +416,13 @@ class CpuidleCollector(Collector):
         """A counter or flag; ABSENT when the file is not there, UNREADABLE (logged once)
         when it does not read as a non-negative integer. `shared`: a file the tuning
         collector reads too, kept for it in this scrape's shared reads."""
+        read = self._held.read
         try:
-            value = read_shared_int(path) if shared else read_int(path)
+            if shared:
+                value = read_shared_int(path, read)
+            else:
+                raw = read(path)
+                value = None if raw is None else parse_int(path, raw)
         except ReadError as exc:
             self.skip(exc.path, exc)
             return UNREADABLE
