@@ -21,7 +21,10 @@ is the state's name; when two states of a CPU share a name (or it is empty) it i
 
 Static attributes are read once per change of the device set (the online CPUs or the
 driver); a scrape reads only usage, time, disable (and above, below when asked): 3 (5)
-small reads per state per CPU, no directory listing.
+small reads per state per CPU, no directory listing. Those files stay open between
+scrapes and are read with pread (`readers.HeldFiles`: up to 512 per process, the rest
+opened per read; reopened when a CPU goes and comes back), and the `disable` reads are
+shared with the tuning collector of the same scrape (`readers.read_shared`).
 
 Public API (for the tuning checks and `nodeslo check`; kept stable):
 
