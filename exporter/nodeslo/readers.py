@@ -319,7 +319,9 @@ class _Budget:
     held = 0
 
 
+@functools.cache
 def _held_limit() -> int:
+    """Half the soft RLIMIT_NOFILE at the first open (MAX_HELD_FILES caps it)."""
     soft = 1024
     try:
         import resource
@@ -327,9 +329,7 @@ def _held_limit() -> int:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     except (ImportError, OSError, ValueError):
         pass
-    if soft == -1:  # RLIM_INFINITY
-        return MAX_HELD_FILES
-    return max(0, min(MAX_HELD_FILES, soft // 2))
+    return MAX_HELD_FILES if soft == -1 else max(0, soft // 2)  # -1: RLIM_INFINITY
 
 
 @functools.cache
@@ -395,10 +395,12 @@ class HeldFiles:
         keep = False
         try:
             data = os.read(fd, SMALL_READ)
+            if _Budget.held >= min(MAX_HELD_FILES, _held_limit()):
+                return data  # no room: read as read_small reads, nothing more
             info = os.fstat(fd)
             if stat.S_ISREG(info.st_mode):
                 with _Budget.lock, self._lock:
-                    if path not in self._fds and _Budget.held < _held_limit():
+                    if path not in self._fds and _Budget.held < min(MAX_HELD_FILES, _held_limit()):
                         self._fds[path] = (fd, info.st_dev != _sysfs_device())
                         _Budget.held += 1
                         keep = True
