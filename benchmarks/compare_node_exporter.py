@@ -5,7 +5,7 @@
         [--idle-seconds 90] [--idle-interval 15] [--plain]
         [--node-exporter /usr/bin/prometheus-node-exporter]
     .venv/bin/python benchmarks/compare_node_exporter.py --modes sizes
-        [--sizes 2,16,64,256,host] [--before OTHER_CHECKOUT]
+        [--sizes 2,16,64,256,host] [--before OTHER_CHECKOUT] [--every-collector]
 
 Modes (each on a freshly generated seed-spec tree):
 
@@ -28,7 +28,8 @@ sizes    compare's overlapping collectors at each of --sizes: seed-spec trees sc
          a `git archive` of the commit before a change, so the rounds go A B C A B C
          (after, before, node_exporter) and both versions meet the same noise. Ends
          with one table: per size, p50 and CPU per scrape of each, and their ratios to
-         node_exporter's.
+         node_exporter's. --every-collector: both nodeslo versions with every collector
+         (the ratio to node_exporter then compares unlike work; before : after does not).
 all      nodeslo with every collector on (probes off: they measure the real host).
 cpuidle  the C-state collector alone on 64..512 CPUs; baseline: the smallest tree.
 idle     nodeslo as shipped (default collectors, default probes; the storage probe on a
@@ -299,11 +300,16 @@ def compare(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
 
 
 @contextlib.contextmanager
-def nodeslo(tree: Path | None, source: str | None = None) -> Iterator[tuple[str, int]]:
-    """(url, pid) of a nodeslo with the overlapping collectors on `tree` (None: this
-    host, probes off), run from `source`/exporter when given (the "before" version)."""
+def nodeslo(
+    tree: Path | None, source: str | None = None, every: bool = False
+) -> Iterator[tuple[str, int]]:
+    """(url, pid) of a nodeslo with the overlapping collectors (`every`: all of them) on
+    `tree` (None: this host, probes off), run from `source`/exporter when given (the
+    "before" version)."""
+    from nodeslo.collectors import COLLECTORS
+
     env = {"PYTHONPATH": str(Path(source) / "exporter")} if source else None
-    flags = nodeslo_flags(NODESLO_OVERLAP)
+    flags = nodeslo_flags(tuple(COLLECTORS) if every else NODESLO_OVERLAP)
     if tree is None:
         flags += ["--no-probe.storage", "--no-probe.wakeup"]
     with d.running(tree, *flags, env=env) as daemon:
@@ -328,9 +334,10 @@ def sizes(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
         if tree is not None:
             complete_for_node_exporter(tree)
         with contextlib.ExitStack() as stack:
-            targets = {"nodeslo": stack.enter_context(nodeslo(tree))}
+            every = args.every_collector
+            targets = {"nodeslo": stack.enter_context(nodeslo(tree, every=every))}
             if args.before:
-                targets["before"] = stack.enter_context(nodeslo(tree, args.before))
+                targets["before"] = stack.enter_context(nodeslo(tree, args.before, every))
             targets["node_exporter"] = stack.enter_context(
                 node_exporter(args.node_exporter, tree, NODE_EXPORTER_OVERLAP)
             )
@@ -491,6 +498,11 @@ def main() -> int:
     parser.add_argument("--sizes", type=size_list, default=["2", "16", "64", "256", "host"])
     parser.add_argument(
         "--before", default="", help="sizes: also run nodeslo from this checkout's exporter/"
+    )
+    parser.add_argument(
+        "--every-collector",
+        action="store_true",
+        help="sizes: nodeslo (and before) with every collector; node_exporter as always",
     )
     parser.add_argument("--idle-seconds", type=float, default=90.0)
     parser.add_argument("--idle-interval", type=float, default=15.0)
