@@ -400,13 +400,19 @@ def test_a_scrape_reads_each_disable_governor_and_turbo_file_once(
     )
     alone = CollectorSet([TuningCollector(ctx)], ctx.errors)
     reads: dict[str, int] = {}
-    real = readers.read_small
+    real, real_held = readers.read_small, readers.HeldFiles.read
 
     def counting(path: str) -> bytes | None:
         reads[path] = reads.get(path, 0) + 1
         return real(path)
 
+    def counting_held(self: readers.HeldFiles, path: str) -> bytes | None:
+        reads[path] = reads.get(path, 0) + 1
+        return real_held(self, path)
+
+    # Every read of a file: opened per read, or through a descriptor held open.
     monkeypatch.setattr(readers, "read_small", counting)
+    monkeypatch.setattr(readers.HeldFiles, "read", counting_held)
 
     def tuning_samples(cset: CollectorSet) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         registry = CollectorRegistry()

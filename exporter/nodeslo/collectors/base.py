@@ -285,7 +285,7 @@ class CollectorSet:
             while True:
                 now = time.monotonic()
                 self._give_up_overrun(now)
-                if all(r.finished or r.overran for r in runs):
+                if self._closed or all(r.finished or r.overran for r in runs):
                     return
                 worker = self._worker
                 current = worker.current if worker is not None else None
@@ -316,8 +316,9 @@ class CollectorSet:
         key = f"collector:{collector.name}"
         if run.finished:
             exc, took = run.error, run.took
+        elif run.started is None:  # still queued when the set was closed (shutdown)
+            exc, took = CollectorTimeout("not run: the collectors are shutting down"), 0.0
         else:
-            assert run.started is not None
             took = time.monotonic() - run.started
             exc = CollectorTimeout(
                 f"no result within {self.timeout:g}s (running for {took:.1f}s: a blocking read?)"
@@ -362,3 +363,4 @@ class CollectorSet:
         with self._lock:
             self._closed = True
             self._queued.notify_all()
+            self._finished.notify_all()  # scrapes still waiting answer now
