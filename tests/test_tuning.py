@@ -429,7 +429,8 @@ def test_a_scrape_reads_each_disable_governor_and_turbo_file_once(
         ]
         assert len([p for p in shared_files if p.endswith("/disable")]) == 8 * 4
         assert len([p for p in shared_files if p.endswith("/scaling_governor")]) == 8
-        assert {reads[p] for p in shared_files} == {1}  # not twice in one scrape
+        assert {p: reads[p] for p in shared_files if reads[p] != 1} == {}  # not twice
+        tuning_samples(alone)  # its own plan built on its first scrape
         reads.clear()
         own = tuning_samples(alone)
         assert value_of(own, "deep_cstates") == 0  # C6 enabled everywhere: drift
