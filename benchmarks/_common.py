@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +27,18 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def fixture_tree(name: str = "seed-spec", cpus: int | None = None) -> Path:
     root = Path(tempfile.mkdtemp(prefix=f"nodeslo-bench-{name}-"))
-    build(root, variant(name, cpus))
+    spec = variant(name, cpus)
+    if cpus is not None and spec.cpus != cpus:
+        # Fewer CPUs than sockets x threads (2): one socket, one NUMA node, as a small VM.
+        threads = min(spec.threads_per_core, cpus)
+        spec = replace(
+            spec,
+            sockets=1,
+            numa_nodes=1,
+            threads_per_core=threads,
+            cores_per_socket=max(1, cpus // threads),
+        )
+    build(root, spec)
     return root
 
 

@@ -4,6 +4,8 @@
         [--rounds 6] [--scrapes 30] [--cpus 256] [--scaling-cpus 64,128,256,512]
         [--idle-seconds 90] [--idle-interval 15] [--plain]
         [--node-exporter /usr/bin/prometheus-node-exporter]
+    .venv/bin/python benchmarks/compare_node_exporter.py --modes sizes
+        [--sizes 2,16,64,256,host] [--before OTHER_CHECKOUT] [--every-collector]
 
 Modes (each on a freshly generated seed-spec tree):
 
@@ -19,6 +21,15 @@ compare  nodeslo with the collectors that overlap node_exporter's (diskstats, sc
          collectors each exporter reported as failed, and what two simultaneous scrapes
          cost against one (nodeslo coalesces them into one collection). Baseline for
          the ratios: node_exporter, measured in the same run.
+sizes    compare's overlapping collectors at each of --sizes: seed-spec trees scaled to
+         that many CPUs (2: one socket, one core, two threads) and `host`, this
+         machine's own /sys and /proc (both exporters with their default paths). With
+         --before, a second nodeslo runs from OTHER_CHECKOUT/exporter (PYTHONPATH), e.g.
+         a `git archive` of the commit before a change, so the rounds go A B C A B C
+         (after, before, node_exporter) and both versions meet the same noise. Ends
+         with one table: per size, p50 and CPU per scrape of each, and their ratios to
+         node_exporter's. --every-collector: both nodeslo versions with every collector
+         (the ratio to node_exporter then compares unlike work; before : after does not).
 all      nodeslo with every collector on (probes off: they measure the real host).
 cpuidle  the C-state collector alone on 64..512 CPUs; baseline: the smallest tree.
 idle     nodeslo as shipped (default collectors, default probes; the storage probe on a
@@ -139,19 +150,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def node_exporter(
-    binary: str, tree: Path, collectors: tuple[str, ...]
+    binary: str, tree: Path | None, collectors: tuple[str, ...]
 ) -> Iterator[tuple[str, int]]:
-    """(url, pid) of a node_exporter on `tree` with only `collectors`; stopped afterwards."""
+    """(url, pid) of a node_exporter on `tree` (None: this host) with only `collectors`;
+    stopped afterwards."""
     port = free_port()  # a race with another process is possible; the wait below says so
     cmd = [
         binary,
         f"--web.listen-address=127.0.0.1:{port}",
         "--collector.disable-defaults",
         *[f"--collector.{c}" for c in collectors],
-        f"--path.sysfs={tree}/sys",
-        f"--path.procfs={tree}/proc",
-        f"--path.rootfs={tree}",
     ]
+    if tree is not None:
+        cmd += [f"--path.sysfs={tree}/sys", f"--path.procfs={tree}/proc", f"--path.rootfs={tree}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
@@ -288,6 +299,84 @@ def compare(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
     shutil.rmtree(tree)
 
 
+@contextlib.contextmanager
+def nodeslo(
+    tree: Path | None, source: str | None = None, every: bool = False
+) -> Iterator[tuple[str, int]]:
+    """(url, pid) of a nodeslo with the overlapping collectors (`every`: all of them) on
+    `tree` (None: this host, probes off), run from `source`/exporter when given (the
+    "before" version)."""
+    from nodeslo.collectors import COLLECTORS
+
+    env = {"PYTHONPATH": str(Path(source) / "exporter")} if source else None
+    flags = nodeslo_flags(tuple(COLLECTORS) if every else NODESLO_OVERLAP)
+    if tree is None:
+        flags += ["--no-probe.storage", "--no-probe.wakeup"]
+    with d.running(tree, *flags, env=env) as daemon:
+        yield daemon.url + "/metrics", daemon.proc.pid
+
+
+def size_label(size: str) -> str:
+    return "this host" if size == "host" else f"{size} CPUs"
+
+
+def sizes(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
+    """compare's collectors at each size, A B (C) alternating; one summary table."""
+    labels = ["nodeslo", *(["before"] if args.before else []), "node_exporter"]
+    print(
+        f"\n== sizes: overlapping collectors at {', '.join(map(size_label, args.sizes))}; "
+        f"{args.rounds} rounds x {args.scrapes} scrapes, {' '.join(labels)} alternating; "
+        "baseline: node_exporter" + (f"; before: {args.before}/exporter" if args.before else "")
+    )
+    summary: list[tuple[str, dict[str, ScrapeStats]]] = []
+    for size in args.sizes:
+        tree = None if size == "host" else fixture_tree("seed-spec", int(size))
+        if tree is not None:
+            complete_for_node_exporter(tree)
+        with contextlib.ExitStack() as stack:
+            every = args.every_collector
+            targets = {"nodeslo": stack.enter_context(nodeslo(tree, every=every))}
+            if args.before:
+                targets["before"] = stack.enter_context(nodeslo(tree, args.before, every))
+            targets["node_exporter"] = stack.enter_context(
+                node_exporter(args.node_exporter, tree, NODE_EXPORTER_OVERLAP)
+            )
+            runs: dict[str, list[ScrapeStats]] = {label: [] for label in labels}
+            for _ in range(args.rounds):
+                for label in labels:
+                    url, pid = targets[label]
+                    runs[label].append(scrape_many(url, pid, args.scrapes, headers))
+            print(f"  -- {size_label(size)}")
+            base = runs["node_exporter"]
+            for label in labels:
+                rounds_cpu = [
+                    div(a.cpu_per_scrape, b.cpu_per_scrape)
+                    for a, b in zip(runs[label], base, strict=True)
+                ]
+                print(
+                    row(label, merged(runs[label]))
+                    + f"  cpu rounds {min(rounds_cpu):.2f}-{max(rounds_cpu):.2f}x"
+                )
+            for label in labels:
+                failed = failed_collectors(scrape_once(targets[label][0]))
+                print(f"  {label} collectors failed: {', '.join(failed) or 'none'}")
+        if tree is not None:
+            shutil.rmtree(tree)
+        summary.append((size, {label: merged(runs[label]) for label in labels}))
+    columns = " | ".join(f"{x} p50, CPU/scrape" for x in labels)
+    print(f"\n  | host | {columns} | ratios (p50, CPU) |")
+    print("  |---|" + "---|" * (len(labels) + 1))
+    for size, stats in summary:
+        ne = stats["node_exporter"]
+        cells = [f"{ms(s.p50).strip()}, {ms(s.cpu_per_scrape).strip()} ms" for s in stats.values()]
+        ratios = "; ".join(
+            f"{label} {div(stats[label].p50, ne.p50):.2f}x, "
+            f"{div(stats[label].cpu_per_scrape, ne.cpu_per_scrape):.2f}x"
+            for label in labels[:-1]
+        )
+        print(f"  | {size_label(size)} | {' | '.join(cells)} | {ratios} |")
+
+
 def all_collectors(args: argparse.Namespace, headers: dict[str, str] | None) -> None:
     from nodeslo.collectors import COLLECTORS
 
@@ -391,6 +480,14 @@ def cpu_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
+def size_list(text: str) -> list[str]:
+    out = [x for x in text.split(",") if x]
+    for x in out:
+        if x != "host" and not x.isdigit():
+            raise argparse.ArgumentTypeError(f"a CPU count or 'host': {x!r}")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="compare,all,cpuidle,idle")
@@ -398,21 +495,36 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=30, help="per round and exporter")
     parser.add_argument("--cpus", type=int, default=256)
     parser.add_argument("--scaling-cpus", type=cpu_list, default=[64, 128, 256, 512])
+    parser.add_argument("--sizes", type=size_list, default=["2", "16", "64", "256", "host"])
+    parser.add_argument(
+        "--before", default="", help="sizes: also run nodeslo from this checkout's exporter/"
+    )
+    parser.add_argument(
+        "--every-collector",
+        action="store_true",
+        help="sizes: nodeslo (and before) with every collector; node_exporter as always",
+    )
     parser.add_argument("--idle-seconds", type=float, default=90.0)
     parser.add_argument("--idle-interval", type=float, default=15.0)
     parser.add_argument("--plain", action="store_true", help="bare GET: text format, no gzip")
     parser.add_argument("--node-exporter", default=NODE_EXPORTER)
     args = parser.parse_args()
     modes = args.modes.split(",")
-    unknown = set(modes) - {"compare", "all", "cpuidle", "idle"}
+    unknown = set(modes) - {"compare", "sizes", "all", "cpuidle", "idle"}
     if unknown:
         parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
-    if "compare" in modes and not os.access(args.node_exporter, os.X_OK):
+    if {"compare", "sizes"} & set(modes) and not os.access(args.node_exporter, os.X_OK):
         parser.error(f"{args.node_exporter}: not found (apt-get install prometheus-node-exporter)")
     headers = None if args.plain else PROMETHEUS_HEADERS
     print(f"machine: {machine()}")
     print(f"requests: {'bare GET' if args.plain else 'as Prometheus 2.42 sends them'}")
-    runners = {"compare": compare, "all": all_collectors, "cpuidle": cpuidle_scaling, "idle": idle}
+    runners = {
+        "compare": compare,
+        "sizes": sizes,
+        "all": all_collectors,
+        "cpuidle": cpuidle_scaling,
+        "idle": idle,
+    }
     for mode in modes:
         runners[mode](args, headers)
     print(f"finished {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, machine: {machine()}")

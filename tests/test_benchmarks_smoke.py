@@ -49,3 +49,25 @@ def test_unknown_mode_is_refused() -> None:
     run = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert run.returncode == 2
     assert "unknown modes: bogus" in run.stderr
+
+
+def test_sizes_mode_runs_a_tree_and_this_host_with_a_before_version() -> None:
+    if not os.access(NODE_EXPORTER, os.X_OK):
+        missing("prometheus-node-exporter is not installed")
+    argv = [
+        sys.executable,
+        str(REPO / "benchmarks/compare_node_exporter.py"),
+        "--modes=sizes",
+        "--sizes=2,host",
+        f"--before={REPO}",  # this checkout again: the harness path, not a measurement
+        "--rounds=1",
+        "--scrapes=2",
+    ]
+    run = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    tree = out.split("-- 2 CPUs", 1)[1].split("-- this host", 1)[0]
+    for name in ("nodeslo", "before", "node_exporter"):
+        assert f"  {name} collectors failed: none" in tree, out
+    assert re.search(r"\| 2 CPUs \| .* \| nodeslo \d+\.\d\dx, \d+\.\d\dx; before ", out), out
+    assert re.search(r"\| this host \| ", out), out

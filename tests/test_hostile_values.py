@@ -5,7 +5,8 @@ skipped where it is read and logged once, the rest of the collector's output sta
 counter state never keeps it, and the collector is whole again once the file is fixed;
 a value no float can hold never fails a scrape. A collector whose read blocks fails
 that scrape with a timeout reason, the other collectors are served, later scrapes skip
-it at once until the read returns, and one thread per collector is all it ever holds.
+it at once until the read returns; the collectors hold one worker thread plus one per
+collector stuck in a read.
 """
 
 from __future__ import annotations
@@ -391,6 +392,7 @@ def test_a_stuck_collector_fails_its_scrape_and_is_skipped_until_it_returns(
 ) -> None:
     caplog.set_level(logging.INFO, logger="nodeslo.collector")
     stuck, fine = _Stuck(), _Fine()
+    others = set(threading.enumerate())  # other tests' collector sets may still idle
     cset = CollectorSet([stuck, fine], OnceLog(logging.getLogger("nodeslo.collector")), 0.2)
     registry = CollectorRegistry()
     registry.register(cset)
@@ -402,9 +404,10 @@ def test_a_stuck_collector_fails_its_scrape_and_is_skipped_until_it_returns(
             assert "nodeslo_test_fine 1.0" in text
         assert stuck.calls == 1  # never re-entered while its read hangs
         assert "no result within 0.2s" in cset.status["stuck"].error
-        ours = ("collector-stuck", "collector-fine")
-        threads = [t for t in threading.enumerate() if t.name in ours]
-        assert len(threads) == 2  # one per collector, however many scrapes
+        # The worker given up on stays with the read, named after its collector; one
+        # worker runs the rest: two threads however many scrapes.
+        threads = [t.name for t in set(threading.enumerate()) - others]
+        assert sorted(threads) == ["collector-stuck", "collectors"]
         failed = [r for r in caplog.records if r.getMessage() == "collector failed"]
         assert len(failed) == 1 and failed[0].__dict__["fields"]["reason"] == "timeout"
         stuck.release.set()
@@ -413,6 +416,107 @@ def test_a_stuck_collector_fails_its_scrape_and_is_skipped_until_it_returns(
         assert any(r.getMessage() == "collector recovered" for r in caplog.records)
     finally:
         stuck.release.set()
+        cset.close()
+
+
+def _stuck(name: str) -> _Stuck:
+    return type(f"Stuck_{name}", (_Stuck,), {"name": name})()
+
+
+class _Counting(_Fine):
+    """Answers, counting its collections; a gate holds the first one when given."""
+
+    def __init__(self, name: str, gate: threading.Event | None = None) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]
+        self.calls = 0
+        self.gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        self.calls += 1
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        yield GaugeMetricFamily(f"nodeslo_test_{self.name}", "Here.", value=self.calls)
+
+
+def _collector_threads(others: set[threading.Thread]) -> list[str]:
+    return sorted(
+        t.name for t in set(threading.enumerate()) - others if t.name.startswith("collector")
+    )
+
+
+def test_two_stuck_collectors_in_one_scrape_each_fail_and_the_rest_is_served() -> None:
+    """Each overrun hands the queue to a new worker: the collectors queued behind two
+    hung reads (before, between and after them) are all served by the first scrape."""
+    first, second = _stuck("stuck-a"), _stuck("stuck-b")
+    before, between, after = _Counting("before"), _Counting("between"), _Counting("after")
+    others = set(threading.enumerate())  # other tests' collector sets may still idle
+    cset = CollectorSet(
+        [before, first, between, second, after],
+        OnceLog(logging.getLogger("nodeslo.collector")),
+        0.2,
+    )
+    registry = CollectorRegistry()
+    registry.register(cset)
+    try:
+        for scrape in range(1, 4):
+            text = _scrape(registry)
+            for name in ("stuck-a", "stuck-b"):
+                assert value(text, "nodeslo_collector_success", collector=name) == 0
+                assert "no result within 0.2s" in cset.status[name].error
+            for name in ("before", "between", "after"):
+                assert value(text, "nodeslo_collector_success", collector=name) == 1
+                assert value(text, f"nodeslo_test_{name}") == scrape
+        assert first.calls == second.calls == 1
+        assert _collector_threads(others) == [
+            "collector-stuck-a",
+            "collector-stuck-b",
+            "collectors",
+        ]
+        first.release.set()
+        second.release.set()
+        assert w.wait_until(lambda: _scrape(registry).count("nodeslo_test_stuck 1.0") == 2)
+        text = _scrape(registry)
+        assert 'nodeslo_collector_success{collector="stuck-a"} 1.0' in text
+        assert 'nodeslo_collector_success{collector="stuck-b"} 1.0' in text
+        # The workers given up on end once their reads return: one thread is left.
+        assert w.wait_until(lambda: _collector_threads(others) == ["collectors"])
+    finally:
+        first.release.set()
+        second.release.set()
+        cset.close()
+    assert w.wait_until(lambda: _collector_threads(others) == [])  # close() ends the worker
+
+
+def test_concurrent_scrapes_share_a_collection_in_flight() -> None:
+    """A scrape (another format, another collect[]) that comes while a collector runs
+    shares that run: the collector is not entered twice at once."""
+    gate = threading.Event()
+    slow, other = _Counting("slow", gate), _Counting("other")
+    cset = CollectorSet([slow, other], OnceLog(logging.getLogger("nodeslo.collector")), 10)
+    results: list[list[Metric]] = []
+    scrapes = [
+        threading.Thread(target=lambda: results.append(list(cset.collect()))),
+        threading.Thread(target=lambda: results.append(list(cset.collect(frozenset({"slow"}))))),
+    ]
+    try:
+        scrapes[0].start()
+        assert w.wait_until(lambda: slow.calls == 1)
+        scrapes[1].start()
+        gate.set()
+        for thread in scrapes:
+            thread.join(10)
+        assert slow.calls == 1 and other.calls == 1
+        assert len(results) == 2
+        for families in results:
+            served = {s.name: s.value for f in families for s in f.samples}
+            assert served["nodeslo_test_slow"] == 1
+        # The next scrape is a new collection.
+        assert {s.name: s.value for f in cset.collect() for s in f.samples}[
+            "nodeslo_test_slow"
+        ] == 2
+    finally:
+        gate.set()
         cset.close()
 
 

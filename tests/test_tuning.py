@@ -378,3 +378,68 @@ def test_real_captures(real_captures: dict[str, Path]) -> None:
         assert by_setting["governor"].actual == "no cpufreq driver", name
         assert by_setting["transparent_hugepage"].actual == "madvise", name
         assert by_setting["vm.swappiness"].actual == "60", name
+
+
+# --- shared reads: what the cpuidle and cpufreq collectors read is not read again -------
+
+
+def test_a_scrape_reads_each_disable_governor_and_turbo_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With cpuidle and cpufreq on, the tuning collector gets their `disable`,
+    `scaling_governor` and turbo reads of the same scrape, and reports what reading the
+    files itself reports."""
+    from nodeslo import readers
+    from nodeslo.collectors.cpufreq import CpufreqCollector
+    from nodeslo.collectors.cpuidle import CpuidleCollector
+
+    build(tmp_path, variant("deep-cstates-enabled", 8))
+    ctx = CollectorContext(roots=Roots(sysfs=str(tmp_path / "sys"), procfs=str(tmp_path / "proc")))
+    together = CollectorSet(
+        [CpufreqCollector(ctx), CpuidleCollector(ctx), TuningCollector(ctx)], ctx.errors
+    )
+    alone = CollectorSet([TuningCollector(ctx)], ctx.errors)
+    reads: dict[str, int] = {}
+    real, real_held = readers.read_small, readers.HeldFiles.read
+
+    def counting(path: str) -> bytes | None:
+        reads[path] = reads.get(path, 0) + 1
+        return real(path)
+
+    def counting_held(self: readers.HeldFiles, path: str) -> bytes | None:
+        reads[path] = reads.get(path, 0) + 1
+        return real_held(self, path)
+
+    # Every read of a file: opened per read, or through a descriptor held open.
+    monkeypatch.setattr(readers, "read_small", counting)
+    monkeypatch.setattr(readers.HeldFiles, "read", counting_held)
+
+    def tuning_samples(cset: CollectorSet) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        registry = CollectorRegistry()
+        registry.register(cset)
+        text = generate_latest(registry).decode()
+        return {k: v for k, v in samples(text).items() if k[0].startswith("nodeslo_tuning_")}
+
+    try:
+        tuning_samples(together)  # plans built on the first scrape
+        reads.clear()
+        shared = tuning_samples(together)
+        shared_files = [
+            p for p in reads if p.endswith(("/disable", "/scaling_governor", "no_turbo"))
+        ]
+        assert len([p for p in shared_files if p.endswith("/disable")]) == 8 * 4
+        assert len([p for p in shared_files if p.endswith("/scaling_governor")]) == 8
+        assert {p: reads[p] for p in shared_files if reads[p] != 1} == {}  # not twice
+        tuning_samples(alone)  # its own plan built on its first scrape
+        reads.clear()
+        own = tuning_samples(alone)
+        assert value_of(own, "deep_cstates") == 0  # C6 enabled everywhere: drift
+        assert shared == own
+        assert {reads[p] for p in reads if p.endswith("/disable")} == {1}
+    finally:
+        together.close()
+        alone.close()
+
+
+def value_of(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], setting: str) -> float:
+    return found[("nodeslo_tuning_compliant", (("setting", setting),))]

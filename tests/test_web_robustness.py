@@ -367,3 +367,35 @@ def test_sighup_after_the_profile_vanished_keeps_serving_the_old_one(
         assert value(text, "nodeslo_profile_info", profile="site-a") == 1
         assert value(text, "nodeslo_profile_last_reload_successful") == 0
         assert daemon.proc.poll() is None
+
+
+# --- connection threads: reused, bounded, ended with the server ------------------------------
+
+
+def _connection_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "http-conn"]
+
+
+def test_connection_threads_are_reused_and_end_with_the_server() -> None:
+    """A thread whose connection closed serves the next one (up to SPARE_THREADS wait
+    for one); closing the server ends them."""
+    from nodeslo.web.server import SPARE_THREADS
+
+    with w.serving() as server:
+        seen: set[threading.Thread] = set()
+        for _ in range(40):  # one connection after the other: a few threads serve them all
+            assert w.get(w.port(server)).status == 200
+            seen.update(_connection_threads())
+        assert len(seen) <= SPARE_THREADS  # a thread each: 40
+        # Many at once: more threads, of which SPARE_THREADS stay once they are done.
+        held = [socket.create_connection(("127.0.0.1", w.port(server))) for _ in range(8)]
+        assert w.wait_until(lambda: len(server.connections) == 8)
+        assert len(_connection_threads()) == 8
+        for sock in held:
+            sock.close()
+        assert w.wait_until(lambda: len(_connection_threads()) == SPARE_THREADS)
+        spares = set(_connection_threads())
+        replies = [w.get(w.port(server)).status for _ in range(5)]
+        assert replies == [200] * 5
+        assert set(_connection_threads()) == spares
+    assert w.wait_until(lambda: not _connection_threads())

@@ -29,7 +29,7 @@ from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import register
 from nodeslo.cpus import CPU_DIR, CpuTopology, Topology
 from nodeslo.metrics import Desc, add
-from nodeslo.readers import ReadError, read_int, read_text
+from nodeslo.readers import ReadError, read_int, read_shared_int, read_shared_text
 
 AVERAGE = Desc(
     "nodeslo_cpu_frequency_average_hertz",
@@ -83,6 +83,19 @@ class _Plan:
     stale: bool = False
 
 
+def resolve_policy(link: str) -> str | None:
+    """cpuN/cpufreq links to ../cpufreq/policyM (4.7+); before, it was the directory.
+    The policy directory, spelled the same way for every reader (their shared reads of
+    scaling_governor meet on it); None without a cpufreq driver for that CPU."""
+    try:
+        target = os.readlink(link)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # a directory, not a link
+            return link
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(link), target))
+
+
 @register
 class CpufreqCollector(Collector):
     name = "cpufreq"
@@ -100,25 +113,14 @@ class CpufreqCollector(Collector):
 
     def _turbo(self) -> int | None:
         try:
-            no_turbo = read_int(self._no_turbo_path)
+            no_turbo = read_shared_int(self._no_turbo_path)
             if no_turbo is not None:
                 return 0 if no_turbo else 1
-            boost = read_int(self._boost_path)
+            boost = read_shared_int(self._boost_path)
         except ReadError as exc:
             self.skip(exc.path, exc)
             return None
         return None if boost is None else (1 if boost else 0)
-
-    def _policy_dir(self, cpu: int) -> str | None:
-        """cpuN/cpufreq links to ../cpufreq/policyM (4.7+); before, it was the directory."""
-        link = self._topology.cpu_path(cpu, "cpufreq")
-        try:
-            target = os.readlink(link)
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:  # a directory, not a link
-                return link
-            return None
-        return os.path.normpath(os.path.join(os.path.dirname(link), target))
 
     def _build(self, cpus: tuple[CpuTopology, ...], turbo: int | None) -> _Plan:
         policies: dict[str, _Policy] = {}
@@ -126,7 +128,7 @@ class CpufreqCollector(Collector):
         slots: dict[str, int] = {}
         max_khz: list[int | None] = []
         for cpu in sorted(cpus, key=lambda c: (int(c.package), c.cpu)):
-            policy_dir = self._policy_dir(cpu.cpu)
+            policy_dir = resolve_policy(self._topology.cpu_path(cpu.cpu, "cpufreq"))
             if policy_dir is None:
                 continue  # no cpufreq driver for this CPU (VM, or cpufreq off)
             if cpu.package not in slots:
@@ -184,7 +186,7 @@ class CpufreqCollector(Collector):
         for policy in plan.policies:
             try:
                 khz = read_int(policy.cur_path)
-                governor = read_text(policy.governor_path)
+                governor = read_shared_text(policy.governor_path)
             except ReadError as exc:
                 self.skip(exc.path, exc)
                 continue

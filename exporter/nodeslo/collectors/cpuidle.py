@@ -21,7 +21,10 @@ is the state's name; when two states of a CPU share a name (or it is empty) it i
 
 Static attributes are read once per change of the device set (the online CPUs or the
 driver); a scrape reads only usage, time, disable (and above, below when asked): 3 (5)
-small reads per state per CPU, no directory listing.
+small reads per state per CPU, no directory listing. Those files stay open between
+scrapes and are read with pread (`readers.HeldFiles`: up to 512 per process, the rest
+opened per read; reopened when a CPU goes and comes back), and the `disable` reads are
+shared with the tuning collector of the same scrape (`readers.read_shared`).
 
 Public API (for the tuning checks and `nodeslo check`; kept stable):
 
@@ -51,7 +54,16 @@ from nodeslo.counters import CounterSums, CounterTrack
 from nodeslo.cpus import CPU_DIR, CpuTopology, Topology
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
-from nodeslo.readers import MalformedValue, ReadError, list_dir, read_int, read_text
+from nodeslo.readers import (
+    HeldFiles,
+    MalformedValue,
+    ReadError,
+    list_dir,
+    parse_int,
+    read_int,
+    read_shared_int,
+    read_text,
+)
 
 DRIVER_INFO = Desc(
     "nodeslo_cpuidle_driver_info",
@@ -321,6 +333,11 @@ class CpuidleCollector(Collector):
         self._governor_paths = (f"{base}/current_governor", f"{base}/current_governor_ro")
         self._sums = CounterSums(4)
         self._plan: _Plan | None = None
+        # The per-state files read every scrape, held open (bounded: see HeldFiles).
+        self._held = HeldFiles()
+
+    def close(self) -> None:
+        self._held.close()
 
     def collect(self) -> list[Metric]:
         # The threaded HTTP server may run two scrapes at once; the counters' state
@@ -346,6 +363,7 @@ class CpuidleCollector(Collector):
             or plan.driver != driver
             or not self._cache_static
         ):
+            self._held.close()  # the files of the old plan
             plan = self._plan = self._build(cpus, driver)
         yield CPUS.single(plan.cpus_with_states)
         if plan.entries:
@@ -397,11 +415,17 @@ class CpuidleCollector(Collector):
             cpus_with_states=with_states,
         )
 
-    def _int(self, path: str) -> int:
+    def _int(self, path: str, shared: bool = False) -> int:
         """A counter or flag; ABSENT when the file is not there, UNREADABLE (logged once)
-        when it does not read as a non-negative integer."""
+        when it does not read as a non-negative integer. `shared`: a file the tuning
+        collector reads too, kept for it in this scrape's shared reads."""
+        read = self._held.read
         try:
-            value = read_int(path)
+            if shared:
+                value = read_shared_int(path, read)
+            else:
+                raw = read(path)
+                value = None if raw is None else parse_int(path, raw)
         except ReadError as exc:
             self.skip(exc.path, exc)
             return UNREADABLE
@@ -431,7 +455,7 @@ class CpuidleCollector(Collector):
                 entry.below = None
         disable = 0  # no file (before 3.10): nothing can disable the state
         if entry.disable is not None:
-            disable = self._int(entry.disable)
+            disable = self._int(entry.disable, shared=True)
             if disable == ABSENT:
                 entry.disable = None
                 disable = 0

@@ -29,7 +29,9 @@ the scrape and logged once; `nodeslo check` shows it as an error.
 The per-scrape cost is one `disable` read per deep state per CPU, one governor read
 per cpufreq policy and one read per other setting; which states are deep and which
 CPUs share a policy is worked out once per change of the online CPUs, the cpuidle
-driver or the latency limit.
+driver or the latency limit. In a scrape where the cpuidle and cpufreq collectors ran
+(before this one), the `disable`, governor and turbo files are not read again: their
+reads are shared (`readers.read_shared`), so both report the same instant.
 """
 
 from __future__ import annotations
@@ -42,13 +44,20 @@ from dataclasses import dataclass
 from prometheus_client.core import Metric
 
 from nodeslo.collectors.base import Collector, CollectorContext
+from nodeslo.collectors.cpufreq import resolve_policy
 from nodeslo.collectors.cpuidle import IdleState, read_idle_driver, read_idle_states
 from nodeslo.collectors.registry import register
 from nodeslo.cpus import CPU_DIR, CpuTopology, Topology, parse_cpu_list
 from nodeslo.metrics import Desc, add
 from nodeslo.paths import Roots
 from nodeslo.profile import Tuning, format_cpu_list
-from nodeslo.readers import MalformedValue, ReadError, read_int, read_text
+from nodeslo.readers import (
+    MalformedValue,
+    ReadError,
+    read_shared_int,
+    read_shared_text,
+    read_text,
+)
 from nodeslo.sysctl import normalize_value, sysctl_relpath
 from nodeslo.units import human_seconds
 
@@ -272,7 +281,7 @@ class TuningReader:
         states = {cpu: list(found) for cpu, found in plan.states.items()}
         for cpu, position, path in plan.deep:
             try:
-                disable = read_int(path)
+                disable = read_shared_int(path)  # the cpuidle collector's read, if it ran
             except ReadError as exc:
                 on_error(f"{DEEP_CSTATES}:cpu{cpu}", exc)
                 disabled: bool | None = None
@@ -325,7 +334,7 @@ class TuningReader:
         counts: dict[str, int] = {}
         for path, members in plan.policies:
             try:
-                governor = read_text(path)
+                governor = read_shared_text(path)  # the cpufreq collector's read, if it ran
             except ReadError as exc:
                 on_error(f"{GOVERNOR}:{path}", exc)
                 continue
@@ -338,17 +347,16 @@ class TuningReader:
     def _plan_policies(self, cpus: tuple[CpuTopology, ...]) -> _PolicyPlan:
         members: dict[str, int] = {}
         for cpu in cpus:
-            link = self._topology.cpu_path(cpu.cpu, "cpufreq")
-            if os.path.isdir(link):
-                policy = os.path.realpath(link)
+            policy = resolve_policy(self._topology.cpu_path(cpu.cpu, "cpufreq"))
+            if policy is not None and os.path.isdir(policy):
                 members[policy] = members.get(policy, 0) + 1
         return _PolicyPlan(cpus, [(f"{p}/scaling_governor", n) for p, n in members.items()])
 
     def turbo(self) -> bool | None:
-        no_turbo = read_int(self._no_turbo)
+        no_turbo = read_shared_int(self._no_turbo)
         if no_turbo is not None:
             return not no_turbo
-        boost = read_int(self._boost)
+        boost = read_shared_int(self._boost)
         return None if boost is None else bool(boost)
 
     def thp_mode(self) -> str | None:

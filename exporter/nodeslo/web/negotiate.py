@@ -4,7 +4,8 @@ As in Prometheus' client libraries (client_golang's expfmt.Negotiate), the answe
 one of a fixed set of formats, never something built from the client's text: an
 unknown version, type or escaping falls back to the text format 0.0.4, whose
 Content-Type is a constant. So no client string reaches a response header (a folded
-header's CRLF included) or a cache key, and 2,000 invented versions cost nothing.
+header's CRLF included) or the renderers' caches, and 2,000 invented versions cost
+nothing (the parsed answers are kept for the last 64 header values only).
 
 Escaping: nodeslo's metric and label names are all valid legacy Prometheus names, so
 `underscores` and `allow-utf-8` render the same bytes; either is served as asked, any
@@ -13,6 +14,7 @@ other escaping as `underscores` (as client_golang serves an unknown one).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # An Accept header lists a handful of media ranges; past this many, the rest is ignored.
@@ -66,6 +68,9 @@ def _offer(media: str, params: dict[str, str]) -> Format | None:
     return None
 
 
+# A scraper sends the same header on every scrape: parsed once (bounded, as the
+# headers are the client's to choose).
+@functools.lru_cache(maxsize=64)
 def choose_format(accept: str | None) -> Format:
     """The format with the highest q among those offered; text 0.0.4 when none fits."""
     best, best_q = TEXT, -1.0
@@ -79,6 +84,7 @@ def choose_format(accept: str | None) -> Format:
     return best
 
 
+@functools.lru_cache(maxsize=64)
 def accepts_gzip(accept_encoding: str | None) -> bool:
     """True if gzip is acceptable: listed (or `*`) with a q above 0 (RFC 9110 12.5.3)."""
     gzip_q: float | None = None

@@ -39,6 +39,7 @@ import http.client
 import io
 import ipaddress
 import logging
+import queue
 import socket
 import ssl
 import threading
@@ -82,6 +83,10 @@ MAX_REQUEST_LINE = 8192
 MAX_HEAD_BYTES = 64 * 1024
 # Between warnings that the connection limit forces idle connections closed.
 PRESSURE_LOG_SECONDS = 60.0
+# Connection threads kept for the next connection once theirs closed (starting a
+# thread per connection was a tenth of a small host's scrape), and for how long.
+SPARE_THREADS = 4
+SPARE_THREAD_SECONDS = 60.0
 
 # Go's net/http answers plain HTTP on a TLS port so; Prometheus users recognise it.
 _PLAIN_ON_TLS = (
@@ -454,7 +459,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug(format % args, extra={"fields": {"client": self.client_address[0]}})
+        if log.isEnabledFor(logging.DEBUG):  # every request comes here: format only if kept
+            log.debug(format % args, extra={"fields": {"client": self.client_address[0]}})
 
     def handle_one_request(self) -> None:
         conn: Connection = _local.connection
@@ -653,6 +659,11 @@ class Server(ThreadingHTTPServer):
         self.connections = Connections(
             max_connections, opaque=web is not None and web.config.tls is not None
         )
+        # Connections for spare threads; a None ends one.
+        self._jobs: queue.SimpleQueue[tuple[Any, Any, Connection] | None] = queue.SimpleQueue()
+        self._spare_lock = threading.Lock()
+        self._spares = 0  # threads waiting on _jobs, less the jobs put for them
+        self._closed = False
         if inherited is None:
             super().__init__(address, handler)
             return
@@ -687,13 +698,35 @@ class Server(ThreadingHTTPServer):
                     pass
             self.shutdown_request(request)
             return
+        job = (request, client_address, conn)
+        with self._spare_lock:
+            if self._spares:
+                self._spares -= 1
+                self._jobs.put(job)
+                return
         thread = threading.Thread(
-            target=self._serve_connection,
-            args=(request, client_address, conn),
-            name="http-conn",
-            daemon=True,
+            target=self._connection_thread, args=(job,), name="http-conn", daemon=True
         )
         thread.start()
+
+    def _connection_thread(self, job: tuple[Any, Any, Connection] | None) -> None:
+        """Serve connections: this one, then those handed over while this thread
+        waits as a spare (at most SPARE_THREADS wait, each at most SPARE_THREAD_SECONDS)."""
+        while job is not None:
+            self._serve_connection(*job)
+            job = None
+            with self._spare_lock:
+                if self._spares >= SPARE_THREADS or self._closed:
+                    return
+                self._spares += 1
+            try:
+                job = self._jobs.get(timeout=SPARE_THREAD_SECONDS)
+            except queue.Empty:
+                with self._spare_lock:
+                    try:  # handed one just as the wait ended
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        self._spares -= 1
 
     def _serve_connection(
         self, request: socket.socket, client_address: Any, conn: Connection
@@ -758,6 +791,11 @@ class Server(ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         self.connections.close_all()
+        with self._spare_lock:
+            self._closed = True
+            spares, self._spares = self._spares, 0
+        for _ in range(spares):
+            self._jobs.put(None)
 
     def drain(self, timeout: float = DRAIN_TIMEOUT_SECONDS) -> None:
         """After shutdown(): refuse new connections, let requests in flight finish (up
