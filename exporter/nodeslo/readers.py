@@ -111,22 +111,25 @@ def _classify(path: str, exc: OSError) -> ReadError | None:
     return ReadError(path, reason, code)
 
 
+def _raise_unless_absent(path: str, exc: OSError) -> None:
+    """Raise the typed error for `exc`; return only when it means the file is absent."""
+    err = _classify(path, exc)
+    if err is not None:
+        raise err from None
+
+
 def read_small(path: str) -> bytes | None:
     """One read of a sysfs attribute. None when the file is absent."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
-        err = _classify(path, exc)
-        if err is None:
-            return None
-        raise err from None
+        _raise_unless_absent(path, exc)
+        return None
     try:
         return os.read(fd, SMALL_READ)
     except OSError as exc:
-        err = _classify(path, exc)
-        if err is None:
-            return None
-        raise err from None
+        _raise_unless_absent(path, exc)
+        return None
     finally:
         os.close(fd)
 
@@ -136,10 +139,8 @@ def read_all(path: str) -> bytes | None:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
-        err = _classify(path, exc)
-        if err is None:
-            return None
-        raise err from None
+        _raise_unless_absent(path, exc)
+        return None
     try:
         chunks = []
         while True:
@@ -149,10 +150,8 @@ def read_all(path: str) -> bytes | None:
             chunks.append(chunk)
         return b"".join(chunks)
     except OSError as exc:
-        err = _classify(path, exc)
-        if err is None:
-            return None
-        raise err from None
+        _raise_unless_absent(path, exc)
+        return None
     finally:
         os.close(fd)
 
@@ -388,10 +387,8 @@ class HeldFiles:
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError as exc:
-            err = _classify(path, exc)
-            if err is None:
-                return None
-            raise err from None
+            _raise_unless_absent(path, exc)
+            return None
         keep = False
         try:
             data = os.read(fd, SMALL_READ)
@@ -406,10 +403,8 @@ class HeldFiles:
                         keep = True
             return data
         except OSError as exc:
-            err = _classify(path, exc)
-            if err is None:
-                return None
-            raise err from None
+            _raise_unless_absent(path, exc)
+            return None
         finally:
             if not keep:
                 os.close(fd)
