@@ -100,6 +100,11 @@ def rule_groups(profile: Profile) -> list[Group]:
             _alert(profile, r) if "alert" in r else r for r in slo.slo_rules(profile, objective)
         ]
         groups.append({"name": f"{GROUP_PREFIX}slo-{objective.name}", "rules": rules})
+    # The period's ratios read hourly sums only and page nobody: every 5 minutes is enough.
+    period = [r for objective in profile.slos for r in slo.period_rules(profile, objective)]
+    if period:
+        interval = promql.duration(catalog.SLOW_INTERVAL_SECONDS)
+        groups.append({"name": f"{GROUP_PREFIX}slo-period", "interval": interval, "rules": period})
     params = catalog.parameters(profile)
     alerts = health_alerts(profile)
     for area in HEALTH_GROUPS:

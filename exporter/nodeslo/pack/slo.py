@@ -10,15 +10,23 @@ the same evaluation:
   over all events in the window. Latency SLIs' windows up to an hour (the paging tier's,
   where minutes count) read the raw counters over the window: the mean of 5m rates would lag
   a sudden failure by 2.5 minutes, a quarter of the time a 99 % objective's 1h window
-  needs to cross 14.4 % (8.6 minutes of total failure). Longer windows sum the 5m
+  needs to cross 14.4 % (8.6 minutes of total failure). The 2h and 6h windows sum the 5m
   recordings over the window: weighted by traffic, cheaper than ranges over raw series
   (one recorded sample per evaluation instead of every scrape of every raw series), and
   free of the bias a raw `rate(...[3d])` has while a series is younger than its window.
+  Windows of a day and more (the ticket tiers' long windows) sum the hourly sums below
+  plus the last hour of 5m recordings: 24 + 60 samples per series for 1d instead of
+  1,440, 72 + 60 for 3d instead of 4,320 (issue 18: these two windows were ~80 % of all
+  samples the rules read). The hourly sums are read `offset 1m` so that no evaluation
+  depends on whether the hourly group ran before it in the same step; the newest hour
+  may count twice (its hourly sum and the 5m recordings), never not at all, so the
+  window spans 24-25 hours, leaning to the recent one.
   With no events at all the ratio is absent, never NaN: a probe that is not running
   must not page, nor poison the period's ratio (the storage probe counts what it cannot
   measure as bad events instead; other probes' absence has an alert of its own).
 - `instance_slo:nodeslo_sli_errors:sum1h_rate5m` and `..._events:sum1h_rate5m`, in
-  the group `nodeslo-hourly` evaluated once an hour: the SUM of the hour's 5m rates,
+  the group `nodeslo-hourly` evaluated once an hour: the SUM of the hour's 5m rates
+  (read `offset 1m`, so whether the SLO's group ran first in a step does not matter),
   i.e. its events divided by the evaluation interval. Sums, not means, so that the
   period weighs every hour by how much of it had data: a mean would count an hour
   with 6 minutes of data as a full hour. Written once an hour, they tile the timeline
@@ -32,6 +40,8 @@ the same evaluation:
   recorded before the change until they leave the period.
 - `instance_slo:nodeslo_error_budget_remaining:ratio`: 1 - period ratio / budget
   (1 = untouched, 0 = spent, negative = overspent), for the dashboards.
+  These two read only hourly sums and feed no alert: they run in the 5-minute group
+  `nodeslo-slo-period` (`period_rules`), not every minute.
 - `NodeSLOErrorBudgetBurn`, one alert rule per tier of `burnrate.TIERS`.
 
 A latency SLI reads the exact bucket of its threshold (`le` in every spelling the
@@ -52,6 +62,10 @@ Rule = dict[str, Any]
 BASE_WINDOW_SECONDS = min(WINDOWS_SECONDS)
 # Windows up to this read the raw counters (see the module docstring).
 RAW_WINDOW_MAX_SECONDS = 3600.0
+# Windows from this on read the hourly sums plus the last hour of 5m recordings.
+HOURLY_WINDOW_MIN_SECONDS = 86400.0
+# Keeps a step's hourly sum out of reach whatever order the groups ran in.
+HOURLY_READ_OFFSET = "1m"
 ALERT_NAME = "NodeSLOErrorBudgetBurn"
 ERRORS_RATE = "instance_slo:nodeslo_sli_errors:rate5m"
 EVENTS_RATE = "instance_slo:nodeslo_sli_events:rate5m"
@@ -68,7 +82,7 @@ def ratio_record(window_seconds: float) -> str:
 
 
 def record_names(profile: Profile) -> tuple[str, ...]:
-    """Every recording rule name an SLO group defines, in order, for the dashboards."""
+    """Every recording an SLO has, in order (its group's, then the period group's)."""
     return (
         ERRORS_RATE,
         EVENTS_RATE,
@@ -141,6 +155,25 @@ def _ratio_expr(slo: SLO, window_seconds: float, errors: str, events: str) -> st
     return f"sum_over_time({errors}[{window}])\n/\n(sum_over_time({events}[{window}]) > 0)"
 
 
+def _hourly_plus_last_hour(slo: SLO, window_seconds: float, hourly: str, rate: str) -> str:
+    """The window's sum of 5m samples: the hourly sums and the last hour's own samples.
+
+    Either part alone where the other has none: the first hour after deployment has no
+    hourly sum yet, and a series that stopped an hour ago still has its older hours.
+    """
+    match = promql.matchers([("slo", slo.name)])
+    window = promql.duration(window_seconds)
+    older = f"sum_over_time({hourly}{{{match}}}[{window}] offset {HOURLY_READ_OFFSET})"
+    recent = f"sum_over_time({rate}{{{match}}}[{HOUR_DURATION}])"
+    return f"(\n  {older}\n  + {recent}\n  or {recent}\n  or {older}\n)"
+
+
+def _long_ratio_expr(slo: SLO, window_seconds: float) -> str:
+    errors = _hourly_plus_last_hour(slo, window_seconds, HOURLY_ERRORS, ERRORS_RATE)
+    events = _hourly_plus_last_hour(slo, window_seconds, HOURLY_EVENTS, EVENTS_RATE)
+    return f"{errors}\n/\n(\n{events}\n> 0\n)"
+
+
 def hourly_rules(slo: SLO) -> list[Rule]:
     """The hour's sums of the 5m bad and all event rates (group `nodeslo-hourly`).
 
@@ -148,10 +181,11 @@ def hourly_rules(slo: SLO) -> list[Rule]:
     hour with 6 minutes of data weighs a tenth of a full one in the period's ratio.
     """
     match = promql.matchers([("slo", slo.name)])
+    offset = f"offset {HOURLY_READ_OFFSET}"  # the SLO group may not have run yet this step
     return [
         {
             "record": hourly,
-            "expr": f"sum_over_time({rate}{{{match}}}[{HOUR_DURATION}])",
+            "expr": f"sum_over_time({rate}{{{match}}}[{HOUR_DURATION}] {offset})",
             "labels": {"slo": slo.name},
         }
         for hourly, rate in ((HOURLY_ERRORS, ERRORS_RATE), (HOURLY_EVENTS, EVENTS_RATE))
@@ -219,18 +253,25 @@ def slo_rules(profile: Profile, slo: SLO) -> list[Rule]:
             errors, events = _errors_expr(slo.sli, by, window), _events_expr(slo.sli, by, window)
             # ( ) around the events: `a and b > 0` would compare b alone.
             expr = f"(\n{errors}\n)\n/\n(\n(\n{events}\n)\n> 0\n)"
+        elif window >= HOURLY_WINDOW_MIN_SECONDS:
+            expr = _long_ratio_expr(slo, window)
         else:
             expr = _ratio_expr(slo, window, ERRORS_RATE, EVENTS_RATE)
         rules.append({"record": ratio_record(window), "expr": expr, "labels": labels})
+    rules.extend(_burn_alert(profile, slo, tier) for tier in TIERS)
+    return rules
+
+
+def period_rules(profile: Profile, slo: SLO) -> list[Rule]:
+    """The period's ratio and the budget left (group `nodeslo-slo-period`, every 5m)."""
+    labels = {"slo": slo.name}
     period = _ratio_expr(slo, profile.period_seconds, HOURLY_ERRORS, HOURLY_EVENTS)
-    rules.append({"record": ratio_record(profile.period_seconds), "expr": period, "labels": labels})
     period_ratio = f"{ratio_record(profile.period_seconds)}{{{promql.matchers(labels.items())}}}"
-    rules.append(
+    return [
+        {"record": ratio_record(profile.period_seconds), "expr": period, "labels": labels},
         {
             "record": BUDGET_REMAINING,
             "expr": f"1 - {period_ratio} / {promql.number(slo.error_budget)}",
             "labels": labels,
-        }
-    )
-    rules.extend(_burn_alert(profile, slo, tier) for tier in TIERS)
-    return rules
+        },
+    ]
