@@ -225,6 +225,43 @@ def test_a_bmc_that_stops_answering_keeps_its_values_marked_stale(
     assert len(warnings) == 1  # one line, not one per round
     bmc.hang = False
     poller.poll_round()
+    assert poller.snapshot().up
+
+
+def test_a_bmc_stopping_mid_round_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The first round times out on a sensor reading, the next ones on their first
+    command: a different error text each, still one problem and one line."""
+    bmc = fake()
+    asked: list[Request] = []
+
+    class StopsAfterFive:
+        armed = False
+
+        def call(self, request: Request, timeout: float) -> bytes:
+            if self.armed:
+                asked.append(request)
+                bmc.hang = bmc.hang or len(asked) > 5
+            return bmc.call(request, timeout)
+
+        def close(self) -> None:
+            pass
+
+    transport = StopsAfterFive()
+    poller = make_poller(transport)
+    poller.poll_round()
+    first = poller.snapshot()
+    transport.armed = True
+    with caplog.at_level(logging.WARNING, logger="nodeslo.collector"):
+        for _ in range(4):
+            poller.poll_round()
+    timed_out = {asked[5].describe(), asked[-1].describe()}
+    assert len(timed_out) == 2  # the premise: two different commands timed out first
+    warnings = [r for r in caplog.records if "not answering" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert poller.snapshot().reason == "timeout"
+    assert poller.snapshot().sensors == first.sensors
+    transport.armed = bmc.hang = False
+    poller.poll_round()
     assert poller.snapshot().up and poller.snapshot().last_success != first.last_success
 
 

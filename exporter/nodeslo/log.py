@@ -90,7 +90,16 @@ class OnceLog:
         """Log a warning unless this exact one was logged already. True if logged."""
         return self.log(logging.WARNING, key, message, **fields)
 
-    def log(self, level: int, key: str, message: str, **fields: Any) -> bool:
+    def log(
+        self,
+        level: int,
+        key: str,
+        message: str,
+        detail: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """`detail` is logged but does not make a message distinct: which command of a
+        round timed out varies with when the BMC stopped, the problem does not."""
         entry = (key, f"{message} {sorted(fields.items())}")
         with self._lock:
             if entry in self._seen:
@@ -98,7 +107,7 @@ class OnceLog:
             if len(self._seen) >= self._limit:
                 self._seen.clear()
             self._seen.add(entry)
-        self._logger.log(level, message, extra={"fields": {"key": key, **fields}})
+        self._logger.log(level, message, extra={"fields": {"key": key, **fields, **(detail or {})}})
         return True
 
     def clear(self, key: str) -> bool:

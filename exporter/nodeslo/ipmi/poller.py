@@ -207,11 +207,10 @@ class Poller:
             NO_HELPER: "bmc: /dev/ipmi0 needs the privileged helper: start the daemon as "
             "root (it forks the helper; add --run-as-user) or use --collector.bmc.helper-socket",
         }.get(reason, "bmc: not answering")
-        fields = {"collector": "bmc", "reason": reason}
-        if detail:
-            fields["err"] = detail
         level = logging.INFO if reason == ABSENT else logging.WARNING
-        self.errors.log(level, "bmc:read", message, **fields)
+        # Once per reason: the command that failed first differs from round to round.
+        err = {"err": detail} if detail else None
+        self.errors.log(level, "bmc:read", message, err, collector="bmc", reason=reason)
         with self._lock:
             self._snapshot = Snapshot(
                 False,
