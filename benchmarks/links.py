@@ -9,7 +9,9 @@ scrape (counted by wrapping the `os` module the readers use), and the median tim
 collection. The new collectors cache what does not change (which functions are watched,
 their labels and ports; interface identities; topology, cache sizes, DIMMs and drive
 identities); "uncached" is the same collector with the benchmark-only option
-cache_static=False, which works all of that out on every scrape. All variants alternate
+cache_static=False, which works all of that out on every scrape; "whole-aer" is pcie
+parsing every line of every AER file, as it did before it read only the TOTAL_ERR_* line
+(per-type counts are behind --collector.pcie.aer-types). All variants alternate
 within each round so that noise from other processes hits them alike; figures are
 medians over rounds. Baselines: the existing collectors, each and all together (the
 nvme collector is left out: its scrape reads a poller's cache), and the uncached
@@ -19,14 +21,16 @@ variant of each new collector.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from _common import fixture_tree, machine
 from nodeslo import readers
 from nodeslo.collectors.base import Collector, CollectorContext
 from nodeslo.collectors.registry import COLLECTORS
+from nodeslo.links import pci
 from nodeslo.paths import Roots
 from support.syscalls import CountingOs  # on sys.path through _common
 
@@ -69,6 +73,20 @@ def count(collector: Collector) -> tuple[int, int, int]:
     return counting.files, counting.listed, series
 
 
+@contextlib.contextmanager
+def variant_of(key: tuple[str, str]) -> Iterator[None]:
+    """The baseline "whole-aer": the total from a parse of every line."""
+    if key[1] != "whole-aer":
+        yield
+        return
+    saved = pci.parse_aer_total
+    pci.parse_aer_total = lambda text: pci.parse_aer(text)[0]
+    try:
+        yield
+    finally:
+        pci.parse_aer_total = saved
+
+
 def timed(call: Callable[[], object], repeats: int) -> float:
     samples = []
     for _ in range(repeats):
@@ -92,13 +110,15 @@ def main() -> int:
     for name in NEW:
         variants[(name, "cached")] = make(name, roots)
         variants[(name, "uncached")] = make(name, roots, cached=False)
+    variants[("pcie", "whole-aer")] = make("pcie", roots)
     for collector in variants.values():
         collect(collector)  # the first scrape builds the caches
     counts = {key: count(c) for key, c in variants.items()}
     times: dict[tuple[str, str], list[float]] = {key: [] for key in variants}
     for _ in range(args.rounds):
         for key, collector in variants.items():
-            times[key].append(timed(lambda c=collector: collect(c), args.scrapes))
+            with variant_of(key):
+                times[key].append(timed(lambda c=collector: collect(c), args.scrapes))
     ms = {key: statistics.median(t) * 1e3 for key, t in times.items()}
     existing = sum(ms[(n, "cached")] for n in EXISTING)
     existing_series = sum(counts[(n, "cached")][2] for n in EXISTING)
@@ -113,7 +133,7 @@ def main() -> int:
         f"{'ms/scrape':>10} {'vs uncached':>12} {'vs existing':>12}"
     )
     for name in (*EXISTING, *NEW):
-        for variant in ("cached", "uncached"):
+        for variant in ("cached", "uncached", "whole-aer"):
             key = (name, variant)
             if key not in variants:
                 continue
@@ -124,6 +144,11 @@ def main() -> int:
                 f"  {name:<10} {variant:<9} {files:>6} {dirs:>5} {series:>6} "
                 f"{ms[key]:>10.2f} {ratio:>12} {ms[key] / existing:>11.3f}x"
             )
+    whole = ms[("pcie", "whole-aer")]
+    print(
+        f"  pcie reading only the AER totals: {ms[('pcie', 'cached')]:.2f} ms = "
+        f"{ms[('pcie', 'cached')] / whole:.2f}x whole-aer ({whole:.2f} ms, baseline)"
+    )
     new = sum(ms[(n, "cached")] for n in NEW)
     new_series = sum(counts[(n, "cached")][2] for n in NEW)
     print(f"  existing collectors together: {existing:.2f} ms, {existing_series} series (baseline)")

@@ -20,6 +20,7 @@ from nodeslo.links.pci import (
     LinkState,
     expected_link,
     parse_aer,
+    parse_aer_total,
     parse_class,
     parse_link_speed,
     parse_link_width,
@@ -169,6 +170,18 @@ def test_aer_file() -> None:
     for bad in ("RxErr\n", "RxErr x\n", "RxErr 1 2\n"):
         with pytest.raises(ValueError):
             parse_aer(bad)
+
+
+@pytest.mark.parametrize("severity", ["correctable", "nonfatal", "fatal"])
+def test_aer_total_alone_is_the_full_parse_total(severity: str) -> None:
+    names = {"correctable": ("RxErr", "BadTLP"), "nonfatal": ("UnsupReq", "CmpltTO")}
+    counts = dict(zip(names.get(severity, ("Undefined", "DLP")), (3, 2**63), strict=True))
+    for text in (aer_text(counts, severity), aer_text(counts, severity) + "\n", "UnsupReq 2\n"):
+        assert parse_aer_total(text) == parse_aer(text)[0]
+    # The total is still checked; with no total line every line is, as in the full parse.
+    for bad in ("RxErr 1\nTOTAL_ERR_COR x\n", "RxErr x\n", "RxErr 1 TOTAL_ERR_COR 1\n"):
+        with pytest.raises(ValueError):
+            parse_aer_total(bad)
 
 
 def test_class_and_chain() -> None:

@@ -244,7 +244,7 @@ class PcieCollector(Collector):
                 if width is not None:
                     add(families[EXPECTED_WIDTH], labels, width)
         try:
-            aer = reader.aer(self.skip)
+            aer = reader.aer(self.skip, self._types)
             rootport = reader.rootport_totals(self.skip)
         except ReadError as exc:
             self.skip(f"{function.address}:aer", exc)
