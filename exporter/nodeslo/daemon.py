@@ -335,6 +335,9 @@ def serve(args: argparse.Namespace) -> int:
             return 2
         if args.web_listen_address is not None:
             log.warning("--web.listen-address is ignored: serving the systemd sockets")
+    before, after = privileges.raise_open_files_limit()
+    if after != before:
+        log.debug("raised the open files limit", extra={"fields": {"from": before, "to": after}})
     # Root-only set-up (the NVMe helper fork) runs first, while no thread exists yet.
     for name in enabled_collectors(args):
         COLLECTORS[name].prepare_privileged(args)

@@ -83,6 +83,28 @@ def capabilities(pid: str = "self") -> dict[str, int]:
     return out
 
 
+# What the daemon raises its soft RLIMIT_NOFILE to when the hard limit allows (Go
+# programs such as node_exporter raise theirs to the hard limit at start): the held
+# sysfs files of a 256-CPU host (readers.MAX_HELD_FILES) at half of it.
+WANTED_OPEN_FILES = 8192
+
+
+def raise_open_files_limit(wanted: int = WANTED_OPEN_FILES) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE towards `wanted`, never above the hard limit nor
+    below where it is. Returns (before, after); a refusal leaves it as it was."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or 0 <= wanted <= soft:
+        return soft, soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target <= soft:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        return soft, soft
+    return soft, target
+
+
 def max_fd() -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return soft if 0 < soft < 1 << 20 else 1 << 16

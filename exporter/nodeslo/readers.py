@@ -304,11 +304,12 @@ def read_shared_text(path: str) -> str | None:
 
 # --- attribute files held open between scrapes ----------------------------------------------
 
-# At most this many files held open by the whole process (and at most half the soft
-# RLIMIT_NOFILE, 1024 under systemd): past it, files are opened per read as usual. Kept
-# low so every other descriptor (sockets, the probes' pipes, which select() watches)
-# stays below FD_SETSIZE.
-MAX_HELD_FILES = 512
+# At most this many files held open by the whole process, and at most half the soft
+# RLIMIT_NOFILE (the daemon raises it to 8,192 where the hard limit allows, see
+# privileges.raise_open_files_limit; 1,024 if not): past it, files are opened per read
+# as usual. 4,096 holds the C-state files of 256 CPUs (3,072) and the thermal and
+# frequency ones. Descriptors past FD_SETSIZE are waited on with poll() (nodeslo.fdwait).
+MAX_HELD_FILES = 4096
 
 
 class _Budget:

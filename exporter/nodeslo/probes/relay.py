@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import select
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 
+from nodeslo import fdwait
 from nodeslo import log as logsetup
 from nodeslo.sdnotify import Notifier
 
@@ -135,7 +135,7 @@ class Relay:
             while True:
                 self.notifier.notify("WATCHDOG=1")
                 # The daemon never writes after the configuration: readable means closed.
-                ready, _, _ = select.select([conn], [], [], self.tick)
+                ready = fdwait.readable([conn], self.tick)
                 code = child.poll()
                 if code is not None:
                     return f"probe exited with status {code}"

@@ -24,13 +24,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
 
+from nodeslo import fdwait
 from nodeslo.log import OnceLog
 from nodeslo.probes.protocol import LineBuffer, LineTooLong, Message, decode
 
@@ -178,7 +178,7 @@ class RemoteProbe:
     def _accept(self) -> socket.socket | None:
         assert self._listener is not None
         listener = self._listener.fileno()
-        ready = select.select([listener, self._wake_r], [], [])[0]
+        ready = fdwait.readable([listener, self._wake_r], None)
         if self._wake_r in ready:
             self._drain_pokes()
             with self._lock:
@@ -236,7 +236,7 @@ class RemoteProbe:
             left = last + self._report_timeout - time.monotonic()
             if left < 0:
                 return f"no report for {self._report_timeout:g}s", None
-            ready = select.select([fd, listener, self._wake_r], [], [], left)[0]
+            ready = fdwait.readable([fd, listener, self._wake_r], left)
             if self._wake_r in ready:
                 self._drain_pokes()
             if fd in ready:

@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from nodeslo import fdwait
 from nodeslo.log import OnceLog
 from nodeslo.probes.protocol import LineBuffer, LineTooLong, Message, decode
 
@@ -187,7 +187,7 @@ class ProbeProcess:
                 return f"no report for {timeout:g}s"
             # Sleep until a report or the watchdog deadline, not on a short poll: each
             # wake-up costs CPU. stop() and replace() kill the child, which ends the wait.
-            ready, _, _ = select.select([fd], [], [], max(MIN_WAIT_SECONDS, left))
+            ready = fdwait.readable([fd], max(MIN_WAIT_SECONDS, left))
             if not ready:
                 continue
             chunk = os.read(fd, 65536)

@@ -40,7 +40,6 @@ import ctypes.util
 import gc
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -50,6 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nodeslo import fdwait
 from nodeslo.probes.histogram import LatencyHistogram
 from nodeslo.probes.protocol import ParentGone, Reporter
 
@@ -335,7 +335,7 @@ def _read_until_eof(fd: int, deadline: float) -> bytes:
     chunks: list[bytes] = []
     while True:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not fdwait.readable([fd], left):
             raise CyclictestHung("no EOF by the deadline")
         chunk = os.read(fd, 65536)
         if not chunk:
