@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from nodeslo import fdwait, privileges, readers
-from support.daemon import start
+from support.daemon import Daemon, command
 from support.exposition import value
 
 FD_SETSIZE = 1024
@@ -39,8 +39,7 @@ def _limits_after_raise(soft: int, hard: int) -> tuple[list[int], list[int]]:
         "print(json.dumps([r, resource.getrlimit(resource.RLIMIT_NOFILE)]))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code],
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        ["prlimit", f"--nofile={soft}:{_limit(hard)}", sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
@@ -119,13 +118,20 @@ def test_sockets_are_taken_by_their_descriptor() -> None:
 def test_the_daemon_on_a_256_cpu_host_holds_its_cpuidle_files(seed_tree: Path) -> None:
     """Started as systemd starts services (soft limit 1,024): it raises the limit, and
     the C-state files of all 256 CPUs stay open between scrapes (before: 512 at most)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
-    try:
-        daemon = start(seed_tree, "--collector.disable-defaults", "--collector.cpuidle")
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    daemon.wait_listening()
+    # The limit in the child only (util-linux's prlimit execs it): this process may hold
+    # more than 1,024 files itself.
+    daemon = Daemon(
+        subprocess.Popen(
+            [
+                "prlimit",
+                f"--nofile=1024:{_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[1])}",
+                *command(seed_tree, "--collector.disable-defaults", "--collector.cpuidle"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    ).wait_listening()
     try:
         first, second = daemon.scrape(), daemon.scrape()
         limits = Path(f"/proc/{daemon.proc.pid}/limits").read_text()
@@ -141,6 +147,11 @@ def test_the_daemon_on_a_256_cpu_host_holds_its_cpuidle_files(seed_tree: Path) -
     assert value(second, "nodeslo_collector_success", collector="cpuidle") == 1
     assert value(second, "process_max_fds") == 8192
     assert first.count("nodeslo_cpuidle_") == second.count("nodeslo_cpuidle_")
+
+
+def _limit(value: int) -> str:
+    """A limit as prlimit(1) takes it."""
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
 def _target(pid: int, fd: str) -> str:
