@@ -84,6 +84,40 @@ def frequency_signal_cost(roots: Roots, rounds: int, scrapes: int) -> None:
         )
 
 
+def held_files_cost(roots: Roots, rounds: int, scrapes: int) -> None:
+    """cpuidle with every C-state file held open (4,096 at most per process, half the
+    8,192 open files the daemon raises its limit to) against at most 512 held, the cap
+    before (baseline): the rest opened, read and closed on every scrape."""
+    capped = make(["cpuidle"], roots, cached=True)
+    saved = readers.MAX_HELD_FILES
+    readers.MAX_HELD_FILES = readers._Budget.held + 512
+    collect(capped)  # holds 512 and no more
+    readers.MAX_HELD_FILES = saved
+    full = make(["cpuidle"], roots, cached=True)
+    collect(full)
+    runs = {"held <= 512": capped, "held all": full}
+    medians: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, collectors in runs.items():
+            # No room left while the capped one runs: it keeps opening the rest.
+            readers.MAX_HELD_FILES = readers._Budget.held if name != "held all" else saved
+            medians[name].append(timed(lambda c=collectors: collect(c), scrapes))
+    readers.MAX_HELD_FILES = readers._Budget.held
+    counted = {name: count(collectors) for name, collectors in runs.items()}
+    readers.MAX_HELD_FILES = saved
+    print("  C-state files held open (cpuidle), baseline: at most 512 held (before)")
+    base = statistics.median(medians["held <= 512"])
+    for name, collectors in runs.items():
+        files, _dirs, _links, series = counted[name]
+        ms = statistics.median(medians[name])
+        print(
+            f"  {name:<19} {files:>6} opens {series:>6} series {ms * 1e3:>10.2f} ms/scrape "
+            f"{ms / base:>6.2f}x"
+        )
+        for collector in collectors:
+            collector.close()
+
+
 def collect(collectors: list[Collector]) -> int:
     series = 0
     for collector in collectors:
@@ -135,6 +169,7 @@ def main() -> int:
         f"  {'collector':<9} {'variant':<9} {'files':>6} {'dirs':>5} {'links':>5} "
         f"{'series':>6} {'ms/scrape':>10} {'vs uncached':>12}"
     )
+    held_files_cost(roots, args.rounds, args.scrapes)  # first: the process's budget is whole
     print(header)
     groups = [[name] for name in COLLECTORS] + [list(COLLECTORS)]
     for names in groups:
