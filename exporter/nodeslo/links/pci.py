@@ -123,9 +123,9 @@ def parse_aer(text: str) -> tuple[int, dict[str, int]]:
 
 
 def parse_aer_total(text: str) -> int:
-    """An aer_dev_* file's TOTAL_ERR_* count without splitting the lines before it: all
-    that is exported unless per-type counts are asked for, and a fifth of the work. No
-    total line (a truncated read): the sum, as parse_aer."""
+    """An aer_dev_* file's TOTAL_ERR_* count without splitting the 9 to 19 lines before
+    it (a tenth to a fifth of parse_aer's time): all that is exported unless per-type
+    counts are asked for. No total line (a truncated read): the sum, as parse_aer."""
     start = text.rfind("TOTAL_ERR_")
     if start < 0 or (start > 0 and text[start - 1] != "\n"):
         return parse_aer(text)[0]
