@@ -23,6 +23,7 @@ import functools
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -328,3 +329,26 @@ def test_victoriametrics_installed() -> None:
     absent = s.engine_missing(s.VICTORIAMETRICS)
     if absent:
         missing(f"{absent}: not installed (Debian package victoria-metrics)")
+
+
+def test_a_failing_stop_does_not_leave_the_other_daemons_running(tmp_path: Path) -> None:
+    """The teardown's own contract (CI once kept 13 daemons, their probes and 16 tree
+    players running for the rest of the suite after one daemon's slow stop)."""
+    stopped: list[str] = []
+
+    class Part:
+        def __init__(self, name: str, fails: bool = False) -> None:
+            self.name, self.fails = name, fails
+
+        def stop(self, timeout: float = 0.0) -> None:
+            stopped.append(self.name)
+            if self.fails:
+                raise subprocess.TimeoutExpired("nodeslo serve", timeout)
+
+    runs = [
+        Run(None, Part(f"player{i}"), Part(f"daemon{i}", fails=i == 0), tmp_path / str(i))  # type: ignore[arg-type]
+        for i in range(3)
+    ]
+    with pytest.raises(subprocess.TimeoutExpired):
+        _stop_all(runs)
+    assert stopped == ["player0", "daemon0", "player1", "daemon1", "player2", "daemon2"]
