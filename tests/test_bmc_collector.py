@@ -215,17 +215,24 @@ def test_a_bmc_that_stops_answering_keeps_its_values_marked_stale(
     poller.poll_round()
     first = poller.snapshot()
     bmc.hang = True
-    with caplog.at_level(logging.WARNING, logger="nodeslo.collector"):
-        for _ in range(5):
-            poller.poll_round()
+    warnings = _not_answering_lines(poller, caplog, rounds=5)
     snap = poller.snapshot()
     assert (snap.up, snap.reason) == (False, "timeout")
     assert snap.sensors == first.sensors and snap.last_success == first.last_success
-    warnings = [r for r in caplog.records if "not answering" in r.getMessage()]
     assert len(warnings) == 1  # one line, not one per round
     bmc.hang = False
     poller.poll_round()
-    assert poller.snapshot().up
+    assert poller.snapshot().up and poller.snapshot().last_success != first.last_success
+
+
+def _not_answering_lines(
+    poller: Poller, caplog: pytest.LogCaptureFixture, rounds: int
+) -> list[str]:
+    """The "not answering" warnings logged over `rounds` poll rounds."""
+    with caplog.at_level(logging.WARNING, logger="nodeslo.collector"):
+        for _ in range(rounds):
+            poller.poll_round()
+    return [r.getMessage() for r in caplog.records if "not answering" in r.getMessage()]
 
 
 def test_a_bmc_stopping_mid_round_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
@@ -251,13 +258,10 @@ def test_a_bmc_stopping_mid_round_is_one_log_line(caplog: pytest.LogCaptureFixtu
     poller.poll_round()
     first = poller.snapshot()
     transport.armed = True
-    with caplog.at_level(logging.WARNING, logger="nodeslo.collector"):
-        for _ in range(4):
-            poller.poll_round()
+    warnings = _not_answering_lines(poller, caplog, rounds=4)
     timed_out = {asked[5].describe(), asked[-1].describe()}
     assert len(timed_out) == 2  # the premise: two different commands timed out first
-    warnings = [r for r in caplog.records if "not answering" in r.getMessage()]
-    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert len(warnings) == 1, warnings
     assert poller.snapshot().reason == "timeout"
     assert poller.snapshot().sensors == first.sensors
     transport.armed = bmc.hang = False
