@@ -171,6 +171,7 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-bmc",
         "nodeslo-platform",
         "nodeslo-links",
+        "nodeslo-links-slow",
         "nodeslo-inventory",
         "nodeslo-exporter",
         "nodeslo-pipeline",
@@ -182,6 +183,7 @@ def test_groups_in_a_stable_order(groups: list[dict[str, Any]]) -> None:
         "nodeslo-slo-period": "5m",
         "nodeslo-nvme-slow": "5m",
         "nodeslo-memory-slow": "5m",
+        "nodeslo-links-slow": "5m",
         "nodeslo-hourly": "1h",
     }
 

@@ -21,11 +21,23 @@ from nodeslo.pack.catalog.base import (
     Recording,
     lookup,
     percent,
+    rise_alert,
+    rise_recording,
+    rise_window,
+    slow,
 )
 from nodeslo.profile import Profile
 from nodeslo.units import human_bit_rate
 
 SPEED_RECORD = "instance_interface:nodeslo_network_speed_bytes_per_second:max1h"
+# Where uncorrectable AER counters rose lately (base.rise_recording): written only then.
+AER_RISE_RECORD = "instance_device:nodeslo_pcie_aer_uncorrectable_errors:recent_increase"
+AER_ROOTPORT_RISE_RECORD = (
+    "instance_device:nodeslo_pcie_aer_rootport_uncorrectable_errors:recent_increase"
+)
+_UNCORRECTABLE = '{aer_severity=~"nonfatal|fatal"}'
+AER_UNCORRECTABLE = "nodeslo_pcie_aer_errors_total" + _UNCORRECTABLE
+AER_ROOTPORT_UNCORRECTABLE = "nodeslo_pcie_aer_rootport_errors_total" + _UNCORRECTABLE
 _DEVICE = "device=%q"
 _WHO = (
     "{{ $labels.device }}{{ with $labels.controller }} ({{ . }} {{ $labels.serial }})"
@@ -39,6 +51,7 @@ def parameters(profile: Profile) -> dict[str, str]:
     n, d = promql.number, promql.duration
     return {
         "pcie_uncorrectable_window": d(h.pcie_uncorrectable_window_seconds),
+        "pcie_uncorrectable_rise_window": rise_window(h.pcie_uncorrectable_window_seconds),
         "pcie_correctable_max": n(h.pcie_correctable_errors_max),
         "pcie_correctable_window": d(h.pcie_correctable_window_seconds),
         "network_speed_bits": n(speed * 8),
@@ -79,6 +92,18 @@ RECORDINGS = (
         # max_over_time over the week would read every scrape of it on every evaluation.
         expr="max_over_time(nodeslo_network_speed_bytes_per_second[1h])",
         source=("nodeslo_network_speed_bytes_per_second",),
+    ),
+    rise_recording(
+        "links",
+        AER_RISE_RECORD,
+        AER_UNCORRECTABLE,
+        "${pcie_uncorrectable_rise_window}",
+    ),
+    rise_recording(
+        "links",
+        AER_ROOTPORT_RISE_RECORD,
+        AER_ROOTPORT_UNCORRECTABLE,
+        "${pcie_uncorrectable_rise_window}",
     ),
 )
 
@@ -144,11 +169,7 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
         name="PCIeUncorrectableErrors",
         group="links",
         severity=CRITICAL,
-        expr=promql.increase_seen(
-            'nodeslo_pcie_aer_errors_total{aer_severity=~"nonfatal|fatal"}',
-            "${pcie_uncorrectable_window}",
-        )
-        + " > 0",
+        expr=rise_alert(AER_RISE_RECORD, AER_UNCORRECTABLE, "${pcie_uncorrectable_window}"),
         for_=0,
         summary="Uncorrectable PCIe errors on " + _WHO + " " + ON,
         description='{{ $value | printf "%.0f" }} {{ $labels.aer_severity }} AER errors on '
@@ -163,11 +184,9 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
         name="PCIeUncorrectableErrors",
         group="links",
         severity=CRITICAL,
-        expr=promql.increase_seen(
-            'nodeslo_pcie_aer_rootport_errors_total{aer_severity=~"nonfatal|fatal"}',
-            "${pcie_uncorrectable_window}",
-        )
-        + " > 0",
+        expr=rise_alert(
+            AER_ROOTPORT_RISE_RECORD, AER_ROOTPORT_UNCORRECTABLE, "${pcie_uncorrectable_window}"
+        ),
         for_=0,
         summary="Root port {{ $labels.device }} " + ON + " received uncorrectable PCIe errors",
         description='{{ $value | printf "%.0f" }} {{ $labels.aer_severity }} AER error messages '
@@ -181,7 +200,8 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
     ),
     HealthAlert(
         name="PCIeCorrectableErrorsHigh",
-        group="links",
+        # A count over an hour, so the full window; a warning: every 5 minutes is enough.
+        group=slow("links"),
         severity=WARNING,
         expr=promql.increase_seen(
             'nodeslo_pcie_aer_errors_total{aer_severity="correctable"}',

@@ -10,6 +10,9 @@ from nodeslo.pack.catalog.base import (
     HealthAlert,
     Recording,
     percent,
+    rise_alert,
+    rise_recording,
+    rise_window,
     slow,
 )
 from nodeslo.profile import Profile
@@ -20,6 +23,7 @@ def parameters(profile: Profile) -> dict[str, str]:
     n, d = promql.number, promql.duration
     return {
         "ue_window": d(h.uncorrectable_errors_window_seconds),
+        "ue_rise_window": rise_window(h.uncorrectable_errors_window_seconds),
         "ce_max": n(h.correctable_errors_max),
         "ce_window": d(h.correctable_errors_window_seconds),
         "numa_max": n(h.numa_remote_ratio_max),
@@ -29,15 +33,17 @@ def parameters(profile: Profile) -> dict[str, str]:
     }
 
 
-RECORDINGS: tuple[Recording, ...] = ()
+UE = "nodeslo_edac_uncorrectable_errors_total"
+UE_RISE = "instance_controller:nodeslo_edac_uncorrectable_errors:recent_increase"
+
+RECORDINGS: tuple[Recording, ...] = (rise_recording("memory", UE_RISE, UE, "${ue_rise_window}"),)
 
 ALERTS = (
     HealthAlert(
         name="MemoryUncorrectableErrors",
         group="memory",
         severity=CRITICAL,
-        expr=promql.increase_seen("nodeslo_edac_uncorrectable_errors_total", "${ue_window}")
-        + " > 0",
+        expr=rise_alert(UE_RISE, UE, "${ue_window}"),
         for_=0,
         summary="Uncorrectable memory errors on controller {{ $labels.controller }} " + ON,
         description='{{ $value | printf "%.0f" }} uncorrectable ECC errors on memory '

@@ -14,6 +14,9 @@ from nodeslo.pack.catalog.base import (
     label_list,
     lookup,
     percent,
+    rise_alert,
+    rise_recording,
+    rise_window,
     slow,
 )
 from nodeslo.profile import Profile
@@ -29,6 +32,8 @@ _CONTROLLER = "controller=%q"
 SLOW = slow("nvme")
 CONTROLLERS = "instance:nodeslo_nvme_controllers:count"
 CONTROLLERS_HOURLY = "instance:nodeslo_nvme_controllers:max1h"
+MEDIA_ERRORS = "nodeslo_nvme_media_errors_total"
+MEDIA_ERRORS_RISE = "instance_controller:nodeslo_nvme_media_errors:recent_increase"
 USED = "nodeslo_nvme_percentage_used_ratio"
 WEAR_HOURLY = "instance_serial:nodeslo_nvme_percentage_used_ratio:hourly"
 WEAR_PROJECTED = (
@@ -55,6 +60,7 @@ def parameters(profile: Profile) -> dict[str, str]:
         "waf_min_written": n(h.write_amplification_min_written_bytes),
         "waf_min_written_text": bytes_text(h.write_amplification_min_written_bytes),
         "media_errors_window": d(h.media_errors_window_seconds),
+        "media_errors_rise_window": rise_window(h.media_errors_window_seconds),
         "outlier_factor": n(h.latency_outlier_factor),
         "outlier_window": d(h.latency_outlier_window_seconds),
         "outlier_min_iops": n(h.latency_outlier_min_iops),
@@ -81,6 +87,12 @@ RECORDINGS = (
         # drive that vanishes lowers it.
         expr=count_per_host("nodeslo_nvme_info"),
         source=("nodeslo_nvme_info", "up"),
+    ),
+    rise_recording(
+        "nvme",
+        MEDIA_ERRORS_RISE,
+        MEDIA_ERRORS,
+        "${media_errors_rise_window}",
     ),
     Recording(
         group=SLOW,
@@ -334,8 +346,7 @@ topk by (${{by}}, serial) (1, nodeslo_nvme_info)
         name="NVMeMediaErrorsIncreasing",
         group="nvme",
         severity=WARNING,
-        expr=promql.increase_seen("nodeslo_nvme_media_errors_total", "${media_errors_window}")
-        + " > 0",
+        expr=rise_alert(MEDIA_ERRORS_RISE, MEDIA_ERRORS, "${media_errors_window}"),
         for_=0,
         summary="NVMe {{ $labels.controller }} " + ON + " reports new media errors",
         description='{{ $value | printf "%.0f" }} new media and data integrity errors in the '
