@@ -143,6 +143,24 @@ def test_a_hung_cyclictest_is_killed_at_its_deadline(fake_cyclictest, tmp_path: 
 
 
 @pytest.mark.parametrize(
+    ("end", "message"),
+    [("exec sleep 600", "killed"), ("kill -9 $$", "exited -9")],
+    ids=["hung", "killed-by-another"],
+)
+def test_a_killed_burst_leaves_no_shared_memory_behind(  # type: ignore[no-untyped-def]
+    fake_cyclictest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str, message: str
+) -> None:
+    """cyclictest unlinks /dev/shm/cyclictest<pid> at exit, and cannot when SIGKILLed
+    (checked with rt-tests 2.40 here): the burst's end removes it."""
+    monkeypatch.setattr(wakeup, "SHM_DIR", str(tmp_path))
+    binary = fake_cyclictest(f"echo stats > {tmp_path}/cyclictest$$; {end}")
+    cfg = wakeup.Config("cyclictest", 100_000_000, "other", BOUNDS, burst_seconds=0.5)
+    with pytest.raises(wakeup.CyclictestOutputError, match=message):
+        wakeup.run_cyclictest_burst(binary, cfg, "other", LatencyHistogram(BOUNDS), 0.5)
+    assert not list(tmp_path.glob("cyclictest[0-9]*"))
+
+
+@pytest.mark.parametrize(
     ("body", "message"),
     [
         ("echo 'bad option' >&2; exit 1", "exited 1: bad option"),

@@ -35,6 +35,7 @@ process may (CAP_SYS_NICE or RLIMIT_RTPRIO), else it reports `other` and says wh
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -61,6 +62,7 @@ EINTR = 4
 FIFO_PRIORITY = 1
 CYCLICTEST_HISTOGRAM_US = 10_000  # 1 µs bins up to 10 ms; beyond: overflow, see fold
 CYCLICTEST_FAILURES_BEFORE_FALLBACK = 3
+SHM_DIR = "/dev/shm"  # where glibc's shm_open() puts POSIX shared memory
 CYCLICTEST_HANG_SECONDS = 10.0  # past the burst's own length: hung (SIGSTOPped, D state)
 CYCLICTEST_BACKOFF_SECONDS = (1.0, 2.0)  # before the retries that precede a fallback
 ENGINES = ("python", "cyclictest")
@@ -318,6 +320,8 @@ def run_cyclictest_burst(
         raise
     finally:
         os.close(read_end)
+        if proc.returncode:  # killed (by us or anyone) or failed: it may not have cleaned up
+            remove_stats_segment(proc.pid)
     if proc.returncode != 0:
         tail = stderr.decode(errors="replace").strip().splitlines()[-1:]
         raise CyclictestOutputError(f"cyclictest exited {proc.returncode}: {' '.join(tail)}")
@@ -327,6 +331,15 @@ def run_cyclictest_burst(
         raise CyclictestOutputError(f"cyclictest JSON: {exc}") from None
     counts, sum_ns = fold_cyclictest(doc, histogram.bounds_ns)
     histogram.add(counts, sum_ns)
+
+
+def remove_stats_segment(pid: int) -> None:
+    """cyclictest (rt-tests 2.x) keeps its running statistics in POSIX shared memory,
+    `/dev/shm/cyclictest<pid>`, and unlinks it when it exits; a burst killed with SIGKILL
+    (hung, or by the OOM killer) leaves it behind, one file per kill for as long as the
+    server runs. Called once the burst is reaped."""
+    with contextlib.suppress(OSError):
+        os.unlink(f"{SHM_DIR}/cyclictest{pid}")
 
 
 def _read_until_eof(fd: int, deadline: float) -> bytes:
