@@ -494,6 +494,15 @@ class Server:
         result: list[dict[str, Any]] = self.query_stats(expr)[0]
         return result
 
+    def query_time(self, expr: str, at: float) -> float:
+        """Seconds the engine spent on one instant query at `at` (its execTotalTime:
+        queueing, preparation, evaluation and sorting; no HTTP or JSON)."""
+        query = {"query": expr, "time": f"{at:.3f}", "stats": "all"}
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(query)
+        with urllib.request.urlopen(url, timeout=600) as response:
+            data = json.loads(response.read())["data"]
+        return float(data["stats"]["timings"]["execTotalTime"])
+
     def query_stats(self, expr: str) -> tuple[list[dict[str, Any]], int]:
         """(result, samples the query read: the engine's totalQueryableSamples)."""
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr, "stats": "all"})

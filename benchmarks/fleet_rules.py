@@ -18,6 +18,15 @@ For each N (Debian's prometheus 2.42, loopback, temp data dirs; `_fleet.py` buil
    Groups with an interval longer than the measurement (1h) may not run in it: their
    duration is that of their rules run as queries, once.
 5. per group, a least-squares line through (N, duration) and its value at 10,000 hosts.
+6. with `--quiet-passes K` (default 3): once every run is over and nothing else runs (no
+   scrapes, no rule evaluation, the synthetic hosts stopped), a Prometheus on the last
+   variant's data (its own recordings included) runs every variant's rules as instant
+   queries at the end of that run, one at a time: an untimed pass, then K passes with
+   the variants taking turns group by group; per group the sum of its rules' median
+   engine time (execTotalTime). That is what a group costs a Prometheus
+   with a core to spare, the figure to hold against the 10 % budget: the durations of
+   step 4 also hold every wait for a CPU while ~20 groups, the scrapes, the baseline and
+   the synthetic hosts share two cores.
 
 History is as short as the per-evaluation cost allows: a raw family goes back as far as
 the longest range or offset a rule reads it over (1d, 6h, 1h, 15m, 10m) and no further;
@@ -32,6 +41,7 @@ machine are noisy: the baseline runs at the same time, so the ratio is the figur
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import subprocess
@@ -193,6 +203,7 @@ def run_hosts(
         servers.append(b)
         port = hosts_server.server_port
         b.start(fleet.config(work / "b.yml", args.exporter, port, names, None))
+        last = list(variants)[-1]
         for name, rule_file in variants.items():
             shutil.copytree(work / "seed", work / name)
             a = fleet.Server(name, free_port(), work / name)
@@ -209,16 +220,100 @@ def run_hosts(
                 top=args.top,
             )
             a.stop()
-            shutil.rmtree(work / name, ignore_errors=True)
+            if name != last or not args.quiet_passes:
+                shutil.rmtree(work / name, ignore_errors=True)
             report(run)
             runs.append(run)
+        at = time.time() - 30  # inside the last run: its scrapes and recordings are there
+        b.stop()
+        hosts_server.shutdown()
+        if args.quiet_passes:
+            quiet = fleet.Server("quiet", free_port(), work / last)
+            servers.append(quiet)
+            quiet.start(empty)
+            print(f"\n--- quiet: {last}'s costliest rules as queries")
+            costs = quiet_costs(quiet, variants, at, args.quiet_passes, args.top)
+            report_quiet(count, costs)
     finally:
         for server in servers:
             server.stop()
         hosts_server.shutdown()
-        shutil.rmtree(work / "seed", ignore_errors=True)
-        shutil.rmtree(work / "baseline", ignore_errors=True)
+        for name in ("seed", "baseline", *variants):
+            shutil.rmtree(work / name, ignore_errors=True)
     return runs
+
+
+def quiet_costs(
+    server: fleet.Server, variants: dict[str, Path], at: float, passes: int, top: int
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """variant -> group -> (interval, seconds: the sum of its rules' median query time);
+    prints the last variant's `top` costliest rules.
+
+    One untimed pass first (chunks into the page cache), then `passes` timed ones; within
+    a pass the variants take turns group by group, so neither gains from going second."""
+    documents = {name: rule_document(path) for name, path in variants.items()}
+    times: dict[tuple[str, str, int], list[float]] = {}
+    order = list(dict.fromkeys(g["name"] for doc in documents.values() for g in doc))
+    for timed in [False] + [True] * passes:
+        for group_name in order:
+            for name, doc in documents.items():
+                for group in (g for g in doc if g["name"] == group_name):
+                    for i, rule in enumerate(group["rules"]):
+                        spent = server.query_time(rule["expr"], at)
+                        if timed:
+                            times.setdefault((name, group_name, i), []).append(spent)
+    last = list(documents)[-1]
+    groups = {g["name"]: g for g in documents[last]}
+    ranked = sorted(
+        (
+            (statistics.median(spent), group, groups[group]["rules"][i])
+            for (name, group, i), spent in times.items()
+            if name == last
+        ),
+        key=lambda r: -r[0],
+    )
+    for seconds, group, rule in ranked[:top]:
+        print(f"  {seconds * 1e3:8.1f} ms  {group:40} {rule.get('alert') or rule['record']}")
+    return {
+        name: {
+            g["name"]: (
+                interval_of(g),
+                sum(statistics.median(times[(name, g["name"], i)]) for i in range(len(g["rules"]))),
+            )
+            for g in doc
+        }
+        for name, doc in documents.items()
+    }
+
+
+def report_quiet(hosts: int, costs: dict[str, dict[str, tuple[float, float]]]) -> None:
+    names = list(costs)
+    print(f"\n--- quiet: each group's rules as instant queries, one at a time, {hosts} hosts")
+    head = "".join(f"{n:>12} {'of intvl':>8}" for n in names)
+    print(f"{'group':40} {'intvl':>5}{head}" + (f" {'ratio':>7}" if len(names) > 1 else ""))
+    groups = list(dict.fromkeys(g for n in names for g in costs[n]))
+    totals = dict.fromkeys(names, 0.0)
+    for group in groups:
+        cells, values = "", []
+        interval = next(costs[n][group][0] for n in names if group in costs[n])
+        for n in names:
+            if group in costs[n]:
+                seconds = costs[n][group][1]
+                totals[n] += seconds * 60 / interval
+                values.append(seconds)
+                flag = "*" if seconds / interval > BUDGET else " "
+                cells += f"{seconds * 1e3:9.0f} ms {seconds / interval:7.2%}{flag}"
+            else:
+                values.append(float("nan"))
+                cells += f"{'-':>12} {'':>8}"
+        both = len(values) > 1 and values[0] > 0 and not math.isnan(values[-1])
+        tail = f" {values[-1] / values[0]:6.2f}x" if both else ""
+        print(f"{group:40} {_dur(interval):>5}{cells}{tail}")
+    print(
+        "all groups, seconds per minute: "
+        + ", ".join(f"{n} {t:.2f} s" for n, t in totals.items())
+        + f" (* above {BUDGET:.0%} of the interval)"
+    )
 
 
 def _records(path: Path) -> set[str]:
@@ -320,6 +415,12 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="measured, per rule file")
     parser.add_argument("--warmup", type=float, default=2.0, help="minutes not measured")
     parser.add_argument("--top", type=int, default=0, help="list the N costliest rules (last run)")
+    parser.add_argument(
+        "--quiet-passes",
+        type=int,
+        default=3,
+        help="passes of every rule as a query on an otherwise idle Prometheus (0: none)",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     variants = {}
