@@ -6,13 +6,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import missing
 from nodeslo.collectors.base import CollectorContext
 from nodeslo.probes import wakeup
 from nodeslo.probes.collector import WakeupProbe
@@ -158,6 +162,47 @@ def test_a_killed_burst_leaves_no_shared_memory_behind(  # type: ignore[no-untyp
     with pytest.raises(wakeup.CyclictestOutputError, match=message):
         wakeup.run_cyclictest_burst(binary, cfg, "other", LatencyHistogram(BOUNDS), 0.5)
     assert not list(tmp_path.glob("cyclictest[0-9]*"))
+
+
+def test_a_burst_outliving_its_probe_leaves_no_shared_memory_behind() -> None:
+    """The daemon stops a probe with SIGKILL: cyclictest gets SIGTERM (its parent-death
+    signal), writes its JSON to a pipe nobody reads and must still clean up (with
+    SIGPIPE at its default it died of it and left its segment: checked, rt-tests 2.40)."""
+    binary = shutil.which("cyclictest")
+    if binary is None:
+        missing("cyclictest is not installed (Debian package rt-tests)")
+    burst = (
+        "from nodeslo.probes import wakeup\n"
+        "from nodeslo.probes.histogram import LatencyHistogram, latency_bounds\n"
+        "bounds = latency_bounds((50e-6,))\n"
+        f"cfg = wakeup.Config({binary!r}, 10_000_000, 'other', bounds, burst_seconds=30)\n"
+        f"wakeup.run_cyclictest_burst({binary!r}, cfg, 'other', LatencyHistogram(bounds))\n"
+    )
+    probe = subprocess.Popen([sys.executable, "-c", burst])
+    try:
+        wait_for(lambda: _child_named(probe.pid, "cyclictest") is not None, timeout=20)
+        child = _child_named(probe.pid, "cyclictest")
+        assert child is not None
+        segment = Path(wakeup.SHM_DIR) / f"cyclictest{child}"
+        wait_for(segment.exists, timeout=10)
+    finally:
+        probe.kill()
+        probe.wait()
+    wait_for(lambda: not Path(f"/proc/{child}").exists(), timeout=10)
+    assert not segment.exists()
+
+
+def _child_named(parent: int, name: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if int(stat_fields[1]) == parent and comm == name:
+                return int(entry.name)
+    return None
 
 
 @pytest.mark.parametrize(

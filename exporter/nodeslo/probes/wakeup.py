@@ -111,9 +111,12 @@ def become_probe_process() -> None:
 
 
 def _cyclictest_preexec() -> None:
-    """In cyclictest, before exec: default signals back, SIGTERM when we die."""
+    """In cyclictest, before exec: default signals back, SIGTERM when we die. SIGPIPE
+    ignored: when we die (the daemon stopping us is a SIGKILL), its JSON goes to a pipe
+    nobody reads, and a SIGPIPE would end it before it unlinks /dev/shm/cyclictest<pid>."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
