@@ -238,16 +238,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             time.sleep(0.5)
         yield prom, vm, float(end)
     finally:
-        # Both get their signal before either is waited for: one slow stop never leaves
-        # the other running for the rest of the suite.
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        s.stop_processes(procs)
 
 
 def _empty(work: Path) -> Path:

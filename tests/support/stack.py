@@ -471,12 +471,20 @@ def running(
         yield stack
     finally:
         # Last started first: vmalert before the store it queries and writes to.
-        for proc in reversed(stack.procs):
-            proc.terminate()
-        for proc in reversed(stack.procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(list(reversed(stack.procs)))
         hook_server.shutdown()
         hook_server.server_close()
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """SIGTERM to every process before any is waited for, then SIGKILL to each still
+    there after `timeout`: one slow stop never leaves the others running for the rest of
+    the suite."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
