@@ -247,10 +247,14 @@ def prometheus_config(
     alertmanager: str,
     interval: str,
     static_configs: list[dict[str, Any]] | None = None,
+    *,
+    scrape_interval: str | None = None,
 ) -> dict[str, Any]:
+    """Prometheus scrapes every `scrape_interval` (default: `interval`), with a timeout
+    as long (its own default caps it at the interval), and evaluates every `interval`."""
     return {
         "global": {
-            "scrape_interval": interval,
+            "scrape_interval": scrape_interval or interval,
             "evaluation_interval": interval,
             "external_labels": dict(EXTERNAL_LABELS),
         },
@@ -315,6 +319,7 @@ def _start_prometheus(
     alertmanager: str,
     interval: str,
     *,
+    scrape_interval: str | None = None,
     static_configs: list[dict[str, Any]] | None = None,
 ) -> None:
     prometheus = tool("prometheus")
@@ -322,7 +327,14 @@ def _start_prometheus(
     config = stack.workdir / "prometheus.yml"
     config.write_text(
         yaml.safe_dump(
-            prometheus_config(targets, rule_files, alertmanager, interval, static_configs)
+            prometheus_config(
+                targets,
+                rule_files,
+                alertmanager,
+                interval,
+                static_configs,
+                scrape_interval=scrape_interval,
+            )
         )
     )
     _spawn(
@@ -346,6 +358,7 @@ def _start_victoriametrics(
     alertmanager: str,
     interval: str,
     *,
+    scrape_interval: str | None = None,
     static_configs: list[dict[str, Any]] | None = None,
 ) -> None:
     """victoria-metrics, vmagent scraping into it, vmalert evaluating against it."""
@@ -368,7 +381,8 @@ def _start_victoriametrics(
     )
     stack.wait_ready(store, path="/health")
     scrape = stack.workdir / "vmagent.yml"
-    scrape.write_text(yaml.safe_dump(vmagent_config(targets, interval, static_configs)))
+    config = vmagent_config(targets, scrape_interval or interval, static_configs)
+    scrape.write_text(yaml.safe_dump(config))
     agent_port = free_port()
     _spawn(
         stack,
@@ -421,6 +435,7 @@ def running(
     rule_files: list[str],
     *,
     interval: str = "1s",
+    scrape_interval: str | None = None,
     webhook: Webhook | None = None,
     alertmanager_config: Callable[[int], Path] | None = None,
     static_configs: list[dict[str, Any]] | None = None,
@@ -466,6 +481,7 @@ def running(
             rule_files,
             f"127.0.0.1:{am_port}",
             interval,
+            scrape_interval=scrape_interval,
             static_configs=static_configs,
         )
         yield stack
