@@ -125,6 +125,79 @@ def test_label_values_are_escaped() -> None:
     assert promql.selector("m", [("a", 'x"y\\z')]) == 'm{a="x\\"y\\\\z"}'
 
 
+@pytest.mark.parametrize(
+    ("plain", "held"),
+    [
+        ("nodeslo_a > 1", "last_over_time(nodeslo_a[5m]) > 1"),
+        # Names in matchers and strings are no reads; a fallback read is one.
+        (
+            'nodeslo_t{x="nodeslo_b"} >= (nodeslo_c > 0 or 0 * nodeslo_t{y=~"a|}"} + 85)',
+            'last_over_time(nodeslo_t{x="nodeslo_b"}[5m]) >= (last_over_time(nodeslo_c[5m]) > 0'
+            ' or 0 * last_over_time(nodeslo_t{y=~"a|}"}[5m]) + 85)',
+        ),
+        # Range reads (their functions skip staleness markers already) stay as they are.
+        (
+            "changes(nodeslo_s[10m]) >= 3 or nodeslo_s == 0",
+            "changes(nodeslo_s[10m]) >= 3 or last_over_time(nodeslo_s[5m]) == 0",
+        ),
+        (
+            "nodeslo_x - nodeslo_x offset 1h",
+            "last_over_time(nodeslo_x[5m]) - last_over_time(nodeslo_x[5m] offset 1h)",
+        ),
+        # Recordings, `up` and label lists are not the exporter's series.
+        (
+            "sum by (cluster) (nodeslo_d) < on (cluster) "
+            "max_over_time(instance:nodeslo_d:hourly[7d])",
+            "sum by (cluster) (last_over_time(nodeslo_d[5m])) < on (cluster) "
+            "max_over_time(instance:nodeslo_d:hourly[7d])",
+        ),
+        (
+            'label_replace(max without (state) (nodeslo_z) == 0, "state", "nodeslo_q", "", "")',
+            'label_replace(max without (state) (last_over_time(nodeslo_z[5m])) == 0, "state", '
+            '"nodeslo_q", "", "")',
+        ),
+        ("up == 1 and nodeslo_a{b='c'}", "up == 1 and last_over_time(nodeslo_a{b='c'}[5m])"),
+    ],
+)
+def test_held_reads_wrap_every_instant_read_of_a_scraped_series(plain: str, held: str) -> None:
+    assert promql.held_through_gaps(plain) == held
+
+
+def test_an_at_modifier_is_refused_not_misread() -> None:
+    with pytest.raises(ValueError, match="@ modifier"):
+        promql.held_through_gaps("nodeslo_a @ 100")
+
+
+def test_held_template_queries_keep_their_verbs() -> None:
+    text = '{{ with printf "nodeslo_m{instance=%q} > 0" $labels.instance | query }}{{ end }}'
+    assert promql.held_in_template_queries(text) == (
+        '{{ with printf "last_over_time(nodeslo_m{instance=%q}[5m]) > 0" '
+        "$labels.instance | query }}{{ end }}"
+    )
+
+
+def test_held_alerts_are_levels_and_read_nothing_plain(
+    profile: Profile, groups: list[dict[str, Any]]
+) -> None:
+    """A held alert reads no scraped series through a plain selector (in its expression
+    and in its annotations' queries), and none is an alert on a series' absence, which
+    the hold would delay by the lookback."""
+    params = catalog.parameters(profile)
+    held = [a for a in rules.health_alerts(profile) if a.held_through_gaps]
+    assert {"CPUTemperatureCritical", "NVMeWearHigh"} <= {a.name for a in held}
+    written = {rule["expr"]: rule for rule in all_rules(groups) if "alert" in rule}
+    for alert in held:
+        plain = catalog.fill(alert.expr.strip(), params)
+        # The absence alerts read `up`, absent() or present_over_time(); a held `unless`
+        # (FanFailed's fallback where a fan has no threshold) compares levels only.
+        assert not re.search(r"\bup\b|absent\(|present_over_time\(", plain), alert.name
+        rule = written[promql.held_through_gaps(plain)]
+        queries = re.findall(r'printf "([^"]*)"', " ".join(rule["annotations"].values()))
+        for text in [rule["expr"], *queries]:
+            bare = re.findall(r"(?<![(:a-z_])nodeslo_[a-z0-9_]+(?:\{[^}]*\})?(?!\[)", text)
+            assert not bare, (alert.name, bare)
+
+
 # --- burn rates ----------------------------------------------------------------------
 
 
@@ -524,9 +597,9 @@ def test_cpu_temperature_limits_follow_the_profile(tmp_path: Path) -> None:
     """Only the vendors the profile names get a fallback limit."""
     profile = site(tmp_path, "health: {cpu: {temperature_crit: {amd: null, intel: 105}}}\n")
     text = rules.rule_file(profile)[0][1]
-    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"coretemp"} + 105' in text
-    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 95' not in text
-    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"} + 85' in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"coretemp"}[5m]) + 105' in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"}[5m]) + 95' not in text
+    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"}[5m]) + 85' in text
 
 
 def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:

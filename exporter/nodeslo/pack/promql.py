@@ -8,6 +8,7 @@ histogram bound can be spelled in an `le` label.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
@@ -16,6 +17,8 @@ from nodeslo.units import prom_duration
 __all__ = [
     "by",
     "duration",
+    "held_in_template_queries",
+    "held_through_gaps",
     "increase_seen",
     "le_matcher",
     "le_spellings",
@@ -53,6 +56,75 @@ def increase_seen(counter: str, window: str) -> str:
     read ~5 M samples a minute for it)."""
     rng = f"{counter}[{window}]"
     return f"(increase({rng}) and max_over_time({rng}) > min_over_time({rng}))"
+
+
+# Prometheus' default lookback (--query.lookback-delta): how old a sample an instant
+# selector still returns when no staleness marker ends its series.
+LOOKBACK = "5m"
+
+# What may surround an exporter series in the catalogue's PromQL: strings, matcher
+# blocks and range brackets are copied whole (a series name inside them is no read).
+_TOKENS = re.compile(
+    r"""(?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
+      |(?P<matchers>\{(?:[^{}"'`]|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)*\})
+      |(?P<range>\[[^\]]*\])
+      |(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)
+      |(?P<space>\s+)
+      |(?P<other>.)""",
+    re.VERBOSE | re.DOTALL,
+)
+_OFFSET = re.compile(r"\s+offset\s+-?[0-9][0-9a-z]*", re.IGNORECASE)
+
+
+def held_through_gaps(expr: str, prefix: str = "nodeslo_", window: str = LOOKBACK) -> str:
+    """Every instant read of a scraped series (named `prefix...`) in `expr` as
+    `last_over_time(series[window])`: the same value while the series is scraped, and
+    still that value through a failed scrape.
+
+    A failed scrape writes a staleness marker into every series of the target: a plain
+    selector then finds nothing until the next good scrape, so an alert reading it
+    resolves and its `for` starts again. Range functions skip staleness markers, and
+    over the lookback (5m, Prometheus' default) last_over_time returns what the plain
+    selector returns whenever no marker is there. A series that truly ends is held for
+    the window, then gone. Range reads (`x[w]`, whose functions skip markers already)
+    and names inside strings and matchers are left as they are."""
+    out: list[str] = []
+    pos = 0
+    while pos < len(expr):
+        token = _TOKENS.match(expr, pos)
+        assert token is not None  # `other` matches any one character
+        pos = token.end()
+        if token.lastgroup != "name" or not token.group().startswith(prefix):
+            out.append(token.group())
+            continue
+        read = token.group()
+        follows = _TOKENS.match(expr, pos)
+        if follows is not None and follows.lastgroup == "matchers":
+            read, pos = read + follows.group(), follows.end()
+        if expr[pos:].lstrip().startswith(("[", "(")):
+            out.append(read)  # a range read, or a function of that name: left alone
+            continue
+        offset = _OFFSET.match(expr, pos)
+        shift = ""
+        if offset is not None:
+            shift, pos = " " + " ".join(offset.group().split()), offset.end()
+        if expr[pos:].lstrip().startswith("@"):
+            raise ValueError(f"an @ modifier on {read} is not supported: {expr}")
+        out.append(f"last_over_time({read}[{window}]{shift})")
+    return "".join(out)
+
+
+# A query an annotation runs: a Go template's `printf "…"` whose result is piped to
+# `query` (the catalogue writes label values as %q verbs, so no quote is inside).
+_TEMPLATE_QUERY = re.compile(r'(printf ")((?:[^"\\]|\\.)*)(")')
+
+
+def held_in_template_queries(text: str) -> str:
+    """held_through_gaps() for the queries in an alert's annotation templates: the
+    limit a page names is there through a failed scrape, as the page is."""
+    return _TEMPLATE_QUERY.sub(
+        lambda m: m.group(1) + held_through_gaps(m.group(2)) + m.group(3), text
+    )
 
 
 def quote(value: str) -> str:

@@ -52,17 +52,21 @@ def _alert(profile: Profile, rule: Rule) -> Rule:
 def _health_alert(profile: Profile, alert: HealthAlert, params: dict[str, str]) -> Rule:
     named = isinstance(alert.for_, str)
     seconds = catalog.durations(profile)[str(alert.for_)] if named else float(alert.for_)
+    expr = catalog.fill(alert.expr.strip(), params)
+    summary = catalog.fill(alert.summary, params)
+    description = catalog.fill(alert.description, params)
+    if alert.held_through_gaps:
+        expr = promql.held_through_gaps(expr)
+        summary = promql.held_in_template_queries(summary)
+        description = promql.held_in_template_queries(description)
     return _alert(
         profile,
         {
             "alert": alert.name,
-            "expr": catalog.fill(alert.expr.strip(), params),
+            "expr": expr,
             "for_seconds": float(seconds),
             "labels": {"severity": alert.severity, **dict(alert.labels)},
-            "annotations": {
-                "summary": catalog.fill(alert.summary, params),
-                "description": catalog.fill(alert.description, params),
-            },
+            "annotations": {"summary": summary, "description": description},
         },
     )
 

@@ -55,6 +55,10 @@ class HealthAlert:
     source: tuple[str, ...]
     labels: tuple[tuple[str, str], ...] = ()
     when: Callable[[Profile], bool] | None = None
+    # A level compared with a threshold: its exporter series are read through
+    # promql.held_through_gaps, so one failed scrape neither resolves the alert nor
+    # restarts its `for`. Not for alerts on a series' absence, which it would delay.
+    held_through_gaps: bool = False
 
 
 # "Any rise in the last hour" alerts on error counters (PCIe AER, NVMe media, EDAC UE)

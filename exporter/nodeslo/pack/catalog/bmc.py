@@ -192,6 +192,7 @@ nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0
         "power supply or feed failure now stops the server.",
         threshold="the BMC's redundancy sensor reports lost or non-redundant",
         source=("nodeslo_bmc_sensor_state",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="PowerRedundancyLost",
@@ -220,6 +221,7 @@ nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0
         "{{ $labels.state }} (threshold: degraded): fewer spare supplies than configured.",
         threshold="the BMC's redundancy sensor reports degraded",
         source=("nodeslo_bmc_sensor_state",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="PowerRedundancyLost",
@@ -243,6 +245,7 @@ nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0
         "(PSUs - 1) x PSU capacity (${power_max} W)",
         source=("nodeslo_hwmon_power_watts", "nodeslo_bmc_sensor_value"),
         when=lambda p: p.health.power.psu_count >= 2,
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="PowerRedundancyLost",
@@ -285,6 +288,7 @@ or
         "speed up; the cooling margin that keeps the CPUs out of throttling is gone.",
         threshold="fan RPM <= lower critical (or ${fan_min_rpm} RPM)",
         source=("nodeslo_bmc_sensor_value", "nodeslo_bmc_sensor_threshold"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="FanFailed",
@@ -431,6 +435,7 @@ unless {_SENSOR_ON} nodeslo_bmc_sensor_severity
         "helper). PSU, fan and inlet alerts see only the last values it read.",
         threshold="BMC not read, for ${bmc_unreachable_text}",
         source=("nodeslo_bmc_up",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="BMCUnreachable",

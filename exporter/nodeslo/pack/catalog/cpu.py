@@ -152,6 +152,7 @@ ${cpu_temperature_max}
         threshold="sensor temperature ≥ its max (hwmon tempN_max), else the profile's "
         "(${cpu_temperature_max_defaults})",
         source=("nodeslo_hwmon_temperature_celsius", "nodeslo_hwmon_temperature_max_celsius"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="CPUTemperatureCritical",
@@ -171,6 +172,7 @@ ${cpu_temperature_crit}
         threshold="sensor temperature ≥ its crit (hwmon tempN_crit), else the profile's "
         "(${cpu_temperature_crit_defaults})",
         source=("nodeslo_hwmon_temperature_celsius", "nodeslo_hwmon_temperature_crit_celsius"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="CPUTemperatureUnmonitored",
@@ -228,6 +230,7 @@ nodeslo_cpuidle_exit_latency_seconds > ${cstate_max_latency}
         threshold="a C-state with exit latency > ${cstate_max_latency_text} enabled on any CPU",
         source=("nodeslo_cpuidle_enabled_cpus", "nodeslo_cpuidle_exit_latency_seconds"),
         when=lambda p: p.tuning.max_cstate_exit_latency_seconds is not None,
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="CPUGovernorNotPerformance",
@@ -242,6 +245,7 @@ nodeslo_cpuidle_exit_latency_seconds > ${cstate_max_latency}
         threshold="any CPU with a governor other than ${governor_text}",
         source=("nodeslo_cpu_governor_cpus",),
         when=lambda p: p.tuning.governor is not None,
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="CPUTurboDisabled",
@@ -256,5 +260,6 @@ nodeslo_cpuidle_exit_latency_seconds > ${cstate_max_latency}
         threshold="turbo off while the profile expects it on",
         source=("nodeslo_cpu_turbo_enabled",),
         when=lambda p: p.tuning.turbo is True,
+        held_through_gaps=True,
     ),
 )

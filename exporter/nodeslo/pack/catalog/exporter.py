@@ -106,6 +106,7 @@ changes(${up}[${flap_window}]) > ${flap_changes}
         "landing page (/) shows the error.",
         threshold="collector_success = 0 for 15m",
         source=("nodeslo_collector_success",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NodeSLOProbeDown",
@@ -119,6 +120,7 @@ changes(${up}[${flap_window}]) > ${flap_changes}
         "so their budgets can neither burn nor recover.",
         threshold="probe_up = 0 for 5m",
         source=("nodeslo_probe_up",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="WakeupProbeEngineFallback",
@@ -133,6 +135,7 @@ changes(${up}[${flap_window}]) > ${flap_changes}
         "the wake-up SLO burns on measurement bias, not on the host.",
         threshold="python engine while cyclictest requested, for 15m",
         source=("nodeslo_probe_wakeup_engine_info",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NodeSLOStorageStalled",
@@ -149,6 +152,7 @@ changes(${up}[${flap_window}]) > ${flap_changes}
         "their state there are blocked too.",
         threshold="no probe I/O on a target completed for ${storage_stall_after_text}",
         source=("nodeslo_probe_io_stalled_seconds",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NodeSLOProbeFlapping",
@@ -181,6 +185,7 @@ changes(nodeslo_probe_up[${flap_window}]) > ${flap_changes}
         "log names the file, key and line.",
         threshold="last reload failed",
         source=("nodeslo_profile_last_reload_successful",),
+        held_through_gaps=True,
     ),
 )
 

@@ -81,6 +81,7 @@ ALERTS = (
         labels=(("reason", "memory_below_profile"),),
         source=("nodeslo_inventory_memory_bytes",),
         when=lambda p: p.inventory.memory_bytes is not None,
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="MemoryCapacityDegraded",
@@ -96,6 +97,7 @@ ALERTS = (
         labels=(("reason", "dimms_below_profile"),),
         source=("nodeslo_inventory_dimms",),
         when=lambda p: bool(p.inventory.dimms_per_socket and p.inventory.sockets),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="MemoryCapacityDegraded",
@@ -114,6 +116,7 @@ nodeslo_inventory_memory_bytes
         "${capacity_lookback}",
         labels=(("reason", "memory_shrank"),),
         source=("nodeslo_inventory_memory_bytes",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="MemoryCapacityDegraded",
@@ -130,6 +133,7 @@ sum by (${by}) (nodeslo_inventory_dimms)
         threshold="fewer DIMMs than the most within ${capacity_lookback}",
         labels=(("reason", "dimms_fewer"),),
         source=("nodeslo_inventory_dimms",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="InventoryNonConforming",
@@ -147,5 +151,6 @@ and on (${by}, item)
         "host prints the whole inventory.",
         threshold="a line of the profile's `inventory:` not met for 1h",
         source=("nodeslo_inventory_info", "nodeslo_inventory_compliant"),
+        held_through_gaps=True,
     ),
 )

@@ -148,6 +148,7 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
             "nodeslo_pcie_link_width",
             "nodeslo_pcie_link_expected_width",
         ),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="PCIeLinkDegraded",
@@ -164,6 +165,7 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
         "${pcie_degraded_for_text}",
         labels=(("reason", "not_answering"),),
         source=("nodeslo_pcie_device_responding",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="PCIeUncorrectableErrors",
@@ -267,6 +269,7 @@ and on (${by}, interface)
             "nodeslo_network_data_plane",
         ),
         when=_has_speed,
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NetworkLinkSpeedDegraded",

@@ -81,6 +81,7 @@ ALERTS = (
         "are invisible. ECC is mandatory for this server class.",
         threshold="no EDAC memory controller",
         source=("nodeslo_edac_memory_controllers",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NUMARemoteAccessHigh",

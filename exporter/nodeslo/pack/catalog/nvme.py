@@ -222,6 +222,7 @@ ALERTS = (
         "The drive itself says it is failing: plan its replacement now.",
         threshold="reliability, read_only, volatile_backup or pmr_read_only flag set",
         source=("nodeslo_nvme_critical_warning_flag",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeSpareBelowThreshold",
@@ -244,6 +245,7 @@ ALERTS = (
             "nodeslo_nvme_available_spare_ratio",
             "nodeslo_nvme_available_spare_threshold_ratio",
         ),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeControllerNotLive",
@@ -268,6 +270,7 @@ nodeslo_nvme_state_live == 0
         threshold="controller state not `live` for 2m, or leaving `live` "
         "${reset_loop_resets} times in ${reset_loop_window}",
         source=("nodeslo_nvme_state_live",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeControllerMissing",
@@ -318,6 +321,7 @@ nodeslo_nvme_state_live == 0
         "window.",
         threshold="percentage used ≥ ${wear_warning_text}",
         source=("nodeslo_nvme_percentage_used_ratio",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeWearOutPredicted",
@@ -341,6 +345,7 @@ topk by (${{by}}, serial) (1, nodeslo_nvme_info)
         threshold="linear projection over ${wearout_lookback} reaches 100% within "
         "${wearout_horizon}",
         source=("nodeslo_nvme_percentage_used_ratio", "nodeslo_nvme_info"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeMediaErrorsIncreasing",
@@ -392,6 +397,7 @@ nodeslo_nvme_temperature_celsius{sensor="composite"}
         + "°C. The drive throttles itself above it.",
         threshold="composite temperature ≥ WCTEMP",
         source=("nodeslo_nvme_temperature_celsius", "nodeslo_nvme_temperature_threshold_celsius"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeTemperatureCritical",
@@ -415,6 +421,7 @@ nodeslo_nvme_temperature_celsius{sensor="composite"}
         + "°C. The drive may shut down to protect itself.",
         threshold="composite temperature ≥ CCTEMP",
         source=("nodeslo_nvme_temperature_celsius", "nodeslo_nvme_temperature_threshold_celsius"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeSmartStale",

@@ -52,6 +52,7 @@ and on (${by}, setting)
         "operator) changed it.",
         threshold="a setting differs from the profile's `tuning:`",
         source=("nodeslo_tuning_info", "nodeslo_tuning_compliant"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="FirmwareSkew",
@@ -73,6 +74,7 @@ count by (${fleet_}model) (
         "bring them all to the validated version.",
         threshold="more than one firmware version per drive model",
         source=("nodeslo_nvme_info",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="FirmwareSkew",
@@ -96,6 +98,7 @@ count by (${fleet_}${host_group_}component) (
         "everywhere.",
         threshold="more than one version of ${host_components_text} across hosts",
         source=("nodeslo_firmware_info",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="FirmwareSkew",
@@ -109,6 +112,7 @@ count by (${fleet_}${host_group_}component) (
         "(threshold: 1): a microcode update was applied to some CPUs only.",
         threshold="more than one microcode revision within a host",
         source=("nodeslo_firmware_microcode_revisions",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="CPUMicrocodeOutdated",
@@ -122,5 +126,6 @@ count by (${fleet_}${host_group_}component) (
         "scheduling-latency and power-state bugs in microcode.",
         threshold="the kernel reports old microcode",
         source=("nodeslo_firmware_microcode_outdated",),
+        held_through_gaps=True,
     ),
 )

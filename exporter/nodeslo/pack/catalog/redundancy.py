@@ -46,6 +46,7 @@ ALERTS = (
         "One more failure may lose data.",
         threshold="the kernel's degraded count > 0",
         source=("nodeslo_md_degraded",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="RAIDArrayInactive",
@@ -65,6 +66,7 @@ ALERTS = (
         "too many, or broke. Everything stored on it is unavailable.",
         threshold="array_state not running (inactive, broken, clear, suspended, unreadable) for 2m",
         source=("nodeslo_md_active",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="RAIDDiskFailed",
@@ -83,6 +85,7 @@ ALERTS = (
         "be replaced before the next failure.",
         threshold="any member in state faulty",
         source=("nodeslo_md_disks",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="RAIDArrayMissing",
@@ -128,6 +131,7 @@ label_replace(max without (state) (nodeslo_zfs_pool_state) == 0, "state", "unkno
         "Its redundancy is reduced or gone.",
         threshold="pool state other than ONLINE, or unknown",
         source=("nodeslo_zfs_pool_state",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="ZFSPoolMissing",
