@@ -72,9 +72,10 @@ def _health_alert(profile: Profile, alert: HealthAlert, params: dict[str, str]) 
 
 
 def _recording(recording: Recording, params: dict[str, str]) -> Rule:
+    expr = catalog.fill(recording.expr.strip(), params)
     return {
         "record": catalog.fill(recording.record, params),
-        "expr": catalog.fill(recording.expr.strip(), params),
+        "expr": promql.held_through_gaps(expr) if recording.held_through_gaps else expr,
     }
 
 

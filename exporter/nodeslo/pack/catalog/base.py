@@ -39,6 +39,9 @@ class Recording:
     record: str
     expr: str
     source: tuple[str, ...]
+    # A level that held alerts read (HealthAlert.held_through_gaps): recorded through a
+    # failed scrape instead of missing for an evaluation.
+    held_through_gaps: bool = False
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ or
 nodeslo_bmc_sensor_value{type="temperature", unit="celsius", sensor=~${inlet_sensors}}
 """,
         source=("nodeslo_bmc_sensor_value",),
+        held_through_gaps=True,
     ),
     Recording(
         group="bmc",
@@ -342,6 +343,7 @@ or
         "fans run faster and CPUs lose boost headroom before they throttle.",
         threshold="inlet >= upper non-critical, or >= ${inlet_warning} °C",
         source=("nodeslo_bmc_sensor_value", "nodeslo_bmc_sensor_threshold"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="InletTemperatureHigh",
@@ -365,6 +367,7 @@ or
         "health.bmc.inlet_critical_celsius). Throttling and a thermal shutdown are next.",
         threshold="inlet >= upper critical (or ${inlet_critical} °C)",
         source=("nodeslo_bmc_sensor_value", "nodeslo_bmc_sensor_threshold"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="InletTemperatureHigh",
