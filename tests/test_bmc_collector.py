@@ -29,6 +29,7 @@ from nodeslo.paths import Roots
 from support import bmc_chassis
 from support.exposition import samples, value
 from support.fakebmc import FakeBmc
+from support.procs import children, status
 
 PSU = 0x000F
 RECORDS = [
@@ -510,21 +511,21 @@ def _check_helper(d: object, tree: Path) -> None:
     with d.running(tree, *flags) as daemon:  # type: ignore[attr-defined]
         text = daemon.scrape()
         daemon.wait_log("dropped privileges")
-        (supervisor,) = _children(daemon.proc.pid)
+        (supervisor,) = children(daemon.proc.pid)
         worker = _only_child(supervisor, other_than=None)
-        helpers = [_status(supervisor), _status(worker)]
+        helpers = [status(supervisor), status(worker)]
         # A killed worker is restarted by the supervisor, as privileged as before.
         os.kill(worker, signal.SIGKILL)
         daemon.wait_log("ipmi helper died, restarting it")
         restarted = _only_child(supervisor, other_than=worker)
-        helpers.append(_status(restarted))
+        helpers.append(status(restarted))
         # The supervisor killed: BMC readings end, loudly, and no zombie stays.
         os.kill(supervisor, signal.SIGKILL)
         daemon.wait_log("ipmi helper exited: no BMC readings")
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{supervisor}") and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{supervisor}"), _status(supervisor).get("State")
+        assert not os.path.exists(f"/proc/{supervisor}"), status(supervisor).get("State")
         assert value(daemon.scrape(), "nodeslo_collector_success", collector="bmc") == 1
     # The firmware declares a BMC, the kernel has no device for it: the helper says so.
     assert value(text, "nodeslo_bmc_up", reason="no_driver") == 0
@@ -535,32 +536,16 @@ def _check_helper(d: object, tree: Path) -> None:
         assert helper["NoNewPrivs"] == "1"
 
 
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == pid]
-
-
 def _only_child(pid: int, other_than: int | None) -> int:
     """The one child of `pid` that is not `other_than`, waited for (a restart backs off)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        found = [c for c in _children(pid) if c != other_than]
+        found = [c for c in children(pid) if c != other_than]
         if found:
             (child,) = found
             return child
         time.sleep(0.05)
     raise AssertionError(f"no new child of {pid}")
-
-
-def _status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(_status(pid).get("PPid", "0"))
-    except OSError:
-        return 0
 
 
 # -- the profile's health.bmc --------------------------------------------------------

@@ -22,28 +22,12 @@ from fixtures.make_fixtures import variant
 from fixtures.tree import Tree
 from support import daemon as d
 from support.exposition import value
+from support.procs import children, status
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to fork and drop")
 
 FLAGS = ("--collector.disable-defaults", "--collector.nvme", "--no-probe.storage")
 FLAGS += ("--no-probe.wakeup", "--collector.nvme.command-timeout=1s")
-
-
-def status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as f:
-        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if status(int(entry)).get("PPid") == str(pid):
-                    out.append(int(entry))
-            except OSError:
-                continue
-    return out
 
 
 @pytest.fixture

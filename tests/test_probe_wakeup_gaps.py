@@ -23,6 +23,7 @@ from nodeslo.probes.collector import WakeupProbe
 from nodeslo.probes.histogram import LatencyHistogram, latency_bounds
 from nodeslo.probes.protocol import Reporter
 from nodeslo.probes.settings import wakeup_settings
+from support.procs import children, status
 from test_probe_process import scrape, serve_options, wait_for, wakeup_collector
 
 INTERVAL = 10_000_000  # 10 ms
@@ -193,15 +194,12 @@ def test_a_burst_outliving_its_probe_leaves_no_shared_memory_behind() -> None:
 
 
 def _child_named(parent: int, name: str) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                comm = (entry / "comm").read_text().strip()
-            except OSError:
-                continue
-            if int(stat_fields[1]) == parent and comm == name:
-                return int(entry.name)
+    for child in children(parent):
+        try:
+            if status(child).get("Name") == name:
+                return child
+        except OSError:
+            continue
     return None
 
 
