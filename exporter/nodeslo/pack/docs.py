@@ -152,22 +152,23 @@ def alerts_page(profile: Profile) -> list[tuple[str, str]]:
         f"{', '.join(f'`{s.name}`' for s in profile.slos)} |"
     ]
     # An alert with variants (a `cause` label) may page in one and ticket in another.
-    merged: dict[str, tuple[list[str], str, list[str], list[str], list[str]]] = {}
+    merged: dict[str, tuple[list[str], list[str], list[str], list[str], list[str]]] = {}
     for alert in rules.health_alerts(profile):
-        severities, group, summaries, thresholds, sources = merged.setdefault(
-            alert.name, ([], alert.group, [], [], [])
+        severities, groups, summaries, thresholds, sources = merged.setdefault(
+            alert.name, ([], [], [], [], [])
         )
         for items, item in (
             (severities, alert.severity),
+            (groups, f"`{rules.GROUP_PREFIX}{alert.group}`"),
             (summaries, _plain(alert.summary, params)),
             (thresholds, catalog.fill(alert.threshold, params)),
         ):
             items.extend([item] * (item not in items))
         sources.extend(s for s in alert.source if s not in sources)
-    for name, (severities, group, summaries, thresholds, sources) in merged.items():
+    for name, (severities, groups, summaries, thresholds, sources) in merged.items():
         severity = ", ".join(sorted(severities))
         rows.append(
-            f"| [{name}]({RUNBOOKS}/{name}.md) | {severity} | `{rules.GROUP_PREFIX}{group}` | "
+            f"| [{name}]({RUNBOOKS}/{name}.md) | {severity} | {', '.join(groups)} | "
             f"{_cell('; '.join(summaries))} | {_cell('; '.join(thresholds))} | "
             f"{', '.join(f'`{s}`' for s in sources)} |"
         )
@@ -179,7 +180,8 @@ def alerts_page(profile: Profile) -> list[tuple[str, str]]:
 
 Every alert of `alerts/nodeslo.rules.yaml` for the profile {profile.name!r}: severity
 (`critical` pages, `warning` opens a ticket, `none` is the Watchdog's heartbeat), rule
-group (a health alert's is its catalogue area, `exporter/nodeslo/pack/catalog/<area>.py`),
+group (a health alert's is its catalogue area, `exporter/nodeslo/pack/catalog/<area>.py`,
+or a group the area keeps apart or its slow group: [slos.md](slos.md)),
 what it says (its summary; `{{label}}` stands for a label's value, `{{value}}` for the
 alert's value), threshold and the metrics it reads. Each name links to its runbook: what
 it means, why it matters, how to confirm, what to do. Thresholds are the profile's

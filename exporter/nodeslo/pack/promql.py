@@ -49,13 +49,16 @@ def increase_seen(counter: str, window: str) -> str:
     samples of the window, or a reset. MetricsQL's increase() (VictoriaMetrics, vmalert)
     also counts a series' first value as a rise from 0 when the series begins inside the
     window and that value is small: every error counter of a host just deployed, a drive
-    or DIMM just seen, would alert on errors from before monitoring began. min and max
-    over the window read the same samples on both engines (docs/scale-out.md). No
-    `resets()`: a reset is a sample below an earlier one, so max > min holds already (and
-    each range function reads the window again: at 1,000 hosts the AER alerts alone
-    read ~5 M samples a minute for it)."""
+    or DIMM just seen, would alert on errors from before monitoring began. The guard is
+    "the window's samples are not all equal": their standard deviation above 0, which
+    both engines compute from the window's own samples only (changes() would not do: on
+    VictoriaMetrics it counts a late-born series' first sample as a change), and which is
+    exactly 0 for equal samples (both compute it incrementally, Welford's way). It reads
+    the window once: max_over_time > min_over_time, the same test, read it twice, and at
+    1,000 hosts each read of the AER counters costs ~1.5 s a minute (a read costs per
+    series, RESULTS.md). No `resets()`: a reset is a sample below an earlier one."""
     rng = f"{counter}[{window}]"
-    return f"(increase({rng}) and max_over_time({rng}) > min_over_time({rng}))"
+    return f"(increase({rng}) and stddev_over_time({rng}) > 0)"
 
 
 # Prometheus' default lookback (--query.lookback-delta): how old a sample an instant

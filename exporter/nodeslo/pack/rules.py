@@ -87,15 +87,15 @@ def health_alerts(profile: Profile) -> tuple[HealthAlert, ...]:
     return tuple(alerts)
 
 
-def _area_group(name: str, rules: list[Rule], slow: bool) -> list[Group]:
-    """An area's group, or its slow group (catalog.base.SLOW_INTERVAL_SECONDS) right
-    after it; none if it has no rules."""
+def _area_group(name: str, rules: list[Rule], interval: str | None) -> list[Group]:
+    """An area's group, a group it keeps apart, or its slow group; none without rules.
+    `interval` None: the evaluation interval of the Prometheus or vmalert that loads it."""
     if not rules:
         return []
-    if slow:
-        interval = promql.duration(catalog.SLOW_INTERVAL_SECONDS)
-        return [{"name": catalog.slow(name), "interval": interval, "rules": rules}]
-    return [{"name": name, "rules": rules}]
+    group: Group = {"name": f"{GROUP_PREFIX}{name}", "rules": rules}
+    if interval is not None:
+        group["interval"] = interval
+    return [group]
 
 
 def rule_groups(profile: Profile) -> list[Group]:
@@ -106,17 +106,18 @@ def rule_groups(profile: Profile) -> list[Group]:
         ]
         groups.append({"name": f"{GROUP_PREFIX}slo-{objective.name}", "rules": rules})
     # The period's ratios read hourly sums only and page nobody: every 5 minutes is enough.
+    slow = promql.duration(catalog.SLOW_INTERVAL_SECONDS)
     period = [r for objective in profile.slos for r in slo.period_rules(profile, objective)]
     if period:
-        interval = promql.duration(catalog.SLOW_INTERVAL_SECONDS)
-        groups.append({"name": f"{GROUP_PREFIX}slo-period", "interval": interval, "rules": period})
+        groups.append({"name": f"{GROUP_PREFIX}slo-period", "interval": slow, "rules": period})
     params = catalog.parameters(profile)
     alerts = health_alerts(profile)
     for area in HEALTH_GROUPS:
-        for group, slow in ((area, False), (catalog.slow(area), True)):
+        layout: list[tuple[str, str | None]] = [(g, None) for g in (area, *catalog.APART[area])]
+        for group, every in [*layout, (catalog.slow(area), slow)]:
             rules = [_recording(r, params) for r in catalog.RECORDINGS if r.group == group]
             rules += [_health_alert(profile, a, params) for a in alerts if a.group == group]
-            groups += _area_group(f"{GROUP_PREFIX}{area}", rules, slow)
+            groups += _area_group(group, rules, every)
     hourly = [r for objective in profile.slos for r in slo.hourly_rules(objective)]
     hourly += [_recording(r, params) for r in catalog.RECORDINGS if r.group == HOURLY_GROUP]
     # The hour's windows tile the timeline only if the group runs once an hour.

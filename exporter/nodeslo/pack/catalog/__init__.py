@@ -38,6 +38,7 @@ from nodeslo.pack.catalog.base import (
     WARNING,
     HealthAlert,
     Recording,
+    apart,
     fill,
     slow,
 )
@@ -64,9 +65,14 @@ AREAS: tuple[ModuleType, ...] = (
 
 RECORDINGS: tuple[Recording, ...] = tuple(r for area in AREAS for r in area.RECORDINGS)
 ALERTS: tuple[HealthAlert, ...] = tuple(a for area in AREAS for a in area.ALERTS)
-# One rule group per area, named after its module, and its slow group (`slow(area)`)
-# when it has long-window rules (the hourly group is shared).
+# One rule group per area, named after its module, then the groups it keeps apart
+# (`apart(area, part)`, the module's APART), then its slow group (`slow(area)`) when it
+# has long-window rules (the hourly group is shared).
 GROUPS: tuple[str, ...] = tuple(area.__name__.rsplit(".", 1)[-1] for area in AREAS)
+APART: dict[str, tuple[str, ...]] = {
+    group: tuple(apart(group, part) for part in getattr(area, "APART", ()))
+    for group, area in zip(GROUPS, AREAS, strict=True)
+}
 
 
 def parameters(profile: Profile) -> dict[str, str]:
@@ -103,6 +109,7 @@ __all__ = [
     "WARNING",
     "HealthAlert",
     "Recording",
+    "apart",
     "durations",
     "fill",
     "parameters",

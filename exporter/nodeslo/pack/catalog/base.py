@@ -33,6 +33,16 @@ def slow(group: str) -> str:
     return f"{group}-slow"
 
 
+def apart(group: str, part: str) -> str:
+    """A group of an area's own, evaluated at the area's interval beside it: for rules
+    that read so many series per host (130 CPU sensors, 114 AER counters) that in one
+    group with the rest they would hold up its every evaluation. Prometheus and vmalert
+    evaluate groups concurrently, the rules of one group one after the other: no group
+    should take more than a tenth of its interval (issue 18, RESULTS.md). An alert and
+    the recordings it reads stay in one group (promtool's random group order)."""
+    return f"{group}-{part}"
+
+
 @dataclass(frozen=True)
 class Recording:
     group: str

@@ -11,6 +11,8 @@ from nodeslo.pack.catalog.base import (
     WARNING,
     HealthAlert,
     Recording,
+    apart,
+    slow,
     template_filter,
 )
 from nodeslo.profile import CPU_VENDORS, Profile, TimeSLI
@@ -48,7 +50,10 @@ def temperature_limit(profile: Profile, kind: str, selector: Callable[..., str] 
         sensors = selector(
             "nodeslo_hwmon_temperature_celsius", f'chip_name=~"{VENDOR_CHIPS[vendor]}"'
         )
-        terms.append(f"0 * {sensors} + {promql.number(celsius)}")
+        # The limit as the sensor's value clamped to it: one operation per sensor where
+        # `0 * x + limit` made two (each sensor of each host, every minute).
+        limit = promql.number(celsius)
+        terms.append(f"clamp({sensors}, {limit}, {limit})")
     return "\nor\n".join(terms)
 
 
@@ -119,6 +124,12 @@ def durations(profile: Profile) -> dict[str, float]:
 
 RECORDINGS: tuple[Recording, ...] = ()
 
+# CPUTemperatureHigh and CPUTemperatureCritical each read every CPU sensor three times
+# (its temperature, its limit, the profile's limit for sensors without one): 130 sensors
+# per host of the seed spec. Each gets a group of its own (base.apart).
+APART = ("temperature-high", "temperature-critical")
+HIGH_GROUP, CRITICAL_GROUP = (apart("cpu", part) for part in APART)
+
 ALERTS = (
     HealthAlert(
         name="CPUThermalThrottling",
@@ -137,7 +148,7 @@ ALERTS = (
     ),
     HealthAlert(
         name="CPUTemperatureHigh",
-        group="cpu",
+        group=HIGH_GROUP,
         severity=WARNING,
         expr="""
 nodeslo_hwmon_temperature_celsius{chip_name=~"${cpu_chips}"}
@@ -156,7 +167,7 @@ ${cpu_temperature_max}
     ),
     HealthAlert(
         name="CPUTemperatureCritical",
-        group="cpu",
+        group=CRITICAL_GROUP,
         severity=CRITICAL,
         expr="""
 nodeslo_hwmon_temperature_celsius{chip_name=~"${cpu_chips}"}
@@ -176,7 +187,8 @@ ${cpu_temperature_crit}
     ),
     HealthAlert(
         name="CPUTemperatureUnmonitored",
-        group="cpu",
+        # An hour's absence, judged every 5 minutes: it reads every CPU sensor.
+        group=slow("cpu"),
         severity=WARNING,
         expr="""
 ${up} == 1

@@ -19,6 +19,7 @@ from nodeslo.pack.catalog.base import (
     WARNING,
     HealthAlert,
     Recording,
+    apart,
     lookup,
     percent,
     rise_alert,
@@ -84,6 +85,12 @@ def _has_speed(profile: Profile) -> bool:
     return profile.inventory.network.speed_bytes_per_second is not None
 
 
+# Each read of the AER counters is 114 series per host (38 devices x 3 severities): the
+# uncorrectable pages and their recordings get groups of their own (base.apart).
+APART = ("aer", "aer-rootport")
+AER_GROUP, AER_ROOTPORT_GROUP = (apart("links", part) for part in APART)
+
+
 RECORDINGS = (
     Recording(
         group="hourly",
@@ -94,13 +101,13 @@ RECORDINGS = (
         source=("nodeslo_network_speed_bytes_per_second",),
     ),
     rise_recording(
-        "links",
+        AER_GROUP,
         AER_RISE_RECORD,
         AER_UNCORRECTABLE,
         "${pcie_uncorrectable_rise_window}",
     ),
     rise_recording(
-        "links",
+        AER_ROOTPORT_GROUP,
         AER_ROOTPORT_RISE_RECORD,
         AER_ROOTPORT_UNCORRECTABLE,
         "${pcie_uncorrectable_rise_window}",
@@ -169,7 +176,7 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
     ),
     HealthAlert(
         name="PCIeUncorrectableErrors",
-        group="links",
+        group=AER_GROUP,
         severity=CRITICAL,
         expr=rise_alert(AER_RISE_RECORD, AER_UNCORRECTABLE, "${pcie_uncorrectable_window}"),
         for_=0,
@@ -184,7 +191,7 @@ nodeslo_pcie_link_width < nodeslo_pcie_link_expected_width
     ),
     HealthAlert(
         name="PCIeUncorrectableErrors",
-        group="links",
+        group=AER_ROOTPORT_GROUP,
         severity=CRITICAL,
         expr=rise_alert(
             AER_ROOTPORT_RISE_RECORD, AER_ROOTPORT_UNCORRECTABLE, "${pcie_uncorrectable_window}"

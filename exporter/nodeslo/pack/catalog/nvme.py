@@ -9,6 +9,7 @@ from nodeslo.pack.catalog.base import (
     WARNING,
     HealthAlert,
     Recording,
+    apart,
     bytes_text,
     count_per_host,
     label_list,
@@ -78,6 +79,11 @@ def parameters(profile: Profile) -> dict[str, str]:
 def durations(profile: Profile) -> dict[str, float]:
     return {"nvme_temperature_for": profile.health.nvme.temperature_for_seconds}
 
+
+# The drives' temperatures against their thresholds: four reads of 16 drives per host,
+# beside a group that already reads every drive a dozen times (base.apart).
+APART = ("temperature",)
+(TEMPERATURE_GROUP,) = (apart("nvme", part) for part in APART)
 
 RECORDINGS = (
     Recording(
@@ -377,7 +383,7 @@ topk by (${{by}}, serial) (1, nodeslo_nvme_info)
     ),
     HealthAlert(
         name="NVMeTemperatureHigh",
-        group="nvme",
+        group=TEMPERATURE_GROUP,
         severity=WARNING,
         expr="""
 nodeslo_nvme_temperature_celsius{sensor="composite"}
@@ -401,7 +407,7 @@ nodeslo_nvme_temperature_celsius{sensor="composite"}
     ),
     HealthAlert(
         name="NVMeTemperatureCritical",
-        group="nvme",
+        group=TEMPERATURE_GROUP,
         severity=CRITICAL,
         expr="""
 nodeslo_nvme_temperature_celsius{sensor="composite"}
