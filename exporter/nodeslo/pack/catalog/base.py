@@ -83,7 +83,8 @@ class HealthAlert:
 # a scrape gap (an exporter restart, a lost scrape) or missed evaluations of up to 9.
 # Measured (benchmarks/RESULTS.md, fourth stop): 0.22x the samples, but Prometheus 2.42
 # spends ~20 us per series and selector whatever the window, and the alert's look a
-# window back adds two lookups: engine time unchanged. Fewer selectors is the next cut.
+# window back adds two lookups: engine time unchanged. Fewer selectors was the next cut:
+# increase_seen's guard is one read of the window now, not two (sixth stop).
 RISE_WINDOW_SECONDS = 600.0
 
 
