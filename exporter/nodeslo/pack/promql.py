@@ -53,7 +53,8 @@ def increase_seen(counter: str, window: str) -> str:
     "the window's samples are not all equal": their standard deviation above 0, which
     both engines compute from the window's own samples only (changes() would not do: on
     VictoriaMetrics it counts a late-born series' first sample as a change), and which is
-    exactly 0 for equal samples (both compute it incrementally, Welford's way). It reads
+    exactly 0 for equal samples (Prometheus computes it incrementally from the running
+    mean; victoria-metrics 1.79 checked: 0 for a constant series). It reads
     the window once: max_over_time > min_over_time, the same test, read it twice, and at
     1,000 hosts each read of the AER counters costs ~1.5 s a minute (a read costs per
     series, RESULTS.md). No `resets()`: a reset is a sample below an earlier one."""
