@@ -618,9 +618,10 @@ def test_cpu_temperature_limits_follow_the_profile(tmp_path: Path) -> None:
     """Only the vendors the profile names get a fallback limit."""
     profile = site(tmp_path, "health: {cpu: {temperature_crit: {amd: null, intel: 105}}}\n")
     text = rules.rule_file(profile)[0][1]
-    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"coretemp"}[5m]), 105, 105)' in text
-    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"}[5m]), 95, 95)' not in text
-    assert 'nodeslo_hwmon_temperature_celsius{chip_name=~"k10temp|zenpower"}[5m]), 85, 85)' in text
+    sensors = "nodeslo_hwmon_temperature_celsius"
+    assert f'{sensors}{{chip_name=~"coretemp"}}[5m]), 105, 105)' in text
+    assert f'{sensors}{{chip_name=~"k10temp|zenpower"}}[5m]), 95, 95)' not in text
+    assert f'{sensors}{{chip_name=~"k10temp|zenpower"}}[5m]), 85, 85)' in text
 
 
 def test_a_profile_without_slos_has_no_burn_alerts(tmp_path: Path) -> None:
