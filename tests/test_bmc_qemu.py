@@ -14,7 +14,6 @@ and Alertmanager with the rules `nodeslo generate` makes.
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import os
 import re
@@ -23,14 +22,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, missing
 from nodeslo.ipmi import codes
-from support import bmc_chassis
+from support import bmc_chassis, qemu
 from support import daemon as d
 from support import stack as st
 from support.exposition import samples, value
@@ -40,10 +38,6 @@ pytestmark = pytest.mark.qemu
 GUEST_SCRIPT = Path(__file__).parent / "support" / "bmc_guest.sh"
 DATA = Path(__file__).parent / "data" / "bmc"
 TOOLS = {
-    "qemu-system-x86_64": "qemu-system-x86",
-    "busybox": "busybox-static",
-    "modprobe": "kmod",
-    "cpio": "cpio",
     "ipmi_sim": "openipmi",
     "ipmitool": "ipmitool",
 }
@@ -79,40 +73,14 @@ def _console(port: int, commands: tuple[str, ...], tools: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def _wait(path: Path, guest: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if guest.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the guest did not reach {path.name}")
-        time.sleep(0.2)
-
-
-def _guest_tmp_dirs() -> str:
-    """Directories under /tmp the guest must see at the same paths (a checkout there)."""
-    dirs = {str(REPO), sys.prefix}
-    return " ".join(sorted(p for p in dirs if os.path.realpath(p).startswith("/tmp/")))
-
-
 @pytest.fixture(scope="module")
-def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    nvme_tools = shared / "tools" / "qemu-nvme"
+def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ipmi_tools = shared / "tools" / "qemu-ipmi"
-    if not (nvme_tools / "run-guest.sh").is_file() or not (ipmi_tools / "bmc.emu").is_file():
-        pytest.skip("../shared/tools/qemu-nvme or qemu-ipmi is not present")
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None:
-            missing(f"{tool} is not installed (Debian package {package})")
-    if not glob.glob("/boot/vmlinuz-*") or not os.path.isdir("/lib/modules"):
-        missing("no kernel image in /boot (Debian package linux-image-amd64)")
+    if not (ipmi_tools / "bmc.emu").is_file():
+        pytest.skip("../shared/tools/qemu-ipmi is not present")
+    if shutil.which("ipmi_sim") is None:
+        missing("ipmi_sim is not installed (Debian package openipmi)")
     work = tmp_path_factory.mktemp("qemu-bmc")
-    initrd = work / "initrd.cpio.gz"
-    subprocess.run(
-        ["bash", str(nvme_tools / "make-initramfs.sh"), str(initrd)],
-        cwd=nvme_tools,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
     emu = work / "bmc.emu"
     emu.write_text(bmc_chassis.emu_file(ipmi_tools / "bmc.emu"))
     si_port, console_port = _free_port(), _free_port()
@@ -126,59 +94,37 @@ def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
         timeout=60,
     )
     sim_pid = int(started.stdout.split()[-1])
-    script = work / "guest.sh"
-    script.write_text(f"PY={sys.executable}\nOUT=/tmp/share\n" + GUEST_SCRIPT.read_text())
-    share = work / "share"
-    qemu_extra = (
-        f"-chardev socket,id=ipmi0,host=127.0.0.1,port={si_port},reconnect=10 "
-        "-device ipmi-bmc-extern,id=bmc0,chardev=ipmi0 -device isa-ipmi-kcs,bmc=bmc0"
-    )
-    log = open(work / "run-guest.log", "wb")  # noqa: SIM115
-    guest = subprocess.Popen(
-        ["bash", str(nvme_tools / "run-guest.sh"), str(initrd), str(share), str(script)],
-        cwd=nvme_tools,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "GUEST_TIMEOUT": "1500",
-            "QEMU_EXTRA": qemu_extra,
-            "GUEST_TMP_DIRS": _guest_tmp_dirs(),
-        },
-    )
-    try:
-        _wait(share / "phase-healthy", guest, 1200)
+
+    def bmc(share: Path) -> str:
+        return (
+            f"-chardev socket,id=ipmi0,host=127.0.0.1,port={si_port},reconnect=10 "
+            "-device ipmi-bmc-extern,id=bmc0,chardev=ipmi0 -device isa-ipmi-kcs,bmc=bmc0"
+        )
+
+    def phases(share: Path, guest: subprocess.Popen[bytes]) -> None:
+        qemu.wait_for(share / "phase-healthy", guest, 1200)
         _console(console_port, FAULTS, ipmi_tools)
         (share / "go-faults").touch()
-        _wait(share / "phase-faults", guest, 600)
+        qemu.wait_for(share / "phase-faults", guest, 600)
         _console(console_port, HOT, ipmi_tools)
         (share / "go-hot").touch()
-        _wait(share / "phase-hot", guest, 600)
+        qemu.wait_for(share / "phase-hot", guest, 600)
         os.kill(sim_pid, signal.SIGSTOP)  # the BMC stops answering (its connection stays)
         (share / "go-stale").touch()
-        guest.wait(timeout=600)
-    except (AssertionError, subprocess.TimeoutExpired) as exc:
-        guest.kill()
-        guest.wait()
-        logs = [
-            f"{p.name}:\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(share.glob("*.log")) + sorted(share.glob("*.err"))
-        ]
-        pytest.fail(f"guest run failed: {exc}\n" + "\n".join(logs))
+
+    try:
+        return qemu.boot(
+            shared,
+            work,
+            GUEST_SCRIPT.read_text(),
+            TOOLS,
+            qemu_extra=bmc,
+            drive=phases,
+            timeout=1500,
+        )
     finally:
-        log.close()
         if os.path.exists(f"/proc/{sim_pid}"):
             os.kill(sim_pid, signal.SIGKILL)
-        if guest.poll() is None:
-            guest.kill()
-            guest.wait()
-    if guest.returncode != 0 or not (share / "done").exists():
-        logs = [
-            f"{p.name}:\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(share.glob("*.log")) + sorted(share.glob("*.err"))
-        ]
-        pytest.fail(f"guest run failed ({guest.returncode}):\n" + "\n".join(logs))
-    yield share
 
 
 # The simulated chassis (tests/support/bmc_chassis.py and ../shared's bmc.emu): sensor

@@ -15,12 +15,8 @@ RDMAPortDown.
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +28,7 @@ import pytest
 
 from conftest import REPO, missing
 from support import daemon as d
+from support import qemu
 from support import stack as st
 from support.exposition import samples, value
 
@@ -39,13 +36,7 @@ pytestmark = pytest.mark.qemu
 
 GUEST_SCRIPT = Path(__file__).parent / "support" / "links_guest.sh"
 AER_MAC, SLOW_MAC, RDMA_MAC = "52:54:00:15:00:01", "52:54:00:15:00:02", "52:54:00:15:00:03"
-TOOLS = {
-    "qemu-system-x86_64": "qemu-system-x86",
-    "busybox": "busybox-static",
-    "modprobe": "kmod",
-    "cpio": "cpio",
-    "rdma": "iproute2",
-}
+TOOLS = {"rdma": "iproute2"}
 GT = 1e9
 
 
@@ -85,83 +76,30 @@ def monitor(path: Path, command: str) -> str:
         return sock.recv(65536).decode(errors="replace")
 
 
-def guest_tmp_dirs() -> str:
-    """Directories under /tmp the guest must see at the same path (its /tmp is its own)."""
-    wanted = {str(REPO), sys.prefix, os.path.realpath(sys.executable)}
-    dirs = set()
-    for path in wanted:
-        if path.startswith("/tmp/"):
-            parts = Path(path).parts
-            dirs.add(str(Path(*parts[:3])))  # /tmp/<top>: one share covers what is below
-    return " ".join(sorted(dirs))
+def with_drive(share: Path) -> str:
+    """The QEMU arguments, once the NVMe drive's image exists in the share."""
+    with open(share / "drive.img", "wb") as image:
+        image.truncate(64 * 2**20)
+    return devices(share)
+
+
+def inject_faults(share: Path, guest: subprocess.Popen[bytes]) -> None:
+    """Once the guest scraped the healthy links: an AER error and the RDMA link down."""
+    qemu.wait_for(share / "ready-for-faults", guest, 1200)
+    (share / "monitor.log").write_text(
+        monitor(share / "monitor.sock", "pcie_aer_inject_error net0 UNSUP")
+        + monitor(share / "monitor.sock", "set_link n2 off")
+    )
+    (share / "faults-injected").touch()
 
 
 @pytest.fixture(scope="module")
 def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tools = shared / "tools" / "qemu-nvme"
-    if not (tools / "run-guest.sh").is_file():
-        pytest.skip("../shared/tools/qemu-nvme is not present")
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None:
-            missing(f"{tool} is not installed (Debian package {package})")
-    if not glob.glob("/boot/vmlinuz-*") or not os.path.isdir("/lib/modules"):
-        missing("no kernel image in /boot (Debian package linux-image-amd64)")
+    script = (
+        f"AER_MAC={AER_MAC}\nSLOW_MAC={SLOW_MAC}\nRDMA_MAC={RDMA_MAC}\n" + GUEST_SCRIPT.read_text()
+    )
     work = tmp_path_factory.mktemp("qemu-links")
-    initrd = work / "initrd.cpio.gz"
-    subprocess.run(
-        ["bash", str(tools / "make-initramfs.sh"), str(initrd)],
-        cwd=tools,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    share = work / "share"
-    share.mkdir()
-    with open(share / "drive.img", "wb") as image:
-        image.truncate(64 * 2**20)
-    script = work / "guest.sh"
-    script.write_text(
-        f"PY={sys.executable}\nOUT=/tmp/share\nAER_MAC={AER_MAC}\nSLOW_MAC={SLOW_MAC}\n"
-        f"RDMA_MAC={RDMA_MAC}\n" + GUEST_SCRIPT.read_text()
-    )
-    env = {
-        **os.environ,
-        "GUEST_TIMEOUT": "1200",
-        "QEMU_EXTRA": devices(share),
-        "GUEST_TMP_DIRS": guest_tmp_dirs(),
-    }
-    proc = subprocess.Popen(
-        ["bash", str(tools / "run-guest.sh"), str(initrd), str(share), str(script)],
-        cwd=tools,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 1200
-        while not (share / "ready-for-faults").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        else:
-            (share / "monitor.log").write_text(
-                monitor(share / "monitor.sock", "pcie_aer_inject_error net0 UNSUP")
-                + monitor(share / "monitor.sock", "set_link n2 off")
-            )
-            (share / "faults-injected").touch()
-        output, _ = proc.communicate(timeout=max(60.0, deadline - time.monotonic()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode != 0 or not (share / "done").exists():
-        logs = [
-            f"{p.name}:\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(share.glob("*.log"))
-        ]
-        pytest.fail(f"guest run failed ({proc.returncode}): {output[-2000:]}\n" + "\n".join(logs))
-    return share
+    return qemu.boot(shared, work, script, TOOLS, qemu_extra=with_drive, drive=inject_faults)
 
 
 def interfaces(guest: Path) -> tuple[str, str, str]:

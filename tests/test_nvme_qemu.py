@@ -13,18 +13,16 @@ real Prometheus and Alertmanager on this side.
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, missing
 from support import daemon as d
+from support import qemu
 from support import stack as st
 from support.exposition import samples, value
 
@@ -40,11 +38,7 @@ CONTROLLERS = (
     "serial=GOOD0004",
 )
 TOOLS = {
-    "qemu-system-x86_64": "qemu-system-x86",
     "nvme": "nvme-cli",
-    "busybox": "busybox-static",
-    "modprobe": "kmod",
-    "cpio": "cpio",
     "mdadm": "mdadm",
     "mkfs.ext4": "e2fsprogs",
 }
@@ -52,68 +46,16 @@ TOOLS = {
 
 @pytest.fixture(scope="module")
 def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tools = shared / "tools" / "qemu-nvme"
-    if not (tools / "run-guest.sh").is_file():
-        pytest.skip("../shared/tools/qemu-nvme is not present")
-    for tool, package in TOOLS.items():
-        if shutil.which(tool) is None:
-            missing(f"{tool} is not installed (Debian package {package})")
-    if not glob.glob("/boot/vmlinuz-*") or not os.path.isdir("/lib/modules"):
-        missing("no kernel image in /boot (Debian package linux-image-amd64)")
     work = tmp_path_factory.mktemp("qemu-nvme")
-    initrd = work / "initrd.cpio.gz"
-    subprocess.run(
-        ["bash", str(tools / "make-initramfs.sh"), str(initrd)],
-        cwd=tools,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    script = work / "guest.sh"
-    script.write_text(f"PY={sys.executable}\nOUT=/tmp/share\n" + GUEST_SCRIPT.read_text())
-    share = work / "share"
-    result = subprocess.run(
-        ["bash", str(tools / "run-guest.sh"), str(initrd), str(share), str(script), *CONTROLLERS],
-        cwd=tools,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        env={
-            **os.environ,
-            "GUEST_TIMEOUT": "1200",
-            "GUEST_TMP_DIRS": " ".join(tmp_dirs(GUEST_PATHS)),
-        },
-    )
-    if result.returncode != 0 or not (share / "done").exists():
-        logs = [
-            f"{p.name}:\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(share.glob("*.log"))
-        ]
-        pytest.fail(f"guest run failed ({result.returncode}):\n" + "\n".join(logs))
-    return share
-
-
-def tmp_dirs(paths: list[Path]) -> list[str]:
-    """The directories under /tmp the guest must see (it mounts a /tmp of its own), for
-    run-guest.sh's GUEST_TMP_DIRS: outermost first, none inside another."""
-    out: list[Path] = []
-    for path in sorted({p.resolve() for p in paths}, key=lambda p: len(p.parts)):
-        if path.parts[:2] == ("/", "tmp") and not any(path.is_relative_to(o) for o in out):
-            out.append(path)
-    return [str(p) for p in out]
-
-
-# The checkout, its virtualenv and the interpreter's own directory.
-GUEST_PATHS = [REPO, Path(sys.prefix), Path(os.path.realpath(sys.executable)).parent]
+    return qemu.boot(shared, work, GUEST_SCRIPT.read_text(), TOOLS, controllers=CONTROLLERS)
 
 
 def test_a_checkout_under_tmp_is_shared_into_the_guest() -> None:
     """Where the clone lives is no reason to skip: /tmp paths go to GUEST_TMP_DIRS."""
     clone = Path("/tmp/ci-clone")
-    assert tmp_dirs([clone, clone / ".venv", Path("/usr/bin")]) == ["/tmp/ci-clone"]
-    assert tmp_dirs([Path("/work/main"), Path("/root/.pyenv/bin")]) == []
-    assert tmp_dirs([clone, Path("/tmp/venv/bin")]) == ["/tmp/ci-clone", "/tmp/venv/bin"]
+    assert qemu.tmp_dirs([clone, clone / ".venv", Path("/usr/bin")]) == ["/tmp/ci-clone"]
+    assert qemu.tmp_dirs([Path("/work/main"), Path("/root/.pyenv/bin")]) == []
+    assert qemu.tmp_dirs([clone, Path("/tmp/venv/bin")]) == ["/tmp/ci-clone", "/tmp/venv/bin"]
 
 
 def controllers(guest: Path) -> list[str]:

@@ -40,7 +40,7 @@ OPS = tuple(THRESHOLDS)
 @pytest.fixture(scope="module")
 def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("qemu-storage")
-    return qemu.boot(shared, work, GUEST_SCRIPT.read_text(), ["serial=STOR0001"], TOOLS)
+    return qemu.boot(shared, work, GUEST_SCRIPT.read_text(), TOOLS, controllers=["serial=STOR0001"])
 
 
 class Capture:
