@@ -139,10 +139,13 @@ def parameters(profile: Profile) -> dict[str, str]:
     fleet = tuple(name for name in instance if name != "instance")
     instance_sel, instance_args = template_filter(instance)
     fleet_sel, fleet_args = template_filter(fleet)
+    escaped = profile.alerting.exporter_selector.replace('"', '\\"')
     return {
         "by": promql.by(instance),
         "fleet_": "".join(f"{name}, " for name in fleet),
         "up": f"up{{{profile.alerting.exporter_selector}}}",
+        # For a template's printf "…": its own quotes escaped.
+        "up_sel_": f"up{{{escaped}, {instance_sel}}}",
         "instance_sel_": instance_sel,
         "instance_args_": instance_args,
         "fleet_sel_": fleet_sel,
@@ -189,6 +192,40 @@ count by (${{by}}) ({metric})
 or on (${{by}})
 0 * group by (${{by}}) (${{up}} == 1)
 """
+
+
+def held_while_unscraped(record: str, expr: str) -> str:
+    """`expr`, the recording `record` of a count of devices, and through a failed scrape
+    the count it recorded last.
+
+    A failed scrape stale-marks every series of the host, so a count of them would be
+    missing for that evaluation, and an alert comparing it (a drive or PSU fewer than
+    before) would resolve or restart its `for`. Holding the count's inputs instead
+    (last_over_time) would count a device that left minutes before as present. So the
+    recording reads its own last value, only while the scrape fails (`up` 0) and only
+    while a good scrape is within the lookback: an exporter that dies keeps the count
+    5m, as the held alerts keep their level, then NodeSLOExporterDown has paged."""
+    return f"""{expr.rstrip()}
+or on (${{by}})
+(
+  last_over_time({record}[{promql.LOOKBACK}])
+  unless on (${{by}}) (${{up}} == 1)
+  and on (${{by}}) (max_over_time(${{up}}[{promql.LOOKBACK}]) == 1)
+)
+"""
+
+
+def present_now(selector: str) -> str:
+    """For an annotation's query: the series of `selector` (the host's own, its `%q`s
+    taking `${instance_args_}`) the last scrape returned, and through a failed scrape
+    (`up` 0, every series stale-marked) those of the lookback instead. A plain read finds
+    none then, so a list of what is gone would name every device; a read held always
+    would hide a device gone less than the lookback ago. Takes `${instance_args_}`
+    three times."""
+    return (
+        f"({selector} or last_over_time({selector}[{promql.LOOKBACK}]) "
+        "and on () (${up_sel_} == 0))"
+    )
 
 
 def label_list(selector: str, args: str, label: str) -> str:

@@ -27,6 +27,7 @@ from nodeslo.pack.catalog.base import (
     WARNING,
     HealthAlert,
     Recording,
+    held_while_unscraped,
 )
 from nodeslo.profile import Profile
 
@@ -112,25 +113,29 @@ nodeslo_bmc_sensor_value{type="temperature", unit="celsius", sensor=~${inlet_sen
         record=HEALTHY_PSUS,
         # PSUs whose status sensor reports neither a fault nor absence (a sensor without
         # a presence state counts as present); 0 where PSU status sensors exist and none
-        # is healthy. A sensor that stops reporting is not counted.
-        expr="""
+        # is healthy. A sensor that stops reporting is not counted; a failed scrape
+        # keeps the count (held_while_unscraped).
+        expr=held_while_unscraped(
+            HEALTHY_PSUS,
+            """
 count by (${by}) (
   group by (${by}, sensor, entity) (
     nodeslo_bmc_sensor_state{type="power_supply", state=~"${psu_states}"}
   )
   unless """
-        + _SENSOR_ON
-        + """
+            + _SENSOR_ON
+            + """
   (nodeslo_bmc_sensor_state{type="power_supply", state=~"${psu_failure_states}"} == 1)
   unless """
-        + _SENSOR_ON
-        + """
+            + _SENSOR_ON
+            + """
   (nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0)
 )
 or on (${by})
 0 * group by (${by}) (nodeslo_bmc_sensor_state{type="power_supply", state=~"${psu_states}"})
 """,
-        source=("nodeslo_bmc_sensor_state",),
+        ),
+        source=("nodeslo_bmc_sensor_state", "up"),
     ),
     Recording(
         group="hourly",
@@ -207,7 +212,9 @@ nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0
         "expects ${psu_count} (health.power.psu_count). The others are failed, absent, or "
         "their status sensor stopped reporting: a single further failure stops the server.",
         threshold="healthy PSUs < health.power.psu_count (${psu_count})",
-        source=("nodeslo_bmc_sensor_state",),
+        source=("nodeslo_bmc_sensor_state", "up"),
+        # Reads the count, held through a failed scrape by its recording.
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="PowerRedundancyLost",
@@ -260,7 +267,7 @@ nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0
         "failures and redundancy cannot be seen on this host (threshold: the profile "
         "expects ${psu_count} PSUs).",
         threshold="BMC answering, no PSU status sensor",
-        source=("nodeslo_bmc_up", "nodeslo_bmc_sensor_state"),
+        source=("nodeslo_bmc_up", "nodeslo_bmc_sensor_state", "up"),
     ),
     HealthAlert(
         name="FanFailed",

@@ -12,9 +12,11 @@ from nodeslo.pack.catalog.base import (
     apart,
     bytes_text,
     count_per_host,
+    held_while_unscraped,
     label_list,
     lookup,
     percent,
+    present_now,
     rise_alert,
     rise_recording,
     rise_window,
@@ -90,8 +92,8 @@ RECORDINGS = (
         group="nvme",
         record=CONTROLLERS,
         # NVMe controllers per host: a rename (nvme0 <-> nvme1) keeps the number, a
-        # drive that vanishes lowers it.
-        expr=count_per_host("nodeslo_nvme_info"),
+        # drive that vanishes lowers it, a failed scrape does not.
+        expr=held_while_unscraped(CONTROLLERS, count_per_host("nodeslo_nvme_info")),
         source=("nodeslo_nvme_info", "up"),
     ),
     rise_recording(
@@ -305,8 +307,8 @@ nodeslo_nvme_state_live == 0
         "{{ . | first | value }}{{ end }} (threshold: fewer than then). Gone, by serial: "
         + label_list(
             "max_over_time(nodeslo_nvme_info{${instance_sel_}}[${nvme_lookback}]) "
-            "unless on (serial) nodeslo_nvme_info{${instance_sel_}}",
-            "${instance_args_}${instance_args_}",
+            "unless on (serial) " + present_now("nodeslo_nvme_info{${instance_sel_}}"),
+            "${instance_args_}" * 4,
             "serial",
         )
         + " — removed, or dropped by the kernel after a failed reset. Its namespaces are "

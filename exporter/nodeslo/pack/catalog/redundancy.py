@@ -9,8 +9,10 @@ from nodeslo.pack.catalog.base import (
     HealthAlert,
     Recording,
     count_per_host,
+    held_while_unscraped,
     label_list,
     lookup,
+    present_now,
 )
 from nodeslo.profile import Profile
 
@@ -21,13 +23,15 @@ def parameters(profile: Profile) -> dict[str, str]:
     }
 
 
+ARRAYS = "instance:nodeslo_md_arrays:count"
+
 RECORDINGS = (
     Recording(
         group="redundancy",
-        record="instance:nodeslo_md_arrays:count",
+        record=ARRAYS,
         # md arrays per host: names change (md0 comes back as md127 after a reboot),
-        # the number of arrays does not.
-        expr=count_per_host("nodeslo_md_info"),
+        # the number of arrays does not; a failed scrape does not change it either.
+        expr=held_while_unscraped(ARRAYS, count_per_host("nodeslo_md_info")),
         source=("nodeslo_md_info", "up"),
     ),
 )
@@ -105,8 +109,9 @@ max_over_time(instance:nodeslo_md_arrays:count[${redundancy_lookback}])
         "{{ . | first | value }}{{ end }} (threshold: fewer than then). Gone: "
         + label_list(
             "group by (device) (max_over_time(nodeslo_md_info{${instance_sel_}}"
-            "[${redundancy_lookback}])) unless on (device) nodeslo_md_info{${instance_sel_}}",
-            "${instance_args_}${instance_args_}",
+            "[${redundancy_lookback}])) unless on (device) "
+            + present_now("nodeslo_md_info{${instance_sel_}}"),
+            "${instance_args_}" * 4,
             "device",
         )
         + " — stopped (mdadm --stop, or too many members failed) or never assembled at boot.",
