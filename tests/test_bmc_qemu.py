@@ -17,7 +17,6 @@ import errno
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -78,8 +77,7 @@ def guest(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ipmi_tools = shared / "tools" / "qemu-ipmi"
     if not (ipmi_tools / "bmc.emu").is_file():
         pytest.skip("../shared/tools/qemu-ipmi is not present")
-    if shutil.which("ipmi_sim") is None:
-        missing("ipmi_sim is not installed (Debian package openipmi)")
+    qemu.check_host(TOOLS)  # before the simulator starts; boot() checks them again
     work = tmp_path_factory.mktemp("qemu-bmc")
     emu = work / "bmc.emu"
     emu.write_text(bmc_chassis.emu_file(ipmi_tools / "bmc.emu"))
