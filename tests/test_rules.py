@@ -176,6 +176,86 @@ def test_held_template_queries_keep_their_verbs() -> None:
     )
 
 
+UP = 'up{job="n"}'
+
+
+def test_template_queries_held_while_unscraped_take_their_arguments_once() -> None:
+    """A read written twice takes its label values by index from the one printf list."""
+    text = (
+        '{{ with printf "nodeslo_m{instance=%q, port=%q} > nodeslo_n{instance=%q}" '
+        "$labels.instance $labels.port $labels.instance | query }}{{ end }}"
+    )
+    held = promql.held_while_unscraped_in_template_queries(text, UP, "instance")
+    assert held == (
+        '{{ with printf "(nodeslo_m{instance=%[1]q, port=%[2]q} or '
+        "last_over_time(nodeslo_m{instance=%[1]q, port=%[2]q}[5m]) unless on (instance) "
+        '(up{job=\\"n\\"} == 1)) > (nodeslo_n{instance=%[3]q} or '
+        "last_over_time(nodeslo_n{instance=%[3]q}[5m]) unless on (instance) "
+        '(up{job=\\"n\\"} == 1))" $labels.instance $labels.port $labels.instance | query }}'
+        "{{ end }}"
+    )
+
+
+# Alerts that read an exporter series plainly, and why a failed scrape does not matter:
+# each "any rise in the window" alert is held by its rise recording for the window; the
+# plain `x - x offset w` branch only adds a rise that recording missed.
+PLAIN_READS_ALLOWED = {
+    "NVMeMediaErrorsIncreasing",
+    "MemoryUncorrectableErrors",
+    "PCIeUncorrectableErrors",
+}
+
+
+def test_no_alert_reads_an_exporter_series_plainly(groups: list[dict[str, Any]]) -> None:
+    """A failed scrape stale-marks every series of the host and sets `up` to 0: an alert
+    whose expression reads a scraped series plainly, or gates on `up == 1`, keeps its
+    state from ALERTS while the scrape fails (held_while_unscraped); every other read is
+    held through the lookback (held_through_gaps), held while the scrape fails
+    (promql.held_while_unscraped), or a range read."""
+    for rule in all_rules(groups):
+        if "alert" not in rule or rule["alert"] in PLAIN_READS_ALLOWED:
+            continue
+        expr = rule["expr"]
+        reads = promql.instant_reads(expr)
+        held = {r: expr.count(f"({r} or last_over_time({r}[5m]) unless on (") for r in reads}
+        plain = [r for r in held if held[r] != reads.count(r)]
+        ungated = re.sub(r"unless on \([^)]*\) \(up\{[^}]*\} == 1\)\)", "", expr)
+        gates = re.findall(r"(?<![\w_])up\{[^}]*\} == 1", ungated)
+        kept = f'(ALERTS{{alertname="{rule["alert"]}", '  # kept_while_unscraped's read
+        assert (kept in expr) == bool(plain or gates), (rule["alert"], plain, gates)
+
+
+def test_an_alert_kept_while_unscraped_reads_its_own_labels_back(
+    profile: Profile, groups: list[dict[str, Any]]
+) -> None:
+    """The ALERTS read names the alert by every label the rule adds, and drops just those:
+    what remains is the expression's own label set, the alert it continues."""
+    kept = [a for a in rules.health_alerts(profile) if a.held_while_unscraped]
+    assert {"NetworkLinkDown", "ZFSPoolMissing", "CPUTemperatureUnmonitored"} <= {
+        a.name for a in kept
+    }
+    checked = 0
+    for rule in all_rules(groups):
+        if "alert" not in rule or f'(ALERTS{{alertname="{rule["alert"]}", ' not in rule["expr"]:
+            continue
+        checked += 1
+        added = {**dict(profile.alerting.labels), **rule["labels"]}
+        matchers = ", ".join(f'{k}="{v}"' for k, v in sorted(added.items()))
+        dropped = ", ".join(["alertname", "alertstate", *sorted(added)])
+        own = f'max without ({dropped}) (ALERTS{{alertname="{rule["alert"]}", {matchers}}})'
+        assert own in rule["expr"], rule["alert"]
+        # No other rule of the name may have alerts this read finds: two rules writing
+        # one ALERTS series fail their evaluation ("duplicate sample for timestamp").
+        for other in all_rules(groups):
+            if other.get("alert") == rule["alert"] and other is not rule:
+                theirs = other["labels"]
+                assert any(theirs.get(k, v) != v for k, v in rule["labels"].items()), (
+                    rule["alert"],
+                    theirs,
+                )
+    assert checked == len(kept)
+
+
 def test_held_alerts_are_levels_and_read_nothing_plain(
     profile: Profile, groups: list[dict[str, Any]]
 ) -> None:
@@ -714,6 +794,8 @@ def test_the_catalogue_names_what_each_alert_reads(profile: Profile) -> None:
         for name, sources in recorded.items():
             if name in expr:
                 read |= sources
+        if alert.held_while_unscraped:
+            read.add("up")  # its gate: which hosts' scrape fails
         assert read == set(alert.source), alert.name
 
 

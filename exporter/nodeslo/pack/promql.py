@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 from nodeslo.units import prom_duration
@@ -19,7 +19,10 @@ __all__ = [
     "duration",
     "held_in_template_queries",
     "held_through_gaps",
+    "held_while_unscraped",
+    "held_while_unscraped_in_template_queries",
     "increase_seen",
+    "instant_reads",
     "le_matcher",
     "le_spellings",
     "matchers",
@@ -80,18 +83,10 @@ _TOKENS = re.compile(
 _OFFSET = re.compile(r"\s+offset\s+-?[0-9][0-9a-z]*", re.IGNORECASE)
 
 
-def held_through_gaps(expr: str, prefix: str = "nodeslo_", window: str = LOOKBACK) -> str:
-    """Every instant read of a scraped series (named `prefix...`) in `expr` as
-    `last_over_time(series[window])`: the same value while the series is scraped, and
-    still that value through a failed scrape.
-
-    A failed scrape writes a staleness marker into every series of the target: a plain
-    selector then finds nothing until the next good scrape, so an alert reading it
-    resolves and its `for` starts again. Range functions skip staleness markers, and
-    over the lookback (5m, Prometheus' default) last_over_time returns what the plain
-    selector returns whenever no marker is there. A series that truly ends is held for
-    the window, then gone. Range reads (`x[w]`, whose functions skip markers already)
-    and names inside strings and matchers are left as they are."""
+def _instant_reads(expr: str, prefix: str, wrap: Callable[[str, str], str]) -> str:
+    """`expr` with every instant read of a scraped series (named `prefix...`, with its
+    matchers) replaced by `wrap(read, offset)`, `offset` "" or " offset 1h". Range reads
+    (`x[w]`) and names inside strings and matchers are left as they are."""
     out: list[str] = []
     pos = 0
     while pos < len(expr):
@@ -114,8 +109,59 @@ def held_through_gaps(expr: str, prefix: str = "nodeslo_", window: str = LOOKBAC
             shift, pos = " " + " ".join(offset.group().split()), offset.end()
         if expr[pos:].lstrip().startswith("@"):
             raise ValueError(f"an @ modifier on {read} is not supported: {expr}")
-        out.append(f"last_over_time({read}[{window}]{shift})")
+        out.append(wrap(read, shift))
     return "".join(out)
+
+
+def instant_reads(expr: str, prefix: str = "nodeslo_") -> list[str]:
+    """The instant reads of scraped series in `expr`, as written (offset included)."""
+    found: list[str] = []
+
+    def note(read: str, shift: str) -> str:
+        found.append(read + shift)
+        return read + shift
+
+    _instant_reads(expr, prefix, note)
+    return found
+
+
+def held_through_gaps(expr: str, prefix: str = "nodeslo_", window: str = LOOKBACK) -> str:
+    """Every instant read of a scraped series (named `prefix...`) in `expr` as
+    `last_over_time(series[window])`: the same value while the series is scraped, and
+    still that value through a failed scrape.
+
+    A failed scrape writes a staleness marker into every series of the target: a plain
+    selector then finds nothing until the next good scrape, so an alert reading it
+    resolves and its `for` starts again. Range functions skip staleness markers, and
+    over the lookback (5m, Prometheus' default) last_over_time returns what the plain
+    selector returns whenever no marker is there. A series that truly ends is held for
+    the window, then gone. Range reads (`x[w]`, whose functions skip markers already)
+    and names inside strings and matchers are left as they are."""
+    return _instant_reads(
+        expr, prefix, lambda read, shift: f"last_over_time({read}[{window}]{shift})"
+    )
+
+
+def held_while_unscraped(
+    expr: str, up: str, on: str, prefix: str = "nodeslo_", window: str = LOOKBACK
+) -> str:
+    """Every instant read of a scraped series in `expr` as it is, and, for a host whose
+    scrape fails (`up` not 1, matched `on` its instance labels), as the lookback last
+    held it: `(x or last_over_time(x[window]) unless on (…) (up == 1))`.
+
+    For what an absence alert's annotation reads (the alert itself keeps its state from
+    ALERTS, rules.kept_while_unscraped): a series that leaves a good scrape is missing
+    at once, and a failed scrape, which stale-marks every series of the host, does not
+    turn "no carrier" into "gone". One case slips: through a failed scrape within the
+    window after a series left, it reads as present once more. An offset read is
+    refused: the gate is `up` now, not then."""
+
+    def held(read: str, shift: str) -> str:
+        if shift:
+            raise ValueError(f"an offset read of {read} cannot be held on `up` now: {expr}")
+        return f"({read} or last_over_time({read}[{window}]) unless on ({on}) ({up} == 1))"
+
+    return _instant_reads(expr, prefix, held)
 
 
 # A query an annotation runs: a Go template's `printf "…"` whose result is piped to
@@ -129,6 +175,35 @@ def held_in_template_queries(text: str) -> str:
     return _TEMPLATE_QUERY.sub(
         lambda m: m.group(1) + held_through_gaps(m.group(2)) + m.group(3), text
     )
+
+
+_VERB = re.compile(r"%(?:\[(\d+)\])?q")
+
+
+def _indexed_verbs(query: str) -> str:
+    """Every `%q` of a printf format as `%[n]q`, the argument it takes (Go's fmt: an
+    unindexed verb takes the one after the previous verb's), so a read written twice
+    takes its label values twice from one set of arguments."""
+    last = 0
+
+    def index(match: re.Match[str]) -> str:
+        nonlocal last
+        last = int(match.group(1)) if match.group(1) else last + 1
+        return f"%[{last}]q"
+
+    return _VERB.sub(index, query)
+
+
+def held_while_unscraped_in_template_queries(text: str, up: str, on: str) -> str:
+    """held_while_unscraped() for the queries in an alert's annotation templates: a page
+    that names what its host reads says the same through a failed scrape."""
+    escaped = up.replace('"', '\\"')  # inside the template's printf "…"
+
+    def held(m: re.Match[str]) -> str:
+        query = held_while_unscraped(_indexed_verbs(m.group(2)), escaped, on)
+        return m.group(1) + query + m.group(3)
+
+    return _TEMPLATE_QUERY.sub(held, text)
 
 
 def quote(value: str) -> str:

@@ -59,16 +59,46 @@ def _health_alert(profile: Profile, alert: HealthAlert, params: dict[str, str]) 
         expr = promql.held_through_gaps(expr)
         summary = promql.held_in_template_queries(summary)
         description = promql.held_in_template_queries(description)
+    labels = {"severity": alert.severity, **dict(alert.labels)}
+    if alert.held_while_unscraped:
+        up, on = params["up"], params["by"]
+        added = {**dict(profile.alerting.labels), **labels}
+        expr = kept_while_unscraped(expr, alert.name, added, up, on)
+        summary = promql.held_while_unscraped_in_template_queries(summary, up, on)
+        description = promql.held_while_unscraped_in_template_queries(description, up, on)
     return _alert(
         profile,
         {
             "alert": alert.name,
             "expr": expr,
             "for_seconds": float(seconds),
-            "labels": {"severity": alert.severity, **dict(alert.labels)},
+            "labels": labels,
             "annotations": {"summary": summary, "description": description},
         },
     )
+
+
+def kept_while_unscraped(expr: str, name: str, added: dict[str, str], up: str, on: str) -> str:
+    """`expr`, the alert `name`'s, and while its host's scrape fails (`up` not 1) with a
+    good scrape within the lookback: the alerts it was at its last evaluation.
+
+    A failed scrape stale-marks every series of the host, so an alert on a series'
+    absence stops matching (its `up == 1` gate is 0, its expected series are gone): its
+    page resolves, its `for` starts again. Holding its reads through the lookback would
+    count a series that left minutes ago as present; a plain read of ALERTS finds
+    exactly the alerts of the previous evaluation (a resolved one is stale-marked), and
+    `max without` the labels the rule adds gives back the expression's own label sets,
+    so the same alerts continue, `for` and all. The value is 1 then. An exporter that
+    dies keeps them 5 minutes, until NodeSLOExporterDown pages."""
+    own = promql.selector("ALERTS", [("alertname", name), *sorted(added.items())])
+    dropped = promql.by(["alertname", "alertstate", *sorted(added)])
+    return f"""{expr}
+or
+(
+  max without ({dropped}) ({own})
+  unless on ({on}) ({up} == 1)
+  and on ({on}) (max_over_time({up}[{promql.LOOKBACK}]) == 1)
+)"""
 
 
 def _recording(recording: Recording, params: dict[str, str]) -> Rule:

@@ -72,6 +72,12 @@ class HealthAlert:
     # promql.held_through_gaps, so one failed scrape neither resolves the alert nor
     # restarts its `for`. Not for alerts on a series' absence, which it would delay.
     held_through_gaps: bool = False
+    # An alert on a series' absence (or a level whose `unless` reads one), which
+    # held_through_gaps would delay: while the host's scrape fails (`up` 0) and a good
+    # scrape is within the lookback, it also keeps what it was at its last evaluation
+    # (rules.kept_while_unscraped, from ALERTS), so a failed scrape neither resolves it
+    # nor restarts its `for`, while a series that leaves a good scrape is missing at once.
+    held_while_unscraped: bool = False
 
 
 # "Any rise in the last hour" alerts on error counters (PCIe AER, NVMe media, EDAC UE)
@@ -194,7 +200,7 @@ or on (${{by}})
 """
 
 
-def held_while_unscraped(record: str, expr: str) -> str:
+def count_held_while_unscraped(record: str, expr: str) -> str:
     """`expr`, the recording `record` of a count of devices, and through a failed scrape
     the count it recorded last.
 

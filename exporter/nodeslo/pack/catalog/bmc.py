@@ -27,7 +27,7 @@ from nodeslo.pack.catalog.base import (
     WARNING,
     HealthAlert,
     Recording,
-    held_while_unscraped,
+    count_held_while_unscraped,
 )
 from nodeslo.profile import Profile
 
@@ -114,8 +114,8 @@ nodeslo_bmc_sensor_value{type="temperature", unit="celsius", sensor=~${inlet_sen
         # PSUs whose status sensor reports neither a fault nor absence (a sensor without
         # a presence state counts as present); 0 where PSU status sensors exist and none
         # is healthy. A sensor that stops reporting is not counted; a failed scrape
-        # keeps the count (held_while_unscraped).
-        expr=held_while_unscraped(
+        # keeps the count (count_held_while_unscraped).
+        expr=count_held_while_unscraped(
             HEALTHY_PSUS,
             """
 count by (${by}) (
@@ -183,6 +183,7 @@ nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0
         "more failure and it stops.",
         threshold="a present PSU asserts a failure or input state",
         source=("nodeslo_bmc_sensor_state",),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="PowerRedundancyLost",
@@ -268,6 +269,7 @@ nodeslo_bmc_sensor_state{type="power_supply", state="presence_detected"} == 0
         "expects ${psu_count} PSUs).",
         threshold="BMC answering, no PSU status sensor",
         source=("nodeslo_bmc_up", "nodeslo_bmc_sensor_state", "up"),
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="FanFailed",
@@ -315,7 +317,8 @@ unless """
         "reports a critical state (a fan fault, fan redundancy lost): see "
         "nodeslo_bmc_sensor_state for which.",
         threshold="a discrete fan sensor at critical",
-        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_sensor_value"),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_sensor_value", "up"),
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="FanFailed",
@@ -329,7 +332,8 @@ unless """
         "${bmc_lookback} and has no reading for it now (unavailable or gone from the "
         "SDR): a removed or dead fan, or a fan whose tachometer failed.",
         threshold="fan reported within ${bmc_lookback}, no reading now",
-        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up"),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up", "up"),
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="InletTemperatureHigh",
@@ -389,7 +393,8 @@ or
         description="The BMC reported the inlet sensor {{ $labels.sensor }} within "
         "${bmc_lookback} and has no reading for it now: the inlet air is not watched.",
         threshold="inlet sensor reported within ${bmc_lookback}, no reading now",
-        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up"),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up", "up"),
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="BMCSensorCritical",
@@ -410,6 +415,7 @@ unless """
         "reads.",
         threshold="a sensor without its own alert at critical or worse",
         source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_sensor_value"),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="BMCSensorCritical",
@@ -429,7 +435,8 @@ unless {_SENSOR_ON} nodeslo_bmc_sensor_severity
         "${bmc_lookback} and the BMC has no reading for it now: what failed may have "
         "taken its sensor with it.",
         threshold="critical within ${bmc_lookback}, no reading now",
-        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up"),
+        source=("nodeslo_bmc_sensor_severity", "nodeslo_bmc_up", "up"),
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="BMCUnreachable",
@@ -464,5 +471,6 @@ and on (${{by}}) ${{up}} == 1
         "the device vanished). PSU, fan and inlet failures are not seen.",
         threshold="BMC answered within ${bmc_lookback}, not now",
         source=("nodeslo_bmc_up", "up"),
+        held_while_unscraped=True,
     ),
 )

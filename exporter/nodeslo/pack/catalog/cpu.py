@@ -203,6 +203,7 @@ nodeslo_hwmon_temperature_celsius{chip_name=~"${cpu_chips}"}
         "collector is off. CPUTemperatureHigh and CPUTemperatureCritical cannot fire here.",
         threshold="exporter up, no CPU sensor temperature, for 1h",
         source=("up", "nodeslo_hwmon_temperature_celsius"),
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="CPUThrottleSignalMissing",
@@ -224,6 +225,7 @@ nodeslo_cpu_throttle_signal_info{source!="none"}
         threshold="exporter up, throttle signal none or not exported, for 15m",
         source=("up", "nodeslo_cpu_throttle_signal_info"),
         when=_measures_throttling,
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="DeepCStatesEnabled",

@@ -191,12 +191,19 @@ changes(nodeslo_probe_up[${flap_window}]) > ${flap_changes}
 
 
 def probe_absent_alert(probe: str) -> HealthAlert:
-    """A probe an SLO needs but the exporter does not export at all: its own alert."""
+    """A probe an SLO needs but the exporter does not export at all: its own alert.
+
+    Not kept from ALERTS through a failed scrape (held_while_unscraped): the level
+    NodeSLOProbeDown's alerts carry the same labels, and would come back as this rule's
+    (one ALERTS sample twice). Its reads are held while the scrape fails instead: the
+    gate is "a good scrape within the lookback", the probe's series the lookback's."""
+    series = f"nodeslo_probe_up{{probe={promql.quote(probe)}}}"
     return HealthAlert(
         name="NodeSLOProbeDown",
         group="exporter",
         severity=WARNING,
-        expr=f"${{up}} == 1 unless on (${{by}}) nodeslo_probe_up{{probe={promql.quote(probe)}}}",
+        expr=f"max_over_time(${{up}}[{promql.LOOKBACK}]) == 1 unless on (${{by}}) "
+        + promql.held_while_unscraped(series, "${up}", "${by}"),
         for_=600,
         labels=(("probe", probe),),
         summary=f"nodeslo {probe} probe " + ON + " is absent",

@@ -244,7 +244,8 @@ nodeslo_network_carrier == 1
         "carrier since the exporter started (threshold: carrier). Traffic on it has "
         "stopped or failed over.",
         threshold="an expected interface without carrier (or gone) for ${network_down_for_text}",
-        source=("nodeslo_network_expected_up", "nodeslo_network_carrier"),
+        source=("nodeslo_network_expected_up", "nodeslo_network_carrier", "up"),
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="NetworkLinkSpeedDegraded",
@@ -297,8 +298,10 @@ nodeslo_network_speed_bytes_per_second
             "nodeslo_network_carrier",
             "nodeslo_network_data_plane",
             "nodeslo_network_speed_bytes_per_second",
+            "up",
         ),
         when=_has_speed,
+        held_while_unscraped=True,
     ),
     HealthAlert(
         name="NetworkLinkFlapping",
@@ -360,6 +363,7 @@ nodeslo_rdma_port_active == 1
         "{{ . | first | value }} (1 DOWN, 2 INIT, 3 ARMED){{ else }}gone{{ end }} "
         "(threshold: ACTIVE). RDMA traffic (RoCE, InfiniBand) over it has stopped.",
         threshold="a port seen ACTIVE no longer ACTIVE (or gone) for ${rdma_down_for_text}",
-        source=("nodeslo_rdma_port_expected_active", "nodeslo_rdma_port_active"),
+        source=("nodeslo_rdma_port_expected_active", "nodeslo_rdma_port_active", "up"),
+        held_while_unscraped=True,
     ),
 )

@@ -11,8 +11,8 @@ from nodeslo.pack.catalog.base import (
     Recording,
     apart,
     bytes_text,
+    count_held_while_unscraped,
     count_per_host,
-    held_while_unscraped,
     label_list,
     lookup,
     percent,
@@ -93,7 +93,7 @@ RECORDINGS = (
         record=CONTROLLERS,
         # NVMe controllers per host: a rename (nvme0 <-> nvme1) keeps the number, a
         # drive that vanishes lowers it, a failed scrape does not.
-        expr=held_while_unscraped(CONTROLLERS, count_per_host("nodeslo_nvme_info")),
+        expr=count_held_while_unscraped(CONTROLLERS, count_per_host("nodeslo_nvme_info")),
         source=("nodeslo_nvme_info", "up"),
     ),
     rise_recording(
@@ -454,6 +454,7 @@ nodeslo_nvme_smart_up == 0 unless nodeslo_nvme_smart_last_success_timestamp_seco
             "nodeslo_nvme_smart_last_success_timestamp_seconds",
             "nodeslo_nvme_smart_up",
         ),
+        held_through_gaps=True,
     ),
     HealthAlert(
         name="NVMeLatencyOutlier",

@@ -8,8 +8,8 @@ from nodeslo.pack.catalog.base import (
     ON,
     HealthAlert,
     Recording,
+    count_held_while_unscraped,
     count_per_host,
-    held_while_unscraped,
     label_list,
     lookup,
     present_now,
@@ -31,7 +31,7 @@ RECORDINGS = (
         record=ARRAYS,
         # md arrays per host: names change (md0 comes back as md127 after a reboot),
         # the number of arrays does not; a failed scrape does not change it either.
-        expr=held_while_unscraped(ARRAYS, count_per_host("nodeslo_md_info")),
+        expr=count_held_while_unscraped(ARRAYS, count_per_host("nodeslo_md_info")),
         source=("nodeslo_md_info", "up"),
     ),
 )
@@ -157,5 +157,6 @@ and on (${by}) (${up} == 1)
         "was exported, or was destroyed. Nothing on it is available.",
         threshold="a pool seen within the last ${redundancy_lookback} is absent",
         source=("nodeslo_zfs_pool_state", "up"),
+        held_while_unscraped=True,
     ),
 )
