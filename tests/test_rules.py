@@ -179,6 +179,28 @@ def test_held_template_queries_keep_their_verbs() -> None:
 UP = 'up{job="n"}'
 
 
+def test_reads_held_while_unscraped_keep_a_good_scrape_as_it_is() -> None:
+    """Each plain read gains the lookback's value only for hosts whose scrape fails."""
+    held = promql.held_while_unscraped(
+        'nodeslo_a == 1 unless on (instance, x) nodeslo_b{x="nodeslo_c"} '
+        "and on (instance) max_over_time(nodeslo_d[1d])",
+        UP,
+        "instance",
+    )
+    assert held == (
+        '(nodeslo_a or last_over_time(nodeslo_a[5m]) unless on (instance) (up{job="n"} == 1))'
+        " == 1 unless on (instance, x) "
+        '(nodeslo_b{x="nodeslo_c"} or last_over_time(nodeslo_b{x="nodeslo_c"}[5m]) '
+        'unless on (instance) (up{job="n"} == 1)) '
+        "and on (instance) max_over_time(nodeslo_d[1d])"
+    )
+
+
+def test_an_offset_read_is_not_held_on_up_now() -> None:
+    with pytest.raises(ValueError, match="offset read"):
+        promql.held_while_unscraped("nodeslo_x - nodeslo_x offset 1h", UP, "instance")
+
+
 def test_template_queries_held_while_unscraped_take_their_arguments_once() -> None:
     """A read written twice takes its label values by index from the one printf list."""
     text = (

@@ -150,7 +150,8 @@ def held_while_unscraped(
     held it: `(x or last_over_time(x[window]) unless on (…) (up == 1))`.
 
     For what an absence alert's annotation reads (the alert itself keeps its state from
-    ALERTS, rules.kept_while_unscraped): a series that leaves a good scrape is missing
+    ALERTS, rules.kept_while_unscraped), and the absence alert that cannot read ALERTS
+    back (catalog probe_absent_alert): a series that leaves a good scrape is missing
     at once, and a failed scrape, which stale-marks every series of the host, does not
     turn "no carrier" into "gone". One case slips: through a failed scrape within the
     window after a series left, it reads as present once more. An offset read is
