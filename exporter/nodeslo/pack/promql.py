@@ -29,6 +29,7 @@ __all__ = [
     "number",
     "quote",
     "selector",
+    "while_unscraped",
 ]
 
 
@@ -140,6 +141,15 @@ def held_through_gaps(expr: str, prefix: str = "nodeslo_", window: str = LOOKBAC
     return _instant_reads(
         expr, prefix, lambda read, shift: f"last_over_time({read}[{window}]{shift})"
     )
+
+
+def while_unscraped(held: str, up: str, on: str) -> str:
+    """`held` only for hosts whose scrape fails now (`up` not 1, matched `on` their
+    instance labels) and had a good one within the lookback: what a failed scrape keeps
+    of a host, gone 5m after its exporter is (NodeSLOExporterDown has paged by then)."""
+    return f"""{held}
+  unless on ({on}) ({up} == 1)
+  and on ({on}) (max_over_time({up}[{LOOKBACK}]) == 1)"""
 
 
 def held_while_unscraped(

@@ -59,23 +59,24 @@ def _health_alert(profile: Profile, alert: HealthAlert, params: dict[str, str]) 
         expr = promql.held_through_gaps(expr)
         summary = promql.held_in_template_queries(summary)
         description = promql.held_in_template_queries(description)
-    labels = {"severity": alert.severity, **dict(alert.labels)}
+    up, on = params["up"], params["by"]
     if alert.held_while_unscraped:
-        up, on = params["up"], params["by"]
-        added = {**dict(profile.alerting.labels), **labels}
-        expr = kept_while_unscraped(expr, alert.name, added, up, on)
         summary = promql.held_while_unscraped_in_template_queries(summary, up, on)
         description = promql.held_while_unscraped_in_template_queries(description, up, on)
-    return _alert(
+    rule = _alert(
         profile,
         {
             "alert": alert.name,
             "expr": expr,
             "for_seconds": float(seconds),
-            "labels": labels,
+            "labels": {"severity": alert.severity, **dict(alert.labels)},
             "annotations": {"summary": summary, "description": description},
         },
     )
+    if alert.held_while_unscraped:
+        # Read back by every label the finished rule adds, the profile's included.
+        rule["expr"] = kept_while_unscraped(expr, alert.name, rule["labels"], up, on)
+    return rule
 
 
 def kept_while_unscraped(expr: str, name: str, added: dict[str, str], up: str, on: str) -> str:
@@ -95,9 +96,7 @@ def kept_while_unscraped(expr: str, name: str, added: dict[str, str], up: str, o
     return f"""{expr}
 or
 (
-  max without ({dropped}) ({own})
-  unless on ({on}) ({up} == 1)
-  and on ({on}) (max_over_time({up}[{promql.LOOKBACK}]) == 1)
+  {promql.while_unscraped(f"max without ({dropped}) ({own})", up, on)}
 )"""
 
 

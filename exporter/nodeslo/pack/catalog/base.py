@@ -211,12 +211,11 @@ def count_held_while_unscraped(record: str, expr: str) -> str:
     recording reads its own last value, only while the scrape fails (`up` 0) and only
     while a good scrape is within the lookback: an exporter that dies keeps the count
     5m, as the held alerts keep their level, then NodeSLOExporterDown has paged."""
+    own_last = f"last_over_time({record}[{promql.LOOKBACK}])"
     return f"""{expr.rstrip()}
 or on (${{by}})
 (
-  last_over_time({record}[{promql.LOOKBACK}])
-  unless on (${{by}}) (${{up}} == 1)
-  and on (${{by}}) (max_over_time(${{up}}[{promql.LOOKBACK}]) == 1)
+  {promql.while_unscraped(own_last, "${up}", "${by}")}
 )
 """
 
