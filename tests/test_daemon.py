@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import threading
@@ -72,6 +74,39 @@ def test_sigterm_exits_cleanly_within_two_seconds(seed_tree: Path) -> None:
         elapsed = time.monotonic() - start
     assert code == 0
     assert elapsed < 2.0, elapsed
+
+
+def _to_another_thread(daemon: d.Daemon, sig: int) -> int:
+    """kill() with a thread's id: the kernel delivers the signal to that thread, as it
+    does a process-directed one when the main thread has a signal pending already or
+    is stopped (SIGTERM right after SIGCONT). Python runs the handler on the main
+    thread only when that thread next runs bytecode. The thread's id."""
+    pid = daemon.proc.pid
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.kill(tid, sig)
+            return tid
+    raise AssertionError(f"the daemon (pid {pid}) has no thread besides the main one")
+
+
+def test_sigterm_taken_by_another_thread_stops_the_daemon(seed_tree: Path) -> None:
+    """Before nodeslo.inbox, the main thread slept in a queue's lock through it and the
+    daemon never stopped (systemd SIGKILLs it 90 s later)."""
+    with d.running(seed_tree) as daemon:
+        daemon.scrape()
+        _to_another_thread(daemon, signal.SIGTERM)
+        assert daemon.proc.wait(timeout=30) == 0
+        daemon.wait_log("shutting down")
+
+
+def test_sighup_taken_by_another_thread_reloads(seed_tree: Path, tmp_path: Path) -> None:
+    profile = tmp_path / "site.yaml"
+    profile.write_text("extends: process-management\nprofile: site-a\n")
+    with d.running(seed_tree, f"--profile={profile}") as daemon:
+        profile.write_text("extends: process-management\nprofile: site-b\n")
+        _to_another_thread(daemon, signal.SIGHUP)
+        daemon.wait_log("profile reloaded", timeout=30)
+        assert value(daemon.scrape(), "nodeslo_profile_info", profile="site-b") == 1
 
 
 def test_sighup_reloads_a_good_profile_and_keeps_the_old_on_a_bad_one(

@@ -6,13 +6,11 @@ import argparse
 import errno
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -27,6 +25,7 @@ from nodeslo.collectors.base import (
     CollectorContext,
     CollectorSet,
 )
+from nodeslo.inbox import Inbox
 from nodeslo.log import OnceLog
 from nodeslo.paths import Roots
 from nodeslo.probes.collector import probe_collectors
@@ -46,8 +45,9 @@ from nodeslo.web.webconfig import WebConfigCollector, WebConfigError, WebConfigS
 
 log = logging.getLogger("nodeslo")
 
-# Without a systemd watchdog the main thread sleeps until a command: signals interrupt
-# the wait (their handlers queue a command), so an idle daemon's main thread never wakes.
+# Without a systemd watchdog the main thread sleeps until a command (nodeslo.inbox: a
+# signal on any thread, or a finished profile load), so an idle daemon's main thread
+# never wakes.
 
 
 def enabled_collectors(args: argparse.Namespace) -> list[str]:
@@ -135,8 +135,12 @@ class Daemon:
         self.exporter_parts.append(ProcessCollector(registry=self.registry))
         self.notifier = Notifier()
         # (command, payload): ("reload", None), ("stop", None), ("loaded", result).
-        self.commands: queue.SimpleQueue[tuple[str, Profile | ProfileError | None]] = (
-            queue.SimpleQueue()
+        self.commands: Inbox[tuple[str, Profile | ProfileError | None]] = Inbox(
+            {
+                signal.SIGHUP: ("reload", None),
+                signal.SIGTERM: ("stop", None),
+                signal.SIGINT: ("stop", None),
+            }
         )
         self._reloading = False
         self._reload_again = False
@@ -211,7 +215,7 @@ class Daemon:
         self._reloading = True
         self.notifier.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         threading.Thread(
-            target=lambda: self.commands.put(("loaded", self._load())),
+            target=lambda: self.commands.post(("loaded", self._load())),
             name="profile-reload",
             daemon=True,
         ).start()
@@ -234,14 +238,10 @@ class Daemon:
             )
         self.notifier.notify("READY=1")
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.commands.put(("reload", None) if signum == signal.SIGHUP else ("stop", None))
-
     def run(self) -> int:
         if not self.servers:
             self.bind()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
+        self.commands.open()
         self.collectors.start()
         threads = []
         for server in self.servers:
@@ -268,30 +268,35 @@ class Daemon:
         self.notifier.notify("READY=1")
         tick = self.notifier.ping_interval()
         next_ping = time.monotonic() + tick if tick else None
-        while True:
-            try:
+        try:
+            while True:
                 timeout = None if next_ping is None else max(0.0, next_ping - time.monotonic())
-                command, payload = self.commands.get(timeout=timeout)
-            except queue.Empty:
-                command, payload = "", None
-            if tick and next_ping is not None and time.monotonic() >= next_ping:
-                # Ping only while the HTTP thread is alive: a dead server must be restarted.
-                # On a clock, not on idleness: a flood of SIGHUPs must not starve it.
-                if all(thread.is_alive() for thread in threads):
-                    self.notifier.notify("WATCHDOG=1")
-                next_ping = time.monotonic() + tick
-            if command == "reload":
+                commands = self.commands.wait(timeout)
+                if tick and next_ping is not None and time.monotonic() >= next_ping:
+                    # Ping only while the HTTP thread is alive: a dead server must be
+                    # restarted. On a clock, not on idleness: a flood of SIGHUPs must
+                    # not starve it.
+                    if all(thread.is_alive() for thread in threads):
+                        self.notifier.notify("WATCHDOG=1")
+                    next_ping = time.monotonic() + tick
+                if ("stop", None) in commands:
+                    break
+                for command, payload in commands:
+                    self._handle(command, payload)
+            return self.shutdown(threads)
+        finally:
+            self.commands.close()
+
+    def _handle(self, command: str, payload: Profile | ProfileError | None) -> None:
+        if command == "reload":
+            self._start_reload()
+        elif command == "loaded":
+            assert payload is not None
+            self._apply(payload)
+            self._reloading = False
+            if self._reload_again:
+                self._reload_again = False
                 self._start_reload()
-            elif command == "loaded":
-                assert payload is not None
-                self._apply(payload)
-                self._reloading = False
-                if self._reload_again:
-                    self._reload_again = False
-                    self._start_reload()
-            elif command == "stop":
-                break
-        return self.shutdown(threads)
 
     def shutdown(self, threads: list[threading.Thread]) -> int:
         log.info("shutting down")
