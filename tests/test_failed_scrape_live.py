@@ -1,0 +1,194 @@
+"""A failed scrape resolves nothing, live, on both rule engines.
+
+alerts/tests/failed-scrapes.yaml shows it under promtool; this shows it where a pager
+hears it: the real exporter, frozen (SIGSTOP: its scrapes time out, `up` falls to 0 and
+every series of the host ends), scraped by Prometheus, or by vmagent → victoria-metrics
+→ vmalert, with the generated rules of the e2e profile unchanged and Alertmanager
+delivering to the test's webhook. `NetworkLinkDown` reads a link's carrier plainly, so
+while the scrape fails only its branch that reads the rule's own `ALERTS` back can keep
+it (docs/alerting.md, "A failed scrape resolves nothing"); on vmalert that read goes
+through remote write and victoria-metrics. The alert must stay firing with the same
+`activeAt` (its `for` not restarted), still say "has no carrier", and never reach the
+pager as resolved; once carrier is back and the page resolved, the next failed scrape
+must not bring it back (a resolved alert's `ALERTS` series is stale-marked, by vmalert
+too, and the read finds nothing)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import missing
+from fixtures.make_fixtures import build, variant
+from fixtures.spec import ServerSpec
+from support import daemon as d
+from support import scenario as sc
+from support import stack as s
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+E2E_PROFILE = sc.SCENARIOS / "profiles" / "e2e.yaml"
+LINK = {"alertname": "NetworkLinkDown", "interface": "ens1f1np1"}
+# Evaluations (1 s apart) that must see the failed scrape. NodeSLOExporterDown's `for`
+# is 6 s in the e2e profile; the pause stays below it, as a brief stall does.
+EVALUATIONS_UNSCRAPED = 3
+
+
+@pytest.fixture(params=s.ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    absent = s.engine_missing(request.param)
+    if absent:
+        missing(f"{absent}: not installed (Debian packages)")
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def rules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pack")
+    generated = d.run_cli("generate", "--rules-only", f"--profile={E2E_PROFILE}", f"--out={out}")
+    assert generated.returncode == 0, generated.stderr
+    return out / "alerts" / "nodeslo.rules.yaml"
+
+
+@dataclass
+class Server:
+    daemon: d.Daemon
+    root: Path
+    healthy: ServerSpec
+
+    @property
+    def instance(self) -> str:
+        return f"127.0.0.1:{self.daemon.port}"
+
+    def freeze(self) -> None:
+        """Scrapes time out from now on: `up` 0, every series of the host ends."""
+        self.daemon.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.daemon.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def link_down(tmp_path: Path) -> Iterator[Server]:
+    """The exporter on a server whose data link ens1f1np1 had carrier when the exporter
+    started (so it is expected up) and has lost it since."""
+    root = tmp_path / "tree"
+    healthy = variant("seed-spec-tuned", 4)
+    build(root, healthy)
+    daemon = d.start(root, f"--profile={E2E_PROFILE}").wait_listening()
+    server = Server(daemon, root, healthy)
+    try:
+        assert 'nodeslo_network_carrier{interface="ens1f1np1"} 1' in daemon.scrape()
+        build(root, healthy.with_faults("link-down"))
+        yield server
+    finally:
+        # Thawed by a failing test mid-pause, it first answers the scrapes queued
+        # meanwhile: more than stop()'s default 5 s.
+        server.thaw()
+        server.daemon.stop(timeout=30.0)
+
+
+def _link_alert(stack: s.Stack) -> dict[str, Any] | None:
+    for alert in stack.alerts():
+        if all(alert["labels"].get(k) == v for k, v in LINK.items()):
+            return alert
+    return None
+
+
+def _firing(stack: s.Stack, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alert = _link_alert(stack)
+        if alert and alert["state"] == "firing":
+            return alert
+        time.sleep(0.2)
+    raise AssertionError(f"{stack.engine}: NetworkLinkDown not firing after {timeout}s")
+
+
+def _still_the_same(stack: s.Stack, first: dict[str, Any], when: str) -> dict[str, Any]:
+    alert = _link_alert(stack)
+    assert alert is not None, f"{stack.engine}: NetworkLinkDown resolved {when}"
+    assert alert["state"] == "firing", f"{stack.engine}: {when}: {alert}"
+    assert alert["activeAt"] == first["activeAt"], f"{stack.engine}: `for` restarted {when}"
+    assert "has no carrier" in alert["annotations"]["description"], (
+        f"{stack.engine}: {when}: {alert['annotations']['description']}"
+    )
+    return alert
+
+
+def _recorded_firing(stack: s.Stack, instance: str, timeout: float = 30.0) -> None:
+    """Until the store returns the firing alert's ALERTS series, the one the kept branch
+    reads back. Prometheus writes it into its own head at once; on victoria-metrics a
+    new series is found some seconds after vmalert writes it (6 s seen here), under
+    the e2e profile's 1 s evaluations, not the shipped 1m."""
+    selector = ", ".join(f'{k}="{v}"' for k, v in {**LINK, "instance": instance}.items())
+    deadline = time.monotonic() + timeout
+    while not stack.query(f'ALERTS{{{selector}, alertstate="firing"}}'):
+        assert time.monotonic() < deadline, f"{stack.engine}: no firing ALERTS series stored"
+        time.sleep(0.2)
+
+
+def _up(stack: s.Stack, instance: str) -> float | None:
+    found = stack.query(f'up{{job="nodeslo", instance="{instance}"}}')
+    return float(found[0]["value"][1]) if found else None
+
+
+def _until_up(stack: s.Stack, server: Server, up: float, check: Callable[[], object]) -> None:
+    deadline = time.monotonic() + 30
+    while _up(stack, server.instance) != up:
+        assert time.monotonic() < deadline, f"{stack.engine}: up never {up:g}"
+        check()
+        time.sleep(0.2)
+
+
+def _for_evaluations(check: Callable[[], object]) -> None:
+    until = time.monotonic() + EVALUATIONS_UNSCRAPED
+    while time.monotonic() < until:
+        check()
+        time.sleep(0.2)
+
+
+def test_a_link_without_carrier_keeps_paging_through_a_failed_scrape(
+    engine: str, rules: Path, link_down: Server, tmp_path: Path
+) -> None:
+    server, instance = link_down, link_down.instance
+    with s.running(tmp_path / engine, [instance], [str(rules)], engine=engine) as stack:
+        stack.wait_scraped()
+        first = _firing(stack, timeout=60)
+        stack.webhook.wait_for(30, instance=instance, **LINK)
+        _recorded_firing(stack, instance)
+
+        server.freeze()
+        _until_up(stack, server, 0, lambda: _still_the_same(stack, first, "before up fell"))
+        # The series have ended: only the branch reading ALERTS back holds the alert.
+        carrier = f'nodeslo_network_carrier{{instance="{instance}"}}'
+        assert stack.query(carrier) == [], f"{engine}: the carrier is still read"
+        _for_evaluations(lambda: _still_the_same(stack, first, "while the scrape fails"))
+        server.thaw()
+        _until_up(stack, server, 1, lambda: _still_the_same(stack, first, "before up rose"))
+        time.sleep(2)  # two evaluations on fresh data
+        _still_the_same(stack, first, "after the scrape succeeded again")
+        resolved = stack.webhook.received("resolved", instance=instance, **LINK)
+        assert not resolved, f"{engine}: the pager heard NetworkLinkDown resolve: {resolved}"
+
+        # Carrier back: the page resolves, and no failed scrape brings it back.
+        build(server.root, server.healthy)
+        deadline = time.monotonic() + 30
+        while _link_alert(stack) or not stack.webhook.received("resolved", **LINK):
+            assert time.monotonic() < deadline, f"{engine}: NetworkLinkDown never resolved"
+            time.sleep(0.2)
+        server.freeze()
+        _until_up(stack, server, 0, lambda: _stays_resolved(stack, "before up fell"))
+        _for_evaluations(lambda: _stays_resolved(stack, "while the scrape fails"))
+        server.thaw()
+
+
+def _stays_resolved(stack: s.Stack, when: str) -> None:
+    alert = _link_alert(stack)
+    assert alert is None, f"{stack.engine}: a resolved NetworkLinkDown came back {when}: {alert}"
