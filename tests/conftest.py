@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.make_fixtures import build, variant
+from support import stack
 
 REPO = Path(__file__).resolve().parents[1]
 # ../shared sits beside every checkout (CI's too) but not on a user's machine.
@@ -29,6 +30,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite the golden files under tests/golden from the current output",
     )
+
+
+@pytest.fixture(params=stack.ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each rule engine in turn (Prometheus; vmagent → victoria-metrics → vmalert),
+    where installed (CI: both)."""
+    absent = stack.engine_missing(request.param)
+    if absent:
+        missing(f"{absent}: not installed (Debian packages)")
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

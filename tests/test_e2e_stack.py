@@ -8,19 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import missing
 from support import daemon as d
 from support import stack as s
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(params=s.ENGINES)
-def engine(request: pytest.FixtureRequest) -> str:
-    absent = s.engine_missing(request.param)
-    if absent:
-        missing(f"{absent}: not installed (Debian packages)")
-    return str(request.param)
 
 
 def test_a_rule_on_scraped_data_reaches_the_pager(

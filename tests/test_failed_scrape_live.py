@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from conftest import missing
 from fixtures.make_fixtures import build, variant
 from fixtures.spec import ServerSpec
 from support import daemon as d
@@ -38,14 +37,6 @@ LINK = {"alertname": "NetworkLinkDown", "interface": "ens1f1np1"}
 # Evaluations (1 s apart) that must see the failed scrape. NodeSLOExporterDown's `for`
 # is 6 s in the e2e profile; the pause stays below it, as a brief stall does.
 EVALUATIONS_UNSCRAPED = 3
-
-
-@pytest.fixture(params=s.ENGINES)
-def engine(request: pytest.FixtureRequest) -> str:
-    absent = s.engine_missing(request.param)
-    if absent:
-        missing(f"{absent}: not installed (Debian packages)")
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")
