@@ -46,8 +46,10 @@ class Inbox(Generic[T]):
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
-        self._previous = {signum: signal.signal(signum, _ignore) for signum in self._signals}
+        # The socket first: a signal between the two lines takes its default action
+        # (as a moment before), never the handler without its byte.
         self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {signum: signal.signal(signum, _ignore) for signum in self._signals}
 
     def close(self) -> None:
         """The signals' previous handlers back (once the daemon is done: a second
