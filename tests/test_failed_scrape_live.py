@@ -10,7 +10,7 @@ it (docs/alerting.md, "A failed scrape resolves nothing"); on vmalert that read 
 through remote write and victoria-metrics. The alert must stay firing with the same
 `activeAt` (its `for` not restarted), still say "has no carrier", and never reach the
 pager as resolved; once carrier is back and the page resolved, the next failed scrape
-must not bring it back (a resolved alert's `ALERTS` series is stale-marked, by vmalert
+must not fire it again (a resolved alert's `ALERTS` series is stale-marked, by vmalert
 too, and the read finds nothing)."""
 
 from __future__ import annotations
@@ -34,9 +34,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 E2E_PROFILE = sc.SCENARIOS / "profiles" / "e2e.yaml"
 LINK = {"alertname": "NetworkLinkDown", "interface": "ens1f1np1"}
-# Evaluations (1 s apart) that must see the failed scrape. NodeSLOExporterDown's `for`
-# is 6 s in the e2e profile; the pause stays below it, as a brief stall does.
-EVALUATIONS_UNSCRAPED = 3
+# Seconds between scrapes and between evaluations. vmalert reads ALERTS back through
+# remote write, and victoria-metrics judges a series stale from the spacing of its own
+# samples: at 1 s evaluations, seconds of ingestion delay on a loaded machine lost the
+# kept alert (once in 15 runs beside the scenarios, "resolved while unscraped"). At the
+# pack's 1m such seconds are nothing; 5 s keeps it so here.
+INTERVAL = {s.PROMETHEUS: 1.0, s.VICTORIAMETRICS: 5.0}
+# NetworkLinkDown's `for` in the e2e profile (2m x 0.02).
+FOR = 2.4
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +84,8 @@ def link_down(tmp_path: Path) -> Iterator[Server]:
         build(root, healthy.with_faults("link-down"))
         yield server
     finally:
-        # Thawed by a failing test mid-pause, it first answers the scrapes queued
-        # meanwhile: more than stop()'s default 5 s.
-        server.thaw()
-        server.daemon.stop(timeout=30.0)
+        server.thaw()  # a failing test may leave it frozen
+        server.daemon.stop()
 
 
 def _link_alert(stack: s.Stack) -> dict[str, Any] | None:
@@ -115,9 +118,9 @@ def _still_the_same(stack: s.Stack, first: dict[str, Any], when: str) -> dict[st
 
 def _recorded_firing(stack: s.Stack, instance: str, timeout: float = 30.0) -> None:
     """Until the store returns the firing alert's ALERTS series, the one the kept branch
-    reads back. Prometheus writes it into its own head at once; on victoria-metrics a
-    new series is found some seconds after vmalert writes it (6 s seen here), under
-    the e2e profile's 1 s evaluations, not the shipped 1m."""
+    reads back. Prometheus writes it into its own head at once; victoria-metrics finds
+    a new series some seconds after vmalert writes it (6 s seen here): more than this
+    test's evaluation interval, nothing beside the shipped 1m."""
     selector = ", ".join(f'{k}="{v}"' for k, v in {**LINK, "instance": instance}.items())
     deadline = time.monotonic() + timeout
     while not stack.query(f'ALERTS{{{selector}, alertstate="firing"}}'):
@@ -131,15 +134,15 @@ def _up(stack: s.Stack, instance: str) -> float | None:
 
 
 def _until_up(stack: s.Stack, server: Server, up: float, check: Callable[[], object]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while _up(stack, server.instance) != up:
         assert time.monotonic() < deadline, f"{stack.engine}: up never {up:g}"
         check()
         time.sleep(0.2)
 
 
-def _for_evaluations(check: Callable[[], object]) -> None:
-    until = time.monotonic() + EVALUATIONS_UNSCRAPED
+def _for_evaluations(seconds: float, check: Callable[[], object]) -> None:
+    until = time.monotonic() + seconds
     while time.monotonic() < until:
         check()
         time.sleep(0.2)
@@ -149,7 +152,13 @@ def test_a_link_without_carrier_keeps_paging_through_a_failed_scrape(
     engine: str, rules: Path, link_down: Server, tmp_path: Path
 ) -> None:
     server, instance = link_down, link_down.instance
-    with s.running(tmp_path / engine, [instance], [str(rules)], engine=engine) as stack:
+    interval = INTERVAL[engine]
+    # A firing page kept through three evaluations without data; a resolved one watched
+    # for longer than its `for` and two more, so one brought back would fire meanwhile.
+    kept_for, watched_for = 3 * interval, FOR + 2 * interval
+    with s.running(
+        tmp_path / engine, [instance], [str(rules)], interval=f"{interval:g}s", engine=engine
+    ) as stack:
         stack.wait_scraped()
         first = _firing(stack, timeout=60)
         stack.webhook.wait_for(30, instance=instance, **LINK)
@@ -157,13 +166,18 @@ def test_a_link_without_carrier_keeps_paging_through_a_failed_scrape(
 
         server.freeze()
         _until_up(stack, server, 0, lambda: _still_the_same(stack, first, "before up fell"))
-        # The series have ended: only the branch reading ALERTS back holds the alert.
+        # Until the series have ended (victoria-metrics may show a failed scrape's stale
+        # markers a moment apart): then only the branch reading ALERTS back holds it.
         carrier = f'nodeslo_network_carrier{{instance="{instance}"}}'
-        assert stack.query(carrier) == [], f"{engine}: the carrier is still read"
-        _for_evaluations(lambda: _still_the_same(stack, first, "while the scrape fails"))
+        deadline = time.monotonic() + 30
+        while stack.query(carrier):
+            assert time.monotonic() < deadline, f"{engine}: the carrier is still read"
+            _still_the_same(stack, first, "before the carrier ended")
+            time.sleep(0.2)
+        _for_evaluations(kept_for, lambda: _still_the_same(stack, first, "while unscraped"))
         server.thaw()
         _until_up(stack, server, 1, lambda: _still_the_same(stack, first, "before up rose"))
-        time.sleep(2)  # two evaluations on fresh data
+        time.sleep(2 * interval)  # two evaluations on fresh data
         _still_the_same(stack, first, "after the scrape succeeded again")
         resolved = stack.webhook.received("resolved", instance=instance, **LINK)
         assert not resolved, f"{engine}: the pager heard NetworkLinkDown resolve: {resolved}"
@@ -174,12 +188,20 @@ def test_a_link_without_carrier_keeps_paging_through_a_failed_scrape(
         while _link_alert(stack) or not stack.webhook.received("resolved", **LINK):
             assert time.monotonic() < deadline, f"{engine}: NetworkLinkDown never resolved"
             time.sleep(0.2)
+        pages = len(stack.webhook.firing(**LINK))
         server.freeze()
-        _until_up(stack, server, 0, lambda: _stays_resolved(stack, "before up fell"))
-        _for_evaluations(lambda: _stays_resolved(stack, "while the scrape fails"))
+        _until_up(stack, server, 0, lambda: _not_firing(stack, "before up fell"))
+        _for_evaluations(watched_for, lambda: _not_firing(stack, "while unscraped"))
         server.thaw()
+        again = stack.webhook.firing(**LINK)[pages:]
+        assert not again, f"{engine}: a failed scrape paged the resolved link again: {again}"
 
 
-def _stays_resolved(stack: s.Stack, when: str) -> None:
+def _not_firing(stack: s.Stack, when: str) -> None:
+    """Firing, not pending: on victoria-metrics a failed scrape's stale markers may
+    show a moment apart (a healthy link's `expected_up` still read, its carrier not),
+    one evaluation of pending that a `for` keeps from firing."""
     alert = _link_alert(stack)
-    assert alert is None, f"{stack.engine}: a resolved NetworkLinkDown came back {when}: {alert}"
+    assert alert is None or alert["state"] != "firing", (
+        f"{stack.engine}: a resolved NetworkLinkDown fires again {when}: {alert}"
+    )
