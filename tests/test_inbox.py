@@ -5,6 +5,8 @@ SIGHUP."""
 
 from __future__ import annotations
 
+import os
+import resource
 import signal
 import threading
 from collections.abc import Iterator
@@ -67,3 +69,26 @@ def test_signals_and_posts_keep_their_order(inbox: Inbox[str]) -> None:
         assert more, f"only {got} arrived"
         got += more
     assert got == ["reload", "loaded", "stop"]
+
+
+def test_a_socket_numbered_past_select_s_limit_still_waits() -> None:
+    """select() refuses descriptors from 1024 on (the full suite's process reached them
+    and failed every test above); a daemon holding a large host's files open can too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1100 + 16
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.fail(f"the hard limit on open files ({hard}) is below {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    filler: list[int] = []
+    box: Inbox[str] = Inbox({signal.SIGHUP: "reload"})
+    try:
+        while not filler or filler[-1] < 1100:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        box.open()
+        threading.Timer(0.1, box.post, args=("loaded",)).start()
+        assert box.wait(10) == ["loaded"]
+    finally:
+        box.close()
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -7,7 +7,9 @@ signal the kernel gives to it; a process-directed signal goes to another thread 
 the main thread already has one pending or is stopped (SIGTERM right after SIGCONT),
 and a daemon so parked never stopped. With `signal.set_wakeup_fd`, the C-level handler
 writes the signal's number to this socket from whatever thread took it, and the main
-thread waits on the socket instead of a lock; threads post with a zero byte."""
+thread waits on the socket instead of a lock (with poll: select refuses a descriptor
+numbered 1024 or more, which a daemon holding a large host's files open can reach);
+threads post with a zero byte."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ class Inbox(Generic[T]):
         self._posted: queue.SimpleQueue[T] = queue.SimpleQueue()
         self._reader: socket.socket | None = None
         self._writer: socket.socket | None = None
+        self._poll = select.poll()
         self._previous_fd = -1
         self._previous: dict[int, Any] = {}  # signal.signal's handlers
 
@@ -46,6 +49,7 @@ class Inbox(Generic[T]):
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
+        self._poll.register(self._reader, select.POLLIN)
         # The socket first: a signal between the two lines takes its default action
         # (as a moment before), never the handler without its byte.
         self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
@@ -59,6 +63,7 @@ class Inbox(Generic[T]):
         signal.set_wakeup_fd(self._previous_fd)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self._poll.unregister(self._reader)
         self._reader.close()
         self._writer.close()
         self._reader = self._writer = None
@@ -75,8 +80,7 @@ class Inbox(Generic[T]):
         """The commands that arrived, in order; [] after `timeout` seconds (None: wait
         until one comes)."""
         assert self._reader is not None, "open() the inbox first"
-        readable, _, _ = select.select([self._reader], [], [], timeout)
-        if not readable:
+        if not self._poll.poll(None if timeout is None else timeout * 1000):
             return []
         try:
             data = self._reader.recv(4096)
