@@ -95,14 +95,30 @@ def _link_alert(stack: s.Stack) -> dict[str, Any] | None:
     return None
 
 
-def _firing(stack: s.Stack, timeout: float) -> dict[str, Any]:
+def _until(
+    done: Callable[[], object],
+    timeout: float,
+    failure: str,
+    check: Callable[[], object] = lambda: None,
+) -> None:
+    """Poll `done` until it is true, running `check` between polls; fail with
+    `failure` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alert = _link_alert(stack)
-        if alert and alert["state"] == "firing":
-            return alert
+    while not done():
+        assert time.monotonic() < deadline, failure
+        check()
         time.sleep(0.2)
-    raise AssertionError(f"{stack.engine}: NetworkLinkDown not firing after {timeout}s")
+
+
+def _firing(stack: s.Stack, timeout: float) -> dict[str, Any]:
+    def firing() -> bool:
+        alert = _link_alert(stack)
+        return alert is not None and alert["state"] == "firing"
+
+    _until(firing, timeout, f"{stack.engine}: NetworkLinkDown not firing after {timeout}s")
+    alert = _link_alert(stack)
+    assert alert is not None, f"{stack.engine}: NetworkLinkDown resolved as it fired"
+    return alert
 
 
 def _still_the_same(stack: s.Stack, first: dict[str, Any], when: str) -> dict[str, Any]:
@@ -122,10 +138,8 @@ def _recorded_firing(stack: s.Stack, instance: str, timeout: float = 30.0) -> No
     a new series some seconds after vmalert writes it (6 s seen here): more than this
     test's evaluation interval, nothing beside the shipped 1m."""
     selector = ", ".join(f'{k}="{v}"' for k, v in {**LINK, "instance": instance}.items())
-    deadline = time.monotonic() + timeout
-    while not stack.query(f'ALERTS{{{selector}, alertstate="firing"}}'):
-        assert time.monotonic() < deadline, f"{stack.engine}: no firing ALERTS series stored"
-        time.sleep(0.2)
+    query = f'ALERTS{{{selector}, alertstate="firing"}}'
+    _until(lambda: stack.query(query), timeout, f"{stack.engine}: no firing ALERTS stored")
 
 
 def _up(stack: s.Stack, instance: str) -> float | None:
@@ -134,11 +148,7 @@ def _up(stack: s.Stack, instance: str) -> float | None:
 
 
 def _until_up(stack: s.Stack, server: Server, up: float, check: Callable[[], object]) -> None:
-    deadline = time.monotonic() + 60
-    while _up(stack, server.instance) != up:
-        assert time.monotonic() < deadline, f"{stack.engine}: up never {up:g}"
-        check()
-        time.sleep(0.2)
+    _until(lambda: _up(stack, server.instance) == up, 60, f"{stack.engine}: up never {up:g}", check)
 
 
 def _for_evaluations(seconds: float, check: Callable[[], object]) -> None:
@@ -169,11 +179,12 @@ def test_a_link_without_carrier_keeps_paging_through_a_failed_scrape(
         # Until the series have ended (victoria-metrics may show a failed scrape's stale
         # markers a moment apart): then only the branch reading ALERTS back holds it.
         carrier = f'nodeslo_network_carrier{{instance="{instance}"}}'
-        deadline = time.monotonic() + 30
-        while stack.query(carrier):
-            assert time.monotonic() < deadline, f"{engine}: the carrier is still read"
-            _still_the_same(stack, first, "before the carrier ended")
-            time.sleep(0.2)
+        _until(
+            lambda: not stack.query(carrier),
+            30,
+            f"{engine}: the carrier is still read",
+            lambda: _still_the_same(stack, first, "before the carrier ended"),
+        )
         _for_evaluations(kept_for, lambda: _still_the_same(stack, first, "while unscraped"))
         server.thaw()
         _until_up(stack, server, 1, lambda: _still_the_same(stack, first, "before up rose"))
@@ -184,10 +195,11 @@ def test_a_link_without_carrier_keeps_paging_through_a_failed_scrape(
 
         # Carrier back: the page resolves, and no failed scrape brings it back.
         build(server.root, server.healthy)
-        deadline = time.monotonic() + 30
-        while _link_alert(stack) or not stack.webhook.received("resolved", **LINK):
-            assert time.monotonic() < deadline, f"{engine}: NetworkLinkDown never resolved"
-            time.sleep(0.2)
+        _until(
+            lambda: not _link_alert(stack) and stack.webhook.received("resolved", **LINK),
+            30,
+            f"{engine}: NetworkLinkDown never resolved",
+        )
         pages = len(stack.webhook.firing(**LINK))
         server.freeze()
         _until_up(stack, server, 0, lambda: _not_firing(stack, "before up fell"))
